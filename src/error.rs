@@ -1,0 +1,154 @@
+//! The one error type of shardgate and its mapping to SQLSTATEs and client messages.
+
+use std::fmt;
+
+/// Every failure a client can see, plus the few that only operators see (config, I/O at startup).
+///
+/// Each variant maps to exactly one SQLSTATE (see `sqlstate`). Messages are written for a person:
+/// they say what was refused and why, and `hint` says what to do instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A statement shardgate cannot execute exactly across shards (0A000).
+    Unsupported {
+        message: String,
+        hint: Option<String>,
+    },
+    /// A statement shardgate cannot parse that names a sharded or reference table (42601).
+    Syntax { message: String },
+    /// DML or a query on a table that shards.toml does not list (42P01).
+    UnknownTable { table: String },
+    /// A shard is down or its connection broke mid-statement (08006).
+    ShardUnavailable { shard: String, detail: String },
+    /// No pooled connection to a shard became free in time (53300).
+    PoolTimeout { shard: String },
+    /// Too many client connections (53300).
+    TooManyConnections,
+    /// Rate limit exceeded (53400).
+    RateLimited { limit: String },
+    /// Bad password (28P01).
+    BadPassword { user: String },
+    /// The client broke the wire protocol (08P01).
+    Protocol { message: String },
+    /// Input that is not valid UTF-8 (22021).
+    Encoding,
+    /// The current transaction is aborted (25P02).
+    TransactionAborted,
+    /// An invalid or inconsistent shards.toml; never sent to clients as such.
+    Config { message: String },
+    /// Any other internal failure (XX000).
+    Internal { message: String },
+}
+
+impl Error {
+    pub fn unsupported(message: impl Into<String>, hint: impl Into<String>) -> Self {
+        Error::Unsupported {
+            message: message.into(),
+            hint: Some(hint.into()),
+        }
+    }
+
+    pub fn config(message: impl Into<String>) -> Self {
+        Error::Config {
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(message: impl Into<String>) -> Self {
+        Error::Internal {
+            message: message.into(),
+        }
+    }
+
+    /// The SQLSTATE a client receives for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            Error::Unsupported { .. } => "0A000",
+            Error::Syntax { .. } => "42601",
+            Error::UnknownTable { .. } => "42P01",
+            Error::ShardUnavailable { .. } => "08006",
+            Error::PoolTimeout { .. } | Error::TooManyConnections => "53300",
+            Error::RateLimited { .. } => "53400",
+            Error::BadPassword { .. } => "28P01",
+            Error::Protocol { .. } => "08P01",
+            Error::Encoding => "22021",
+            Error::TransactionAborted => "25P02",
+            Error::Config { .. } => "F0000",
+            Error::Internal { .. } => "XX000",
+        }
+    }
+
+    /// The hint line, where there is something useful to suggest.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            Error::Unsupported { hint, .. } => hint.clone(),
+            Error::UnknownTable { .. } => Some(
+                "shardgate only runs statements on tables listed in shards.toml; add a [[tables]] entry \
+                 (shard_key = \"...\" or reference = true) and RELOAD"
+                    .into(),
+            ),
+            Error::PoolTimeout { .. } => {
+                Some("raise [proxy] pool_size or shorten the transactions that hold connections".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Unsupported { message, .. } => write!(f, "{message}"),
+            Error::Syntax { message } => write!(f, "{message}"),
+            Error::UnknownTable { table } => {
+                write!(f, "table \"{table}\" is not listed in shards.toml")
+            }
+            Error::ShardUnavailable { shard, detail } => {
+                write!(f, "shard \"{shard}\" is unavailable: {detail}")
+            }
+            Error::PoolTimeout { shard } => write!(
+                f,
+                "no connection to shard \"{shard}\" became free in time"
+            ),
+            Error::TooManyConnections => write!(f, "too many client connections to shardgate"),
+            Error::RateLimited { limit } => write!(f, "rate limit exceeded: {limit}"),
+            Error::BadPassword { user } => {
+                write!(f, "password authentication failed for user \"{user}\"")
+            }
+            Error::Protocol { message } => write!(f, "protocol violation: {message}"),
+            Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
+            Error::TransactionAborted => write!(
+                f,
+                "current transaction is aborted, commands ignored until end of transaction block"
+            ),
+            Error::Config { message } => write!(f, "{message}"),
+            Error::Internal { message } => write!(f, "internal error: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_follow_the_design() {
+        assert_eq!(Error::unsupported("x", "y").sqlstate(), "0A000");
+        assert_eq!(Error::Syntax { message: "x".into() }.sqlstate(), "42601");
+        assert_eq!(Error::UnknownTable { table: "t".into() }.sqlstate(), "42P01");
+        let down = Error::ShardUnavailable {
+            shard: "s1".into(),
+            detail: "connection refused".into(),
+        };
+        assert_eq!(down.sqlstate(), "08006");
+        assert!(down.to_string().contains("s1"));
+        assert_eq!(Error::RateLimited { limit: "u".into() }.sqlstate(), "53400");
+        assert_eq!(Error::TooManyConnections.sqlstate(), "53300");
+        assert_eq!(Error::BadPassword { user: "u".into() }.sqlstate(), "28P01");
+        let unknown = Error::UnknownTable { table: "t".into() };
+        assert!(unknown.hint().unwrap().contains("shards.toml"));
+    }
+}
