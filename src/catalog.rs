@@ -33,23 +33,149 @@ pub struct Catalog {
 
 impl Catalog {
     pub fn from_config(config: &Config) -> Catalog {
-        let _ = config;
-        todo!("helper: router")
+        let tables = config
+            .tables
+            .iter()
+            .filter_map(|t| {
+                let kind = match (&t.shard_key, t.reference) {
+                    (Some(key), _) => TableKind::Sharded {
+                        key: key.clone(),
+                        key_type: t.key_type,
+                        key_position: None,
+                    },
+                    (None, true) => TableKind::Reference,
+                    // Config validation refuses such an entry; leaving it out keeps the table
+                    // unknown (refused) rather than guessing how it is placed.
+                    (None, false) => return None,
+                };
+                let (schema, name) = split_qualified(&t.name);
+                Some(TableRule { schema, name, kind })
+            })
+            .collect();
+        Catalog { tables }
     }
 
     /// Looks a table up by (optional schema, name); names already folded.
     pub fn lookup(&self, schema: Option<&str>, name: &str) -> Option<&TableRule> {
-        let _ = (schema, name);
-        todo!("helper: router")
+        self.tables.iter().find(|rule| {
+            rule.name == name
+                && match (&rule.schema, schema) {
+                    (Some(want), Some(got)) => want == got,
+                    _ => true,
+                }
+        })
     }
 
     /// Records what the shards' catalog says of a sharded table's key.
-    pub fn set_key_info(&mut self, table: &str, key_type: Option<KeyType>, key_position: Option<usize>) {
-        let _ = (table, key_type, key_position);
-        todo!("helper: router")
+    pub fn set_key_info(
+        &mut self,
+        table: &str,
+        key_type: Option<KeyType>,
+        key_position: Option<usize>,
+    ) {
+        let (schema, name) = split_qualified(table);
+        for rule in &mut self.tables {
+            let schema_matches = match (&rule.schema, &schema) {
+                (Some(want), Some(got)) => want == got,
+                _ => true,
+            };
+            if rule.name != name || !schema_matches {
+                continue;
+            }
+            if let TableKind::Sharded {
+                key_type: ty,
+                key_position: pos,
+                ..
+            } = &mut rule.kind
+            {
+                if key_type.is_some() {
+                    *ty = key_type;
+                }
+                *pos = key_position;
+            }
+        }
     }
 
     pub fn tables(&self) -> &[TableRule] {
         &self.tables
+    }
+}
+
+/// "schema.name" → (Some(schema), name); "name" → (None, name).
+fn split_qualified(name: &str) -> (Option<String>, String) {
+    match name.rsplit_once('.') {
+        Some((schema, table)) => (Some(schema.to_string()), table.to_string()),
+        None => (None, name.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{ProxyConfig, TableConfig};
+
+    fn table(name: &str, key: Option<&str>, reference: bool) -> TableConfig {
+        TableConfig {
+            name: name.into(),
+            shard_key: key.map(Into::into),
+            key_type: None,
+            reference,
+        }
+    }
+
+    fn catalog() -> Catalog {
+        let config = Config {
+            proxy: ProxyConfig {
+                listen: "127.0.0.1:0".into(),
+                max_client_connections: 1,
+                pool_size: 1,
+                database: None,
+                vnodes: 1,
+                connect_timeout_ms: 1,
+                pool_timeout_ms: 1,
+            },
+            auth: None,
+            shards: vec![],
+            tables: vec![
+                table("users", Some("id"), false),
+                table("sales.orders", Some("user_id"), false),
+                table("countries", None, true),
+            ],
+            metrics: None,
+            rate_limits: vec![],
+        };
+        Catalog::from_config(&config)
+    }
+
+    #[test]
+    fn lookup_matches_schema_loosely() {
+        let c = catalog();
+        assert!(c.lookup(None, "users").is_some());
+        assert!(c.lookup(Some("anything"), "users").is_some());
+        assert!(c.lookup(None, "orders").is_some());
+        assert!(c.lookup(Some("sales"), "orders").is_some());
+        assert!(c.lookup(Some("public"), "orders").is_none());
+        assert_eq!(
+            c.lookup(None, "countries").unwrap().kind,
+            TableKind::Reference
+        );
+        assert!(c.lookup(None, "nope").is_none());
+    }
+
+    #[test]
+    fn key_info_is_recorded() {
+        let mut c = catalog();
+        c.set_key_info("sales.orders", Some(KeyType::Int), Some(2));
+        match &c.lookup(None, "orders").unwrap().kind {
+            TableKind::Sharded {
+                key_type,
+                key_position,
+                ..
+            } => {
+                assert_eq!(*key_type, Some(KeyType::Int));
+                assert_eq!(*key_position, Some(2));
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -3,10 +3,35 @@
 //!
 //! INTERFACE FROZEN FOR HELPERS.
 
+mod classify;
+mod decide;
+mod dml;
+mod fallback;
+mod insert;
+mod keys;
+mod scope;
+mod shape;
+mod split;
+mod tables;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_insert;
+#[cfg(test)]
+mod tests_robust;
+#[cfg(test)]
+mod tests_route;
+
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::ring::{Key, Ring, ShardId};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 use std::ops::Range;
+
+/// Beyond this many operator tokens in one statement, sqlparser's trees get deep enough to
+/// overflow the stack when they are dropped: such statements are not parsed at all.
+const MAX_OPERATORS: usize = 16_000;
 
 /// The plan of one client query string (a simple-protocol Query may hold several statements).
 /// Ring-independent, so it can be cached by statement text until the catalog changes.
@@ -60,13 +85,32 @@ pub struct SplitInsert {
 /// Enough of the INSERT to re-render it with a subset of its rows.
 #[derive(Debug, Clone)]
 pub struct InsertTemplate {
-    // helper: router (e.g. the sqlparser Statement with its VALUES rows)
+    /// The INSERT statement as the client wrote it.
+    text: String,
+    /// Byte range of each VALUES row in `text`, parentheses included, in order.
+    rows: Vec<Range<usize>>,
 }
 
 impl InsertTemplate {
+    /// Rows are sliced from the original text, so literals reach PostgreSQL exactly as written.
+    /// Indices out of range are skipped.
     pub fn render(&self, rows: &[usize]) -> String {
-        let _ = rows;
-        todo!("helper: router")
+        let (Some(first), Some(last)) = (self.rows.first(), self.rows.last()) else {
+            return self.text.clone();
+        };
+        let (prefix, suffix) = (&self.text[..first.start], &self.text[last.end..]);
+        let picked = || rows.iter().filter_map(|&i| self.rows.get(i));
+        let len = prefix.len() + suffix.len() + picked().map(|r| r.len() + 2).sum::<usize>();
+        let mut out = String::with_capacity(len);
+        out.push_str(prefix);
+        for (n, range) in picked().enumerate() {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&self.text[range.clone()]);
+        }
+        out.push_str(suffix);
+        out
     }
 }
 
@@ -110,13 +154,89 @@ pub enum Route {
 /// Plans a query string. Never panics; unparsable input on known tables becomes
 /// `Target::Reject(Error::Syntax)`, other unparsable input `Target::Any` (PostgreSQL reports it).
 pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
-    let _ = (sql, catalog);
-    todo!("helper: router")
+    let statements = split::split(sql)
+        .into_iter()
+        .map(|piece| {
+            let text = &sql[piece.span.clone()];
+            let planned = plan_one(text, piece.operators, catalog);
+            StatementPlan {
+                span: piece.span,
+                target: planned.target,
+                writes: planned.writes,
+                ddl: planned.ddl,
+                no_transaction: planned.no_transaction,
+                not_mergeable: planned.not_mergeable,
+            }
+        })
+        .collect();
+    QueryPlan { statements }
+}
+
+fn plan_one(text: &str, operators: usize, catalog: &Catalog) -> classify::Planned {
+    if operators > MAX_OPERATORS {
+        return fallback::too_complex(text, MAX_OPERATORS, catalog);
+    }
+    match Parser::parse_sql(&PostgreSqlDialect {}, text) {
+        Ok(stmts) => match stmts.as_slice() {
+            [stmt] => classify::plan(stmt, text, catalog),
+            _ => fallback::plan(text, "expected exactly one statement", catalog),
+        },
+        Err(e) => fallback::plan(text, &e.to_string(), catalog),
+    }
 }
 
 /// Resolves a statement plan under a ring. Rejects a multi-shard route of a statement whose
 /// results cannot be concatenated exactly (`not_mergeable`), with 0A000.
+///
+/// A split INSERT whose rows all land on one shard still comes back as `Route::Split` with one
+/// entry (the rendered text equals the original but for whitespace between rows).
 pub fn route(stmt: &StatementPlan, ring: &Ring) -> Result<Route, Error> {
-    let _ = (stmt, ring);
-    todo!("helper: router")
+    let route = match &stmt.target {
+        Target::Any | Target::Transaction(_) | Target::Session(_) => return Ok(Route::Any),
+        Target::Reject(e) => return Err(e.clone()),
+        Target::All => Route::All,
+        Target::Keys(keys) => {
+            let mut shards: Vec<ShardId> = keys.iter().map(|k| ring.shard_for_key(k)).collect();
+            shards.sort_unstable();
+            shards.dedup();
+            if shards.is_empty() {
+                // Keys are never empty; if they were, no row matches and any shard answers.
+                return Ok(Route::Any);
+            }
+            Route::Shards(shards)
+        }
+        Target::Split(split) => return Ok(split_route(split, ring)),
+    };
+    let spread = match &route {
+        Route::Shards(s) => s.len(),
+        _ => ring.shard_count(),
+    };
+    match &stmt.not_mergeable {
+        Some(reason) if spread > 1 => Err(Error::Unsupported {
+            message: format!("{reason} is not supported yet: this statement would run on {spread} shards"),
+            hint: Some(
+                "add a condition on the shard key (e.g. WHERE id = ...) so the statement runs on one shard".into(),
+            ),
+        }),
+        _ => Ok(route),
+    }
+}
+
+fn split_route(split: &SplitInsert, ring: &Ring) -> Route {
+    let mut rows: Vec<(ShardId, usize)> = split
+        .keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (ring.shard_for_key(k), i))
+        .collect();
+    // Stable by (shard, row): rows keep their order within a shard.
+    rows.sort_unstable();
+    let per_shard = rows
+        .chunk_by(|a, b| a.0 == b.0)
+        .map(|group| {
+            let indices: Vec<usize> = group.iter().map(|&(_, i)| i).collect();
+            (group[0].0, split.template.render(&indices))
+        })
+        .collect();
+    Route::Split(per_shard)
 }

@@ -1,0 +1,70 @@
+//! Router benchmarks: planning a point SELECT and a 10-row INSERT, and resolving routes.
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use shardgate::catalog::Catalog;
+use shardgate::config::{Config, KeyType, ProxyConfig, ShardConfig, TableConfig};
+use shardgate::ring::Ring;
+use shardgate::router::{plan, route};
+use std::hint::black_box;
+
+fn config() -> Config {
+    Config {
+        proxy: ProxyConfig {
+            listen: "127.0.0.1:0".into(),
+            max_client_connections: 10,
+            pool_size: 1,
+            database: None,
+            vnodes: 256,
+            connect_timeout_ms: 1,
+            pool_timeout_ms: 1,
+        },
+        auth: None,
+        shards: (0..4)
+            .map(|i| ShardConfig {
+                name: format!("s{i}"),
+                url: format!("postgres://127.0.0.1/s{i}"),
+                weight: 1,
+            })
+            .collect(),
+        tables: vec![TableConfig {
+            name: "users".into(),
+            shard_key: Some("id".into()),
+            key_type: Some(KeyType::Int),
+            reference: false,
+        }],
+        metrics: None,
+        rate_limits: vec![],
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let config = config();
+    let catalog = Catalog::from_config(&config);
+    let ring = Ring::new(&config.shards, config.proxy.vnodes);
+    let point = "SELECT id, name, email FROM users WHERE id = 42";
+    let rows: Vec<String> = (0..10)
+        .map(|i| format!("({i}, 'name {i}', 'u{i}@example.com')"))
+        .collect();
+    let insert = format!(
+        "INSERT INTO users (id, name, email) VALUES {}",
+        rows.join(", ")
+    );
+
+    c.bench_function("plan point select", |b| {
+        b.iter(|| plan(black_box(point), &catalog))
+    });
+    c.bench_function("plan 10-row insert", |b| {
+        b.iter(|| plan(black_box(&insert), &catalog))
+    });
+    let point_plan = plan(point, &catalog).statements.remove(0);
+    c.bench_function("route point select", |b| {
+        b.iter(|| route(black_box(&point_plan), &ring))
+    });
+    let insert_plan = plan(&insert, &catalog).statements.remove(0);
+    c.bench_function("route 10-row insert", |b| {
+        b.iter(|| route(black_box(&insert_plan), &ring))
+    });
+}
+
+criterion_group!(router, benches);
+criterion_main!(router);

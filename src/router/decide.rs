@@ -1,0 +1,94 @@
+//! From the table occurrences of a statement to its target: one shard per key, every shard, any
+//! shard, or a refusal that names the construct that cannot run exactly.
+
+use super::tables::{Ctx, Refs, Role};
+use super::Target;
+use crate::error::Error;
+use crate::ring::Key;
+
+/// `written` is the role of the table the statement writes (`Role::Other` for reads).
+pub(super) fn decide(refs: &Refs, written: &Role) -> Target {
+    if let Some(e) = &refs.error {
+        return Target::Reject(e.clone());
+    }
+    if let Some(table) = &refs.unknown {
+        return Target::Reject(Error::UnknownTable {
+            table: table.clone(),
+        });
+    }
+    if let Some(o) = refs.occs.iter().find(|o| o.untyped_pin) {
+        return Target::Reject(Error::unsupported(
+            format!("the type of {}.{} is not known yet", o.name, o.key),
+            "set key_type for the table in shards.toml, or retry once shardgate has read the shards' catalog",
+        ));
+    }
+    if let Role::Reference(table) = written {
+        // Every copy must end up the same: rows read from one shard would differ per shard.
+        return match refs.occs.first() {
+            Some(o) => Target::Reject(Error::unsupported(
+                format!(
+                    "writing reference table {table} from sharded table {} is not supported by shardgate: the copies of {table} would differ between shards",
+                    o.name
+                ),
+                "read the sharded rows first, then write the reference table with constants",
+            )),
+            None => Target::All,
+        };
+    }
+    if refs.occs.is_empty() {
+        return Target::Any;
+    }
+    if refs.occs.iter().all(|o| o.keys.is_some()) {
+        let mut keys: Vec<Key> = Vec::new();
+        for k in refs.occs.iter().flat_map(|o| o.keys.iter().flatten()) {
+            if !keys.contains(k) {
+                keys.push(k.clone());
+            }
+        }
+        return Target::Keys(keys);
+    }
+    if refs.occs.len() == 1 && refs.occs[0].ctx == Ctx::Top {
+        return Target::All;
+    }
+    Target::Reject(refusal(refs))
+}
+
+fn refusal(refs: &Refs) -> Error {
+    let unpinned = |ctx: Ctx| {
+        refs.occs
+            .iter()
+            .find(|o| o.keys.is_none() && o.ctx == ctx)
+            .map(|o| o.name.as_str())
+    };
+    let construct = if let Some(t) = unpinned(Ctx::SetOp) {
+        format!("a UNION, INTERSECT or EXCEPT over sharded table {t}")
+    } else if let Some(t) = unpinned(Ctx::Cte) {
+        format!("a WITH query over sharded table {t}")
+    } else if let Some(t) = unpinned(Ctx::Subquery) {
+        format!("a subquery over sharded table {t}")
+    } else if let Some(nested) = refs.occs.iter().find(|o| o.ctx != Ctx::Top) {
+        let top = unpinned(Ctx::Top).unwrap_or("?");
+        format!(
+            "sharded table {top} together with sharded table {} in a subquery",
+            nested.name
+        )
+    } else {
+        let mut names: Vec<&str> = Vec::new();
+        for o in &refs.occs {
+            if !names.contains(&o.name.as_str()) {
+                names.push(&o.name);
+            }
+        }
+        match names.as_slice() {
+            [one] => format!("a self-join of sharded table {one}"),
+            [init @ .., last] => format!("a join of sharded tables {} and {last}", init.join(", ")),
+            [] => "this statement".to_string(),
+        }
+    };
+    Error::unsupported(
+        format!(
+            "shardgate cannot run {construct} without the shard keys pinned to one value: the rows may live on different shards"
+        ),
+        "add a condition on each sharded table's key (e.g. WHERE users.id = 42, joining on the keys), or make the smaller table a reference table",
+    )
+}
