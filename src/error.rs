@@ -21,6 +21,8 @@ pub enum Error {
     ShardUnavailable { shard: String, detail: String },
     /// No pooled connection to a shard became free in time (53300).
     PoolTimeout { shard: String },
+    /// A database name the proxy does not serve (3D000).
+    UnknownDatabase { database: String },
     /// Too many client connections (53300).
     TooManyConnections,
     /// Rate limit exceeded (53400).
@@ -66,6 +68,7 @@ impl Error {
             Error::Syntax { .. } => "42601",
             Error::UnknownTable { .. } => "42P01",
             Error::ShardUnavailable { .. } => "08006",
+            Error::UnknownDatabase { .. } => "3D000",
             Error::PoolTimeout { .. } | Error::TooManyConnections => "53300",
             Error::RateLimited { .. } => "53400",
             Error::BadPassword { .. } => "28P01",
@@ -105,10 +108,12 @@ impl fmt::Display for Error {
             Error::ShardUnavailable { shard, detail } => {
                 write!(f, "shard \"{shard}\" is unavailable: {detail}")
             }
-            Error::PoolTimeout { shard } => write!(
-                f,
-                "no connection to shard \"{shard}\" became free in time"
-            ),
+            Error::PoolTimeout { shard } => {
+                write!(f, "no connection to shard \"{shard}\" became free in time")
+            }
+            Error::UnknownDatabase { database } => {
+                write!(f, "database \"{database}\" does not exist")
+            }
             Error::TooManyConnections => write!(f, "too many client connections to shardgate"),
             Error::RateLimited { limit } => write!(f, "rate limit exceeded: {limit}"),
             Error::BadPassword { user } => {
@@ -137,8 +142,17 @@ mod tests {
     #[test]
     fn sqlstates_follow_the_design() {
         assert_eq!(Error::unsupported("x", "y").sqlstate(), "0A000");
-        assert_eq!(Error::Syntax { message: "x".into() }.sqlstate(), "42601");
-        assert_eq!(Error::UnknownTable { table: "t".into() }.sqlstate(), "42P01");
+        assert_eq!(
+            Error::Syntax {
+                message: "x".into()
+            }
+            .sqlstate(),
+            "42601"
+        );
+        assert_eq!(
+            Error::UnknownTable { table: "t".into() }.sqlstate(),
+            "42P01"
+        );
         let down = Error::ShardUnavailable {
             shard: "s1".into(),
             detail: "connection refused".into(),

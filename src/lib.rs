@@ -1,7 +1,44 @@
 //! shardgate: a sharding proxy for PostgreSQL.
+//!
+//! `main.rs` only parses the command line; everything else lives here so that tests can start
+//! the proxy in-process.
 
+pub mod backend;
 pub mod catalog;
+pub mod cli;
 pub mod config;
+pub mod context;
+pub mod demo;
 pub mod error;
+pub mod localpg;
+pub mod protocol;
 pub mod ring;
 pub mod router;
+pub mod server;
+pub mod session;
+
+use config::{AuthMethod, Config};
+use context::Context;
+use error::Error;
+use server::Server;
+use std::sync::Arc;
+
+/// Builds the proxy for a config and binds its listener; `Server::run` then serves clients.
+pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
+    match config.auth.as_ref().map(|a| a.method) {
+        None => tracing::warn!("no [auth] section: every client is trusted"),
+        Some(AuthMethod::Trust) => {}
+        Some(other) => {
+            return Err(Error::config(format!(
+                "[auth] method {other:?} is not supported by this version yet; use \"trust\""
+            )))
+        }
+    }
+    let ctx = Context::new(config)?;
+    if let Err(e) = ctx.refresh_catalog().await {
+        // Shards may come up later; key types are read again when a statement needs them.
+        tracing::warn!("could not read the shards' catalog at startup: {e}");
+    }
+    let server = Server::bind(ctx.clone()).await?;
+    Ok((ctx, server))
+}

@@ -1,1 +1,89 @@
-fn main(){}
+//! The shardgate command line: parses arguments and calls into the library.
+
+use clap::{Parser, Subcommand};
+use shardgate::config::Config;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "shardgate", version, about = "A sharding proxy for PostgreSQL")]
+struct Cli {
+    /// The config file to serve.
+    #[arg(long, short, default_value = "shards.toml", global = true)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start three local PostgreSQL shards with sample data and serve them on 127.0.0.1:6432.
+    Demo {
+        /// Where the shards' data directories live (reused on the next run).
+        #[arg(long, default_value = ".shardgate-demo")]
+        dir: PathBuf,
+        /// The proxy's port.
+        #[arg(long, default_value_t = 6432)]
+        port: u16,
+    },
+    /// Validate a config and print the ring summary.
+    Check,
+    /// Print where a statement would go and why (no shard is contacted).
+    Route { sql: String },
+    /// Print the share of keys that would move between shards from one config to another.
+    Plan {
+        #[arg(long)]
+        from: PathBuf,
+        #[arg(long)]
+        to: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        None => serve(&cli.config),
+        Some(Command::Demo { dir, port }) => {
+            runtime().and_then(|rt| rt.block_on(shardgate::demo::run(&dir, port)))
+        }
+        Some(Command::Check) => shardgate::cli::check(&cli.config),
+        Some(Command::Route { sql }) => shardgate::cli::route(&cli.config, &sql),
+        Some(Command::Plan { from, to }) => shardgate::cli::plan(&from, &to),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("shardgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| shardgate::error::Error::internal(format!("cannot start the runtime: {e}")))
+}
+
+fn serve(path: &std::path::Path) -> Result<(), shardgate::error::Error> {
+    let config = Config::load(path)?;
+    runtime()?.block_on(async {
+        let (_ctx, server) = shardgate::start(config).await?;
+        tracing::info!("shardgate listening on {}", server.local_addr());
+        server.run(shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,397 @@
+//! One wire connection from the proxy to a shard: connect, authenticate, send and receive frames.
+
+use crate::error::Error;
+use crate::protocol::{self, Frame, FrameReader};
+use bytes::{BufMut, BytesMut};
+use postgres_protocol::authentication::{md5_hash, sasl};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Where and as whom to connect to one shard, parsed once from its url.
+#[derive(Clone)]
+pub struct ShardTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<Vec<u8>>,
+    pub database: String,
+    pub connect_timeout: Duration,
+}
+
+impl std::fmt::Debug for ShardTarget {
+    // The password stays out of logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} ({}@{}:{}/{})",
+            self.name, self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+impl ShardTarget {
+    pub fn from_url(name: &str, url: &str, connect_timeout: Duration) -> Result<Self, Error> {
+        use tokio_postgres::config::Host;
+        let cfg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| Error::config(format!("shard {name}: invalid url: {e}")))?;
+        let host = match cfg.get_hosts().first() {
+            Some(Host::Tcp(h)) => h.clone(),
+            Some(_) => {
+                return Err(Error::config(format!(
+                    "shard {name}: only TCP hosts are supported"
+                )))
+            }
+            None => "localhost".to_owned(),
+        };
+        let user = cfg.get_user().unwrap_or("postgres").to_owned();
+        Ok(ShardTarget {
+            name: name.to_owned(),
+            host,
+            port: cfg.get_ports().first().copied().unwrap_or(5432),
+            database: cfg.get_dbname().unwrap_or(&user).to_owned(),
+            user,
+            password: cfg.get_password().map(|p| p.to_vec()),
+            connect_timeout,
+        })
+    }
+
+    fn unavailable(&self, detail: impl std::fmt::Display) -> Error {
+        Error::ShardUnavailable {
+            shard: self.name.clone(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// An authenticated connection, idle between statements.
+pub struct ServerConn {
+    reader: FrameReader<OwnedReadHalf>,
+    writer: OwnedWriteHalf,
+    out: BytesMut,
+    /// The status of the last ReadyForQuery: b'I', b'T' or b'E'.
+    pub status: u8,
+    /// Set when the connection can no longer be trusted (I/O error, protocol surprise).
+    pub broken: bool,
+    /// ParameterStatus values the server reported.
+    pub parameters: Vec<(String, String)>,
+    /// Fingerprint of the session settings applied on this connection (0 = server defaults).
+    pub settings: u64,
+    pid: i32,
+    secret: i32,
+    addr: SocketAddr,
+    pub shard: String,
+}
+
+impl ServerConn {
+    pub async fn connect(target: &ShardTarget) -> Result<ServerConn, Error> {
+        let stream = tokio::time::timeout(
+            target.connect_timeout,
+            TcpStream::connect((target.host.as_str(), target.port)),
+        )
+        .await
+        .map_err(|_| target.unavailable("connect timed out"))?
+        .map_err(|e| target.unavailable(e))?;
+        let _ = stream.set_nodelay(true);
+        let addr = stream.peer_addr().map_err(|e| target.unavailable(e))?;
+        let (r, w) = stream.into_split();
+        let mut conn = ServerConn {
+            reader: FrameReader::new(r),
+            writer: w,
+            out: BytesMut::with_capacity(8 * 1024),
+            status: b'I',
+            broken: false,
+            parameters: Vec::new(),
+            settings: 0,
+            pid: 0,
+            secret: 0,
+            addr,
+            shard: target.name.clone(),
+        };
+        tokio::time::timeout(target.connect_timeout, conn.startup(target))
+            .await
+            .map_err(|_| target.unavailable("startup timed out"))??;
+        Ok(conn)
+    }
+
+    async fn startup(&mut self, target: &ShardTarget) -> Result<(), Error> {
+        let mut body = BytesMut::new();
+        body.put_i32(196608);
+        for (k, v) in [
+            ("user", target.user.as_str()),
+            ("database", target.database.as_str()),
+            ("client_encoding", "UTF8"),
+            ("application_name", "shardgate"),
+        ] {
+            body.put_slice(k.as_bytes());
+            body.put_u8(0);
+            body.put_slice(v.as_bytes());
+            body.put_u8(0);
+        }
+        body.put_u8(0);
+        self.out.put_i32(body.len() as i32 + 4);
+        self.out.put_slice(&body);
+        self.flush().await.map_err(|e| target.unavailable(e))?;
+        let mut scram: Option<sasl::ScramSha256> = None;
+        loop {
+            let frame = self.recv().await.map_err(|e| target.unavailable(e))?;
+            match frame.tag {
+                b'R' => self.authenticate(target, &frame, &mut scram).await?,
+                b'S' => {
+                    let fields: Vec<&str> = frame
+                        .body()
+                        .split(|b| *b == 0)
+                        .map(|s| std::str::from_utf8(s).unwrap_or(""))
+                        .collect();
+                    if fields.len() >= 2 {
+                        self.parameters
+                            .push((fields[0].to_owned(), fields[1].to_owned()));
+                    }
+                }
+                b'K' => {
+                    self.pid = protocol::be_i32(frame.body(), 0).unwrap_or(0);
+                    self.secret = protocol::be_i32(frame.body(), 4).unwrap_or(0);
+                }
+                b'Z' => {
+                    self.status = protocol::ready_status(frame.body());
+                    return Ok(());
+                }
+                b'E' => {
+                    let msg = protocol::error_field(frame.body(), b'M').unwrap_or_default();
+                    return Err(target.unavailable(msg));
+                }
+                _ => {} // NoticeResponse and NegotiateProtocolVersion need no answer
+            }
+        }
+    }
+
+    async fn authenticate(
+        &mut self,
+        target: &ShardTarget,
+        frame: &Frame,
+        scram: &mut Option<sasl::ScramSha256>,
+    ) -> Result<(), Error> {
+        let body = frame.body();
+        let code = protocol::be_i32(body, 0).unwrap_or(-1);
+        let password = || {
+            target.password.clone().ok_or_else(|| {
+                target.unavailable("the shard asks for a password; put one in its url")
+            })
+        };
+        match code {
+            0 => return Ok(()),
+            3 => {
+                let pw = password()?;
+                self.put_password_message(&[&pw, &[0]]);
+            }
+            5 => {
+                let pw = password()?;
+                let salt: [u8; 4] = body
+                    .get(4..8)
+                    .and_then(|s| s.try_into().ok())
+                    .ok_or_else(|| target.unavailable("malformed MD5 request"))?;
+                let hash = md5_hash(target.user.as_bytes(), &pw, salt);
+                self.put_password_message(&[hash.as_bytes(), &[0]]);
+            }
+            10 => {
+                let pw = password()?;
+                let offered = String::from_utf8_lossy(&body[4..]).into_owned();
+                if !offered.split('\0').any(|m| m == sasl::SCRAM_SHA_256) {
+                    return Err(target.unavailable("the shard offers no SASL mechanism we support"));
+                }
+                let client = sasl::ScramSha256::new(&pw, sasl::ChannelBinding::unsupported());
+                let first = client.message().to_vec();
+                let mech = sasl::SCRAM_SHA_256.as_bytes();
+                let mut payload = BytesMut::new();
+                payload.put_slice(mech);
+                payload.put_u8(0);
+                payload.put_i32(first.len() as i32);
+                payload.put_slice(&first);
+                self.put_password_message(&[&payload]);
+                *scram = Some(client);
+            }
+            11 => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| target.unavailable("unexpected SASL continue"))?;
+                client
+                    .update(&body[4..])
+                    .map_err(|e| target.unavailable(format!("SCRAM: {e}")))?;
+                let msg = client.message().to_vec();
+                self.put_password_message(&[&msg]);
+            }
+            12 => {
+                let client = scram
+                    .as_mut()
+                    .ok_or_else(|| target.unavailable("unexpected SASL final"))?;
+                client
+                    .finish(&body[4..])
+                    .map_err(|e| target.unavailable(format!("SCRAM: {e}")))?;
+                return Ok(());
+            }
+            other => {
+                return Err(target.unavailable(format!(
+                    "the shard asks for authentication method {other}, which shardgate does not support"
+                )))
+            }
+        }
+        self.flush().await.map_err(|e| target.unavailable(e))
+    }
+
+    fn put_password_message(&mut self, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        self.out.put_u8(b'p');
+        self.out.put_i32(len as i32 + 4);
+        for p in parts {
+            self.out.put_slice(p);
+        }
+    }
+
+    /// Queues raw message bytes.
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    /// Queues a simple Query.
+    pub fn send_query(&mut self, sql: &str) {
+        protocol::put_query(&mut self.out, sql);
+    }
+
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.writer.write_all(&self.out).await;
+        self.out.clear();
+        if r.is_err() {
+            self.broken = true;
+        }
+        r
+    }
+
+    /// The next frame from the server; tracks ReadyForQuery status.
+    pub async fn recv(&mut self) -> std::io::Result<Frame> {
+        match self.reader.next().await {
+            Ok(Some(frame)) => {
+                match frame.tag {
+                    b'Z' => self.status = protocol::ready_status(frame.body()),
+                    // The server hangs up after a FATAL (shutdown, terminated backend).
+                    b'E' if protocol::is_fatal(frame.body()) => {
+                        self.broken = true;
+                        let msg = protocol::error_field(frame.body(), b'M').unwrap_or_default();
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            msg,
+                        ));
+                    }
+                    _ => {}
+                }
+                Ok(frame)
+            }
+            Ok(None) => {
+                self.broken = true;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ))
+            }
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
+    /// Runs statements whose results the proxy itself consumes (not the client). Returns the
+    /// rows of every result in text form; the first error becomes `Err` (after draining).
+    pub async fn query_rows(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, Error> {
+        let shard = self.shard.clone();
+        let unavailable = |e: std::io::Error| Error::ShardUnavailable {
+            shard: shard.clone(),
+            detail: e.to_string(),
+        };
+        self.send_query(sql);
+        self.flush().await.map_err(unavailable)?;
+        let mut rows = Vec::new();
+        let mut error = None;
+        loop {
+            let frame = self.recv().await.map_err(unavailable)?;
+            match frame.tag {
+                b'D' => rows.push(decode_text_row(frame.body())),
+                b'E' if error.is_none() => {
+                    let msg = protocol::error_field(frame.body(), b'M').unwrap_or_default();
+                    error = Some(Error::internal(format!("shard {}: {msg}", self.shard)));
+                }
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match error {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
+    /// Asks the server to cancel what this connection is running (a separate connection, as
+    /// the protocol requires).
+    pub async fn cancel(&self) {
+        let mut packet = BytesMut::with_capacity(16);
+        packet.put_i32(16);
+        packet.put_i32(protocol::CANCEL_REQUEST_CODE);
+        packet.put_i32(self.pid);
+        packet.put_i32(self.secret);
+        let attempt = async {
+            let mut s = TcpStream::connect(self.addr).await?;
+            s.write_all(&packet).await?;
+            s.shutdown().await
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+    }
+
+    /// True when an idle connection has been closed by the server or has something to say
+    /// (a FATAL message before the server shut down): either way it cannot serve a statement.
+    pub fn is_dead(&mut self) -> bool {
+        if self.broken || self.reader.buffered() > 0 {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        !matches!(
+            self.reader.get_mut().try_read(&mut probe),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+        )
+    }
+
+    /// Sends Terminate so the server ends the session cleanly.
+    pub async fn terminate(mut self) {
+        protocol::put_terminate(&mut self.out);
+        let _ = self.flush().await;
+    }
+}
+
+/// The columns of a DataRow in text form.
+pub fn decode_text_row(body: &[u8]) -> Vec<Option<String>> {
+    let mut out = Vec::new();
+    let n = body
+        .get(0..2)
+        .map(|b| u16::from_be_bytes([b[0], b[1]]))
+        .unwrap_or(0);
+    let mut at = 2;
+    for _ in 0..n {
+        let Some(len) = protocol::be_i32(body, at) else {
+            break;
+        };
+        at += 4;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let end = (at + len as usize).min(body.len());
+        out.push(Some(String::from_utf8_lossy(&body[at..end]).into_owned()));
+        at = end;
+    }
+    out
+}

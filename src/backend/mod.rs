@@ -1,0 +1,126 @@
+//! Connections to the shards: one pool of wire connections per shard, handed out per statement
+//! or per transaction, and the catalog discovery that asks a shard for key types.
+
+mod conn;
+mod discover;
+
+pub use conn::{decode_text_row, ServerConn, ShardTarget};
+pub use discover::discover_keys;
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::ring::ShardId;
+use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use std::time::Duration;
+
+/// Creates and vets connections of one shard for deadpool.
+pub struct Manager {
+    target: ShardTarget,
+}
+
+impl managed::Manager for Manager {
+    type Type = ServerConn;
+    type Error = Error;
+
+    async fn create(&self) -> Result<ServerConn, Error> {
+        ServerConn::connect(&self.target).await
+    }
+
+    async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<Error> {
+        if conn.is_dead() {
+            return Err(RecycleError::message(
+                "connection broken or closed by the server",
+            ));
+        }
+        if conn.status != b'I' {
+            // A session left without ending its transaction; never hand that state to another
+            // client.
+            conn.query_rows("ROLLBACK")
+                .await
+                .map_err(RecycleError::Backend)?;
+            if conn.status != b'I' {
+                return Err(RecycleError::message("connection not idle after ROLLBACK"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A connection on loan from a shard's pool; dropping it returns it.
+pub type PooledConn = Object<Manager>;
+
+pub struct Shard {
+    pub target: ShardTarget,
+    pool: Pool<Manager>,
+}
+
+/// The pools of all shards, in `ShardId` order.
+pub struct Backend {
+    shards: Vec<Shard>,
+}
+
+impl Backend {
+    pub fn new(config: &Config) -> Result<Backend, Error> {
+        let p = &config.proxy;
+        let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
+        let mut shards = Vec::with_capacity(config.shards.len());
+        for s in &config.shards {
+            let target = ShardTarget::from_url(&s.name, &s.url, connect_timeout)?;
+            let pool = Pool::builder(Manager {
+                target: target.clone(),
+            })
+            .max_size(p.pool_size)
+            .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
+            .create_timeout(Some(connect_timeout * 2))
+            .recycle_timeout(Some(connect_timeout))
+            .runtime(deadpool::Runtime::Tokio1)
+            .build()
+            .map_err(|e| Error::config(format!("shard {}: {e}", s.name)))?;
+            shards.push(Shard { target, pool });
+        }
+        Ok(Backend { shards })
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.shards.is_empty()
+    }
+
+    pub fn shard(&self, id: ShardId) -> &Shard {
+        &self.shards[id.0 as usize]
+    }
+
+    pub fn name(&self, id: ShardId) -> &str {
+        &self.shards[id.0 as usize].target.name
+    }
+
+    /// A connection to the shard, from the pool or newly made.
+    pub async fn checkout(&self, id: ShardId) -> Result<PooledConn, Error> {
+        let shard = self.shard(id);
+        shard.pool.get().await.map_err(|e| match e {
+            PoolError::Backend(e) => e,
+            PoolError::Timeout(managed::TimeoutType::Wait) => Error::PoolTimeout {
+                shard: shard.target.name.clone(),
+            },
+            other => Error::ShardUnavailable {
+                shard: shard.target.name.clone(),
+                detail: other.to_string(),
+            },
+        })
+    }
+
+    /// Closes every pool (idle connections are dropped; loans end when returned).
+    pub fn close(&self) {
+        for s in &self.shards {
+            s.pool.close();
+        }
+    }
+}
+
+/// Takes a connection out of its pool for good (it is broken or its state is unknown).
+pub fn discard(conn: PooledConn) {
+    drop(Object::take(conn));
+}

@@ -1,0 +1,132 @@
+//! The offline commands: `check`, `route` and `plan` (no shard is contacted).
+
+use crate::catalog::{Catalog, TableKind};
+use crate::config::{Config, KeyType};
+use crate::error::Error;
+use crate::ring::{self, Ring};
+use crate::router::{self, Route, Target};
+use std::path::Path;
+
+/// `shardgate check`: validates the config and prints how the ring divides the key space.
+pub fn check(path: &Path) -> Result<(), Error> {
+    let config = Config::load(path)?;
+    let ring = Ring::new(&config.shards, config.proxy.vnodes);
+    println!("{}: ok", path.display());
+    println!(
+        "{} shards, {} vnodes per unit of weight, spread (max/mean ownership) {:.3}",
+        config.shards.len(),
+        config.proxy.vnodes,
+        ring::spread(&ring)
+    );
+    println!("{:<16} {:>6} {:>10}  url", "shard", "weight", "keys");
+    for (i, (s, share)) in config.shards.iter().zip(ring.ownership()).enumerate() {
+        let _ = i;
+        println!(
+            "{:<16} {:>6} {:>9.2}%  {}",
+            s.name,
+            s.weight,
+            share * 100.0,
+            s.redacted_url()
+        );
+    }
+    for t in &config.tables {
+        match (&t.shard_key, t.reference) {
+            (Some(k), _) => println!("table {}: sharded by {k}", t.name),
+            (None, _) => println!("table {}: reference (a copy on every shard)", t.name),
+        }
+    }
+    Ok(())
+}
+
+/// `shardgate route`: where each statement of `sql` would go, and why.
+pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
+    let config = Config::load(path)?;
+    let ring = Ring::new(&config.shards, config.proxy.vnodes);
+    let mut catalog = Catalog::from_config(&config);
+    let mut assumed = Vec::new();
+    for t in catalog.tables().to_vec() {
+        if let TableKind::Sharded {
+            key_type: None,
+            key,
+            ..
+        } = &t.kind
+        {
+            // Offline there is no shard to ask; integer keys are by far the most common.
+            catalog.set_key_info(&t.name, Some(KeyType::Int), None);
+            assumed.push(format!("{}.{key}", t.name));
+        }
+    }
+    if !assumed.is_empty() {
+        println!(
+            "note: assuming integer keys for {} (set key_type in shards.toml to be sure)",
+            assumed.join(", ")
+        );
+    }
+    let plan = router::plan(sql, &catalog);
+    if plan.statements.is_empty() {
+        println!("empty query: answered by the proxy");
+    }
+    for (n, stmt) in plan.statements.iter().enumerate() {
+        let text = sql.get(stmt.span.clone()).unwrap_or(sql);
+        println!("statement {}: {}", n + 1, text);
+        let why = match &stmt.target {
+            Target::Any => "touches no sharded or reference table data".to_owned(),
+            Target::Keys(keys) => format!("shard key values {keys:?}"),
+            Target::All if stmt.ddl => "schema change: every shard holds the schema".to_owned(),
+            Target::All => "no shard key value pins it to one shard".to_owned(),
+            Target::Split(s) => format!("multi-row INSERT: {} rows split by key", s.keys.len()),
+            Target::Transaction(c) => format!("transaction control ({c:?}), handled by the proxy"),
+            Target::Session(c) => format!("session setting ({c:?}), replayed on every connection"),
+            Target::Reject(_) => "refused".to_owned(),
+        };
+        match router::route(stmt, &ring) {
+            Ok(route) => {
+                let place = match route {
+                    Route::Any => "any one shard".to_owned(),
+                    Route::All => format!("all {} shards", ring.shard_count()),
+                    Route::Shards(v) => v
+                        .iter()
+                        .map(|s| ring.shard_name(*s).to_owned())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    Route::Split(parts) => parts
+                        .iter()
+                        .map(|(s, q)| format!("\n    {}: {q}", ring.shard_name(*s)))
+                        .collect(),
+                };
+                println!("  route: {place}\n  why:   {why}");
+            }
+            Err(e) => {
+                println!("  refused: {} (SQLSTATE {})", e, e.sqlstate());
+                if let Some(h) = e.hint() {
+                    println!("  hint:    {h}");
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `shardgate plan`: the share of keys that moves between shards from one config to another.
+pub fn plan(from: &Path, to: &Path) -> Result<(), Error> {
+    let old = Config::load(from)?;
+    let new = Config::load(to)?;
+    let old_ring = Ring::new(&old.shards, old.proxy.vnodes);
+    let new_ring = Ring::new(&new.shards, new.proxy.vnodes);
+    let movement = ring::movement(&old_ring, &new_ring);
+    println!("{movement}");
+    let tables: Vec<&str> = new
+        .tables
+        .iter()
+        .filter(|t| t.shard_key.is_some())
+        .map(|t| t.name.as_str())
+        .collect();
+    if !tables.is_empty() {
+        println!(
+            "every sharded table ({}) moves this share of its keys: {:.2}%",
+            tables.join(", "),
+            movement.moved_share() * 100.0
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The shared state of one running proxy, built once in `main` and passed around as `Arc<Context>`.
+
+use crate::backend::{self, Backend};
+use crate::catalog::Catalog;
+use crate::config::Config;
+use crate::error::Error;
+use crate::ring::Ring;
+use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// ParameterStatus (name, value) pairs.
+pub type ServerParams = Arc<Vec<(String, String)>>;
+
+pub struct Context {
+    pub config: ArcSwap<Config>,
+    pub ring: ArcSwap<Ring>,
+    pub catalog: ArcSwap<Catalog>,
+    /// Bumped on every catalog change, so sessions drop plans made under the old one.
+    pub catalog_version: AtomicU64,
+    pub backend: Backend,
+    /// Connected clients (for max_client_connections).
+    pub clients: AtomicUsize,
+    /// ParameterStatus values of a real shard, reported to clients at startup.
+    server_params: Mutex<Option<ServerParams>>,
+}
+
+impl Context {
+    pub fn new(config: Config) -> Result<Arc<Context>, Error> {
+        let ring = Ring::new(&config.shards, config.proxy.vnodes);
+        let catalog = Catalog::from_config(&config);
+        let backend = Backend::new(&config)?;
+        Ok(Arc::new(Context {
+            config: ArcSwap::from_pointee(config),
+            ring: ArcSwap::from_pointee(ring),
+            catalog: ArcSwap::from_pointee(catalog),
+            catalog_version: AtomicU64::new(1),
+            backend,
+            clients: AtomicUsize::new(0),
+            server_params: Mutex::new(None),
+        }))
+    }
+
+    /// Re-reads key types and positions from the shards and publishes a new catalog.
+    pub async fn refresh_catalog(&self) -> Result<(), Error> {
+        let current = self.catalog.load_full();
+        let found = backend::discover_keys(&self.backend, &current).await?;
+        let mut next = Catalog::from_config(&self.config.load());
+        for (table, ty, pos) in found {
+            next.set_key_info(&table, ty, pos);
+        }
+        self.catalog.store(Arc::new(next));
+        self.catalog_version.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    /// The server's ParameterStatus values, asked of the first reachable shard once.
+    pub async fn server_params(&self) -> ServerParams {
+        if let Some(p) = self.lock_params().clone() {
+            return p;
+        }
+        for i in 0..self.backend.len() {
+            if let Ok(conn) = self.backend.checkout(crate::ring::ShardId(i as u16)).await {
+                let params = Arc::new(conn.parameters.clone());
+                *self.lock_params() = Some(params.clone());
+                return params;
+            }
+        }
+        // Every shard is down: report what a UTF-8 PostgreSQL 15 would, so clients can start
+        // and see the shards' errors on their first statement.
+        Arc::new(
+            [
+                ("server_version", "15.0"),
+                ("server_encoding", "UTF8"),
+                ("client_encoding", "UTF8"),
+                ("DateStyle", "ISO, MDY"),
+                ("integer_datetimes", "on"),
+                ("standard_conforming_strings", "on"),
+                ("TimeZone", "UTC"),
+            ]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        )
+    }
+
+    fn lock_params(&self) -> std::sync::MutexGuard<'_, Option<ServerParams>> {
+        self.server_params
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}

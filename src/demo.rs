@@ -1,0 +1,133 @@
+//! `shardgate demo`: three local PostgreSQL shards with a sample schema, served on one port.
+
+use crate::config::Config;
+use crate::error::Error;
+use crate::localpg::{self, Cluster};
+use std::path::Path;
+
+/// The demo's shards listen here (as the example in DESIGN.md and the repository's shards.toml).
+const SHARD_PORTS: [u16; 3] = [5433, 5434, 5435];
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, name text NOT NULL, email text, created_at timestamptz DEFAULT now());
+CREATE TABLE IF NOT EXISTS orders (id bigint, user_id bigint NOT NULL, amount numeric(10,2), status text, PRIMARY KEY (user_id, id));
+CREATE TABLE IF NOT EXISTS countries (code text PRIMARY KEY, name text NOT NULL)";
+
+/// The demo's config: the same as the repository's top-level shards.toml.
+pub fn config_text(listen_port: u16) -> String {
+    let mut t = format!("[proxy]\nlisten = \"127.0.0.1:{listen_port}\"\npool_size = 10\n\n");
+    for (i, port) in SHARD_PORTS.iter().enumerate() {
+        t += &format!(
+            "[[shards]]\nname = \"s{i}\"\nurl = \"postgres://postgres@127.0.0.1:{port}/app\"\n\n"
+        );
+    }
+    t += "[[tables]]\nname = \"users\"\nshard_key = \"id\"\n\n\
+          [[tables]]\nname = \"orders\"\nshard_key = \"user_id\"\n\n\
+          [[tables]]\nname = \"countries\"\nreference = true\n";
+    t
+}
+
+/// Stops the demo's clusters however `run` ends.
+struct Clusters(Vec<Cluster>);
+
+impl Drop for Clusters {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            if let Err(e) = c.stop() {
+                eprintln!("{e}");
+            }
+        }
+    }
+}
+
+pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
+    let bindir = localpg::find_bindir()?;
+    let mut clusters = Clusters(Vec::new());
+    for (i, shard_port) in SHARD_PORTS.iter().enumerate() {
+        let path = dir.join(format!("s{i}"));
+        eprintln!("shard s{i}: {} on port {shard_port}", path.display());
+        let cluster = Cluster::init_in(&bindir, &path, *shard_port)?;
+        if !cluster.is_running() {
+            cluster.start()?;
+        }
+        cluster.create_database("app").await?;
+        clusters.0.push(cluster);
+    }
+    let text = config_text(port);
+    let config_path = dir.join("shards.toml");
+    std::fs::write(&config_path, &text)
+        .map_err(|e| Error::config(format!("cannot write {}: {e}", config_path.display())))?;
+    let config = Config::parse(&text)?;
+    let (_ctx, server) = crate::start(config).await?;
+    load_sample(server.local_addr().port()).await?;
+    println!(
+        "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {} -U postgres -d app\n\nPress Ctrl-C to stop the proxy and its shards.",
+        config_path.display(),
+        server.local_addr().port()
+    );
+    server
+        .run(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await;
+    eprintln!("stopping the shards");
+    drop(clusters);
+    Ok(())
+}
+
+/// Creates the sample schema and rows through the proxy itself (idempotent).
+async fn load_sample(port: u16) -> Result<(), Error> {
+    let url = format!("host=127.0.0.1 port={port} user=postgres dbname=app");
+    let fail = |e: tokio_postgres::Error| Error::internal(format!("loading the sample data: {e}"));
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .map_err(fail)?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client.simple_query(SCHEMA).await.map_err(fail)?;
+    let names = [
+        "ada", "grace", "edsger", "barbara", "ken", "dennis", "margaret", "linus",
+    ];
+    let users: Vec<String> = (1..=200)
+        .map(|id| {
+            let n = names[id % names.len()];
+            format!("({id}, '{n}{id}', '{n}{id}@example.com')")
+        })
+        .collect();
+    client
+        .simple_query(&format!(
+            "INSERT INTO users (id, name, email) VALUES {} ON CONFLICT (id) DO NOTHING",
+            users.join(", ")
+        ))
+        .await
+        .map_err(fail)?;
+    let orders: Vec<String> = (1..=600)
+        .map(|id| {
+            let user = id % 200 + 1;
+            let status = ["new", "paid", "shipped"][id % 3];
+            format!(
+                "({id}, {user}, {}.{:02}, '{status}')",
+                id % 97 + 1,
+                id % 100
+            )
+        })
+        .collect();
+    client
+        .simple_query(&format!(
+            "INSERT INTO orders (id, user_id, amount, status) VALUES {} ON CONFLICT DO NOTHING",
+            orders.join(", ")
+        ))
+        .await
+        .map_err(fail)?;
+    client
+        .simple_query(
+            "INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan'), ('br', 'Brazil'), \
+             ('ke', 'Kenya'), ('nz', 'New Zealand') ON CONFLICT DO NOTHING",
+        )
+        .await
+        .map_err(fail)?;
+    Ok(())
+}

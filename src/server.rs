@@ -1,0 +1,163 @@
+//! The client-facing listener: accepts connections, runs the startup handshake, and hands each
+//! client to a session.
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::protocol::{self, FrameReader};
+use crate::session::Session;
+use bytes::BytesMut;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub struct Server {
+    ctx: Arc<Context>,
+    listener: TcpListener,
+}
+
+impl Server {
+    /// Binds the address in `[proxy] listen` (port 0 picks a free port).
+    pub async fn bind(ctx: Arc<Context>) -> Result<Server, Error> {
+        let addr = ctx.config.load().proxy.listen.clone();
+        let listener = TcpListener::bind(&addr)
+            .await
+            .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
+        Ok(Server { ctx, listener })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Accepts clients until `shutdown` completes.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let ctx = self.ctx.clone();
+                        tokio::spawn(async move { serve_client(ctx, stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+            }
+        }
+        self.ctx.backend.close();
+    }
+}
+
+/// Releases a client slot when the client's task ends, however it ends.
+struct ClientSlot(Arc<Context>);
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (r, mut w) = tokio::io::split(stream);
+    let mut reader = FrameReader::new(r);
+    match startup(&ctx, &mut reader, &mut w).await {
+        Ok(Some((params, slot))) => {
+            tracing::debug!(%peer, "client connected");
+            Session::new(ctx, reader, w, &params).run().await;
+            drop(slot);
+            tracing::debug!(%peer, "client left");
+        }
+        Ok(None) => {}
+        Err(e) => {
+            let mut out = BytesMut::new();
+            protocol::put_fatal(&mut out, &e);
+            let _ = w.write_all(&out).await;
+            let _ = w.shutdown().await;
+        }
+    }
+}
+
+type Started = (Vec<(String, String)>, ClientSlot);
+
+/// The startup phase: SSL/GSS refusal, the startup packet, authentication, parameters.
+/// `Ok(None)` when the client went away (or sent a cancel request).
+async fn startup<R, W>(
+    ctx: &Arc<Context>,
+    reader: &mut FrameReader<R>,
+    w: &mut W,
+) -> Result<Option<Started>, Error>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let protocol_err = |m: &str| Error::Protocol { message: m.into() };
+    let packet = loop {
+        let Ok(Some((code, packet))) = reader.startup_packet().await else {
+            return Ok(None);
+        };
+        match code {
+            // TLS arrives with the gateway work; until then say no, and libpq goes on in clear.
+            protocol::SSL_REQUEST_CODE | protocol::GSSENC_REQUEST_CODE => {
+                w.write_all(b"N").await.map_err(|_| protocol_err("write"))?;
+            }
+            protocol::CANCEL_REQUEST_CODE => return Ok(None),
+            c if c >> 16 == 3 => break packet,
+            _ => return Err(protocol_err("unsupported frontend protocol version")),
+        }
+    };
+    let minor = protocol::be_i32(&packet, 4).unwrap_or(0) & 0xffff;
+    let params = protocol::startup_parameters(&packet)?;
+    let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let user = get("user").ok_or_else(|| protocol_err("no user name in the startup packet"))?;
+    let database = get("database").unwrap_or(user);
+    let config = ctx.config.load();
+    if database == "shardgate" {
+        return Err(Error::unsupported(
+            "the admin console (database \"shardgate\") is not available in this version",
+            "connect to the application database",
+        ));
+    }
+    if let Some(only) = &config.proxy.database {
+        if only != database {
+            return Err(Error::UnknownDatabase {
+                database: database.to_owned(),
+            });
+        }
+    }
+    let slot = ClientSlot(ctx.clone());
+    if ctx.clients.fetch_add(1, Ordering::AcqRel) >= config.proxy.max_client_connections {
+        return Err(Error::TooManyConnections);
+    }
+
+    let mut out = BytesMut::with_capacity(512);
+    if minor != 0 {
+        let unsupported: Vec<String> = params
+            .iter()
+            .filter(|(k, _)| k.starts_with("_pq_."))
+            .map(|(k, _)| k.clone())
+            .collect();
+        protocol::put_negotiate_protocol(&mut out, &unsupported);
+    }
+    protocol::put_auth_ok(&mut out);
+    for (name, value) in ctx.server_params().await.iter() {
+        let own = params
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str());
+        protocol::put_parameter_status(&mut out, name, own.unwrap_or(value));
+    }
+    protocol::put_backend_key(&mut out, rand::random::<i32>() & i32::MAX, rand::random());
+    protocol::put_ready(&mut out, b'I');
+    w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
+    Ok(Some((params, slot)))
+}

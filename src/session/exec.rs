@@ -1,0 +1,361 @@
+//! Running one statement: on one shard as a byte relay, or on several with their rows
+//! concatenated and their command tags added up.
+
+use super::settings::UNKNOWN;
+use super::{Gone, Session, Step, READ_AHEAD};
+use crate::backend::{self, PooledConn};
+use crate::error::Error;
+use crate::protocol::{self, Frame};
+use crate::ring::ShardId;
+use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// What one shard answered: the frame, or the connection broke.
+enum Recv {
+    Frame(Frame),
+    Broken(std::io::Error),
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Runs every statement of a query string; one ReadyForQuery follows (sent by the caller).
+    pub(super) async fn run_plan(&mut self, text: &str, plan: &QueryPlan) -> Step {
+        if let [stmt] = plan.statements.as_slice() {
+            self.run_statement(text, stmt).await?;
+            return Ok(());
+        }
+        if let Some(shard) = self.common_shard(plan) {
+            // Every statement lives on one shard: send the string as is, so PostgreSQL runs it
+            // as the one implicit transaction it is.
+            self.exec_one(shard, text).await?;
+            return Ok(());
+        }
+        let has_txn_control = plan
+            .statements
+            .iter()
+            .any(|s| matches!(s.target, Target::Transaction(_)));
+        let implicit = self.txn.is_none() && !has_txn_control;
+        if implicit {
+            self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
+        }
+        for stmt in &plan.statements {
+            if !self.run_statement(text, stmt).await? {
+                break;
+            }
+        }
+        if implicit {
+            let commit = self.txn.as_ref().is_some_and(|t| !t.failed);
+            self.end_txn(commit, false).await?;
+        }
+        Ok(())
+    }
+
+    /// The one shard that every statement of a multi-statement string routes to, if any.
+    fn common_shard(&self, plan: &QueryPlan) -> Option<ShardId> {
+        if self.txn.is_some() {
+            return None;
+        }
+        let ring = self.ctx.ring.load();
+        let mut shard = None;
+        for stmt in &plan.statements {
+            if !matches!(stmt.target, Target::Any | Target::Keys(_)) {
+                return None;
+            }
+            match router::route(stmt, &ring).ok()? {
+                Route::Any => {}
+                Route::Shards(v) if v.len() == 1 => match shard {
+                    None => shard = Some(v[0]),
+                    Some(s) if s == v[0] => {}
+                    Some(_) => return None,
+                },
+                _ => return None,
+            }
+        }
+        Some(shard.unwrap_or(ShardId(0)))
+    }
+
+    /// Runs one statement; returns whether it succeeded.
+    pub(super) async fn run_statement(&mut self, text: &str, stmt: &StatementPlan) -> Step<bool> {
+        let sql = text.get(stmt.span.clone()).unwrap_or(text);
+        if self.txn.as_ref().is_some_and(|t| t.failed)
+            && !super::txn::allowed_when_failed(stmt, sql)
+        {
+            self.error(&Error::TransactionAborted);
+            return Ok(false);
+        }
+        let route = match &stmt.target {
+            Target::Reject(e) => return self.fail(e),
+            Target::Transaction(cmd) => return self.txn_command(cmd, sql).await,
+            Target::Session(cmd) => return self.session_command(cmd, sql).await,
+            _ => match router::route(stmt, &self.ctx.ring.load()) {
+                Ok(r) => r,
+                Err(e) => return self.fail(&e),
+            },
+        };
+        let ok = match route {
+            Route::Any => self.exec_any(sql).await?,
+            Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], sql).await?,
+            Route::Shards(v) => {
+                let parts = v.into_iter().map(|s| (s, sql.to_owned())).collect();
+                self.exec_atomic(parts, stmt).await?
+            }
+            Route::All => {
+                let parts = (0..self.ctx.backend.len())
+                    .map(|i| (ShardId(i as u16), sql.to_owned()))
+                    .collect();
+                self.exec_atomic(parts, stmt).await?
+            }
+            Route::Split(mut parts) if parts.len() == 1 => {
+                let (shard, sql) = parts.remove(0);
+                self.exec_one(shard, &sql).await?
+            }
+            Route::Split(parts) => self.exec_atomic(parts, stmt).await?,
+        };
+        if ok && stmt.ddl {
+            match &mut self.txn {
+                // Other connections see the new schema only after the commit.
+                Some(t) => t.ddl = true,
+                None => self.refresh_catalog().await,
+            }
+        }
+        Ok(ok)
+    }
+
+    /// Reports an error for a statement that never reached a shard.
+    pub(super) fn fail(&mut self, err: &Error) -> Step<bool> {
+        self.error(err);
+        if let Some(t) = &mut self.txn {
+            t.failed = true;
+        }
+        Ok(false)
+    }
+
+    /// A statement that touches no sharded data: a shard already in the transaction, else the
+    /// first shard that answers.
+    async fn exec_any(&mut self, sql: &str) -> Step<bool> {
+        if let Some(t) = &self.txn {
+            let shard = t.conns.first().map(|(s, _)| *s).unwrap_or(ShardId(0));
+            return self.exec_one(shard, sql).await;
+        }
+        let mut last = None;
+        for i in 0..self.ctx.backend.len() {
+            let shard = ShardId(i as u16);
+            match self.acquire(shard).await {
+                Ok(conn) => return self.relay(shard, conn, sql).await,
+                Err(e @ Error::ShardUnavailable { .. }) => last = Some(e),
+                Err(e) => return self.fail(&e),
+            }
+        }
+        let err = last.unwrap_or_else(|| Error::internal("no shards configured"));
+        self.fail(&err)
+    }
+
+    /// Multi-shard writes outside a transaction run inside one, committed on every shard only if
+    /// the statement succeeded on every shard.
+    async fn exec_atomic(
+        &mut self,
+        parts: Vec<(ShardId, String)>,
+        stmt: &StatementPlan,
+    ) -> Step<bool> {
+        let wrap = stmt.writes && !stmt.no_transaction && self.txn.is_none();
+        if !wrap {
+            return self.exec_many(parts).await;
+        }
+        self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
+        let ok = self.exec_many(parts).await?;
+        let committed = self.end_txn(ok, false).await?;
+        Ok(ok && committed)
+    }
+
+    /// Relays one shard's whole answer to the client.
+    pub(super) async fn exec_one(&mut self, shard: ShardId, sql: &str) -> Step<bool> {
+        match self.acquire(shard).await {
+            Ok(conn) => self.relay(shard, conn, sql).await,
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    async fn relay(&mut self, shard: ShardId, mut conn: PooledConn, sql: &str) -> Step<bool> {
+        conn.send_query(sql);
+        let mut ok = true;
+        if let Err(e) = conn.flush().await {
+            return self.broken(shard, conn, e);
+        }
+        loop {
+            let frame = match self.recv(&mut conn).await? {
+                Recv::Frame(f) => f,
+                Recv::Broken(e) => return self.broken(shard, conn, e),
+            };
+            match frame.tag {
+                b'Z' => break,
+                b'E' => ok = false,
+                b'G' | b'W' => {
+                    // COPY FROM STDIN on a table shardgate does not manage: refuse it cleanly.
+                    conn.send(&copy_fail(
+                        "COPY FROM STDIN through shardgate is not supported yet",
+                    ));
+                    let _ = conn.flush().await;
+                    continue;
+                }
+                _ => {}
+            }
+            self.out.extend_from_slice(&frame.bytes);
+            self.maybe_flush().await?;
+        }
+        if !ok {
+            if let Some(t) = &mut self.txn {
+                t.failed = true;
+            }
+        }
+        if let Some(fingerprint) = self.settings_after.take() {
+            // This connection just ran the client's SET: label it with what it now holds.
+            conn.settings = if ok { fingerprint } else { UNKNOWN };
+        }
+        self.release(shard, conn);
+        Ok(ok)
+    }
+
+    /// Runs per-shard SQL on several shards and answers as one result.
+    async fn exec_many(&mut self, parts: Vec<(ShardId, String)>) -> Step<bool> {
+        let mut conns: Vec<(ShardId, PooledConn)> = Vec::with_capacity(parts.len());
+        for (shard, sql) in &parts {
+            match self.acquire(*shard).await {
+                Ok(mut c) => {
+                    c.send_query(sql);
+                    if let Err(e) = c.flush().await {
+                        self.restore(conns);
+                        return self.broken(*shard, c, e);
+                    }
+                    conns.push((*shard, c));
+                }
+                Err(e) => {
+                    // The statements already sent still run; drain them so the connections
+                    // come back clean.
+                    let drained = self.drain_all(conns).await?;
+                    self.restore(drained);
+                    return self.fail(&e);
+                }
+            }
+        }
+        let mut described = false;
+        let mut tags: Vec<String> = Vec::new();
+        let mut first_error: Option<Frame> = None;
+        let mut broken: Option<Error> = None;
+        let mut done = Vec::with_capacity(conns.len());
+        for (i, (shard, mut conn)) in conns.into_iter().enumerate() {
+            loop {
+                let frame = match self.recv(&mut conn).await? {
+                    Recv::Frame(f) => f,
+                    Recv::Broken(e) => {
+                        broken.get_or_insert(self.unavailable(shard, e));
+                        break;
+                    }
+                };
+                match frame.tag {
+                    b'Z' => break,
+                    b'T' if !described => {
+                        described = true;
+                        self.out.extend_from_slice(&frame.bytes);
+                    }
+                    b'D' => {
+                        self.out.extend_from_slice(&frame.bytes);
+                        self.maybe_flush().await?;
+                    }
+                    b'C' => tags.push(protocol::command_tag(frame.body()).to_owned()),
+                    b'E' => {
+                        first_error.get_or_insert(frame);
+                    }
+                    // The same notice from every shard would only repeat itself.
+                    b'N' | b'S' if i == 0 => self.out.extend_from_slice(&frame.bytes),
+                    _ => {}
+                }
+            }
+            done.push((shard, conn));
+        }
+        self.restore(done);
+        if let Some(e) = broken {
+            return self.fail(&e);
+        }
+        if let Some(err) = first_error {
+            self.out.extend_from_slice(&err.bytes);
+            if let Some(t) = &mut self.txn {
+                t.failed = true;
+            }
+            return Ok(false);
+        }
+        if let Some(tag) = protocol::sum_tags(tags.iter().map(String::as_str)) {
+            protocol::put_command_complete(&mut self.out, &tag);
+        }
+        Ok(true)
+    }
+
+    /// Reads the shards' answers to the end and discards them.
+    async fn drain_all(
+        &mut self,
+        conns: Vec<(ShardId, PooledConn)>,
+    ) -> Step<Vec<(ShardId, PooledConn)>> {
+        let mut out = Vec::with_capacity(conns.len());
+        for (shard, mut conn) in conns {
+            loop {
+                match self.recv(&mut conn).await? {
+                    Recv::Frame(f) if f.tag == b'Z' => break,
+                    Recv::Frame(_) => {}
+                    Recv::Broken(_) => break,
+                }
+            }
+            out.push((shard, conn));
+        }
+        Ok(out)
+    }
+
+    /// Puts connections back where they belong (the transaction, or the pool).
+    fn restore(&mut self, conns: Vec<(ShardId, PooledConn)>) {
+        for (shard, conn) in conns {
+            self.release(shard, conn);
+        }
+    }
+
+    /// The next frame from a shard, while watching the client: if the client hangs up meanwhile,
+    /// the shard's statement is cancelled and the connection discarded.
+    async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
+        loop {
+            let watch = self.client.buffered() < READ_AHEAD;
+            tokio::select! {
+                r = conn.recv() => return Ok(match r {
+                    Ok(f) => Recv::Frame(f),
+                    Err(e) => Recv::Broken(e),
+                }),
+                n = self.client.fill(), if watch => {
+                    if matches!(n, Ok(0) | Err(_)) {
+                        conn.cancel().await;
+                        conn.broken = true;
+                        return Err(Gone);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A shard connection broke mid-statement: discard it, tell the client, keep the session.
+    fn broken(&mut self, shard: ShardId, conn: PooledConn, e: std::io::Error) -> Step<bool> {
+        backend::discard(conn);
+        let err = self.unavailable(shard, e);
+        self.fail(&err)
+    }
+
+    fn unavailable(&self, shard: ShardId, e: std::io::Error) -> Error {
+        Error::ShardUnavailable {
+            shard: self.ctx.backend.name(shard).to_owned(),
+            detail: format!("connection lost: {e}"),
+        }
+    }
+}
+
+/// A CopyFail message.
+fn copy_fail(reason: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(reason.len() + 6);
+    m.push(b'f');
+    m.extend_from_slice(&((reason.len() + 5) as i32).to_be_bytes());
+    m.extend_from_slice(reason.as_bytes());
+    m.push(0);
+    m
+}

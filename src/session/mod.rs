@@ -1,0 +1,215 @@
+//! One client connection after startup: reads its messages, plans and routes each statement,
+//! and drives the backend connections that answer it.
+
+mod exec;
+mod settings;
+mod txn;
+
+use crate::context::Context;
+use crate::error::Error;
+use crate::protocol::{self, Frame, FrameReader};
+use crate::router::{self, QueryPlan, Target};
+use bytes::BytesMut;
+use lru::LruCache;
+use settings::Settings;
+use std::num::NonZeroUsize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use txn::Txn;
+
+/// Plans kept per session; point queries with literal keys rarely repeat, prepared-style ones do.
+const PLAN_CACHE: usize = 256;
+/// Output is flushed to the client once this much is buffered, and always at ReadyForQuery.
+const FLUSH_AT: usize = 64 * 1024;
+/// While a statement runs, at most this much of the client's next input is read ahead.
+const READ_AHEAD: usize = 1 << 20;
+
+/// The client went away (or broke the protocol badly enough that we must hang up).
+#[derive(Debug)]
+pub struct Gone;
+
+type Step<T = ()> = Result<T, Gone>;
+
+pub struct Session<S> {
+    ctx: Arc<Context>,
+    client: FrameReader<ReadHalf<S>>,
+    writer: WriteHalf<S>,
+    out: BytesMut,
+    plans: LruCache<u64, (Arc<str>, Arc<QueryPlan>)>,
+    plans_version: u64,
+    txn: Option<Txn>,
+    settings: Settings,
+    /// The settings fingerprint a connection will hold once the SET now running succeeds.
+    settings_after: Option<u64>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    pub fn new(
+        ctx: Arc<Context>,
+        client: FrameReader<ReadHalf<S>>,
+        writer: WriteHalf<S>,
+        startup: &[(String, String)],
+    ) -> Self {
+        Session {
+            plans_version: ctx.catalog_version.load(Ordering::Acquire),
+            ctx,
+            client,
+            writer,
+            out: BytesMut::with_capacity(16 * 1024),
+            plans: LruCache::new(NonZeroUsize::new(PLAN_CACHE).unwrap_or(NonZeroUsize::MIN)),
+            txn: None,
+            settings: Settings::from_startup(startup),
+            settings_after: None,
+        }
+    }
+
+    /// Serves the client until it leaves; then leaves every backend connection clean.
+    pub async fn run(mut self) {
+        let _ = self.serve().await;
+        self.abandon().await;
+    }
+
+    async fn serve(&mut self) -> Step {
+        loop {
+            let frame = match self.client.next().await {
+                Ok(Some(f)) => f,
+                _ => return Err(Gone),
+            };
+            match frame.tag {
+                b'Q' => self.on_query(&frame).await?,
+                b'X' => return Err(Gone),
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
+                    self.refuse_extended(frame).await?
+                }
+                // Stray COPY traffic after a refused COPY is ignored, as PostgreSQL does.
+                b'd' | b'c' | b'f' => {}
+                other => {
+                    let err = Error::Protocol {
+                        message: format!("unexpected message type 0x{other:02x}"),
+                    };
+                    protocol::put_fatal(&mut self.out, &err);
+                    let _ = self.flush().await;
+                    return Err(Gone);
+                }
+            }
+        }
+    }
+
+    /// The extended protocol comes with a later release; until then a batch gets one error and
+    /// the session skips to its Sync, exactly as PostgreSQL recovers from an error in a batch.
+    async fn refuse_extended(&mut self, first: Frame) -> Step {
+        let err = Error::unsupported(
+            "the extended query protocol (Parse/Bind/Execute) is not supported by this shardgate version",
+            "use the simple query protocol (psql; pgbench -M simple; tokio-postgres simple_query)",
+        );
+        protocol::put_error(&mut self.out, &err);
+        let mut frame = first;
+        loop {
+            match frame.tag {
+                b'S' => break,
+                b'H' => self.flush().await?,
+                _ => {}
+            }
+            frame = match self.client.next().await {
+                Ok(Some(f)) => f,
+                _ => return Err(Gone),
+            };
+        }
+        self.ready().await
+    }
+
+    async fn on_query(&mut self, frame: &Frame) -> Step {
+        let text = match protocol::query_text(frame.body()) {
+            Ok(t) => t,
+            Err(e) => {
+                protocol::put_error(&mut self.out, &e);
+                return self.ready().await;
+            }
+        };
+        let mut plan = self.plan(text);
+        if self.needs_catalog(&plan) && self.ctx.refresh_catalog().await.is_ok() {
+            plan = self.plan(text);
+        }
+        if plan.statements.is_empty() {
+            protocol::put_empty_query(&mut self.out);
+            return self.ready().await;
+        }
+        self.run_plan(text, &plan).await?;
+        self.ready().await
+    }
+
+    /// The cached plan for `text`, made anew when the catalog has changed.
+    fn plan(&mut self, text: &str) -> Arc<QueryPlan> {
+        let version = self.ctx.catalog_version.load(Ordering::Acquire);
+        if version != self.plans_version {
+            self.plans.clear();
+            self.plans_version = version;
+        }
+        let hash = twox_hash::XxHash3_64::oneshot(text.as_bytes());
+        if let Some((t, p)) = self.plans.get(&hash) {
+            if &**t == text {
+                return p.clone();
+            }
+        }
+        let plan = Arc::new(router::plan(text, &self.ctx.catalog.load()));
+        self.plans.put(hash, (Arc::from(text), plan.clone()));
+        plan
+    }
+
+    /// True when a statement was refused only because a key's type is not known yet (the table
+    /// was created after the proxy started, outside it).
+    fn needs_catalog(&self, plan: &QueryPlan) -> bool {
+        let unknown = self.ctx.catalog.load().tables().iter().any(|t| {
+            matches!(
+                t.kind,
+                crate::catalog::TableKind::Sharded { key_type: None, .. }
+            )
+        });
+        unknown
+            && plan
+                .statements
+                .iter()
+                .any(|s| matches!(s.target, Target::Reject(Error::Unsupported { .. })))
+    }
+
+    /// Ends the reply to one Query with ReadyForQuery and sends everything buffered.
+    async fn ready(&mut self) -> Step {
+        let status = match &self.txn {
+            Some(t) if t.failed => b'E',
+            Some(_) => b'T',
+            None => b'I',
+        };
+        protocol::put_ready(&mut self.out, status);
+        self.flush().await
+    }
+
+    async fn flush(&mut self) -> Step {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let r = self.writer.write_all(&self.out).await;
+        self.out.clear();
+        r.map_err(|_| Gone)
+    }
+
+    /// Flushes when enough output has accumulated.
+    async fn maybe_flush(&mut self) -> Step {
+        if self.out.len() >= FLUSH_AT {
+            self.flush().await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Re-reads key types after a schema change; a failure only delays routing that needs them.
+    async fn refresh_catalog(&self) {
+        if let Err(e) = self.ctx.refresh_catalog().await {
+            tracing::warn!("catalog refresh after DDL failed: {e}");
+        }
+    }
+
+    fn error(&mut self, err: &Error) {
+        protocol::put_error(&mut self.out, err);
+    }
+}

@@ -1,0 +1,137 @@
+//! What happens when things break: a shard down, a client killed mid-query, many clients at once.
+
+mod support;
+
+use shardgate::ring::Key;
+use std::time::Duration;
+use support::proxy::{affected, rows, sqlstate, value, Proxy};
+use support::Shards;
+
+const TABLES: &str = "[[tables]]\nname = \"users\"\nshard_key = \"id\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_down_shard_fails_only_the_statements_that_need_it() {
+    let shards = Shards::start(3).await;
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let c = proxy.client().await;
+    c.simple_query("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let ring = proxy.ctx.ring.load();
+    let key_on = |shard: u16| {
+        (1..10_000i64)
+            .find(|k| ring.shard_for_key(&Key::Int(*k)).0 == shard)
+            .unwrap()
+    };
+    let (k0, k1) = (key_on(0), key_on(1));
+    affected(
+        &c,
+        &format!("INSERT INTO users VALUES ({k0}, 'zero'), ({k1}, 'one')"),
+    )
+    .await;
+
+    shards.stop_shard(1);
+    // Keys on the down shard: 08006 naming it.
+    let err = c
+        .simple_query(&format!("SELECT name FROM users WHERE id = {k1}"))
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().expect("a server error");
+    assert_eq!(db.code().code(), "08006");
+    assert!(db.message().contains("s1"), "{}", db.message());
+    // Keys elsewhere keep working, on the same client connection.
+    assert_eq!(
+        value(&c, &format!("SELECT name FROM users WHERE id = {k0}")).await,
+        "zero"
+    );
+    // A statement that needs every shard fails cleanly too.
+    assert_eq!(sqlstate(&c, "SELECT * FROM users").await, "08006");
+    assert_eq!(value(&c, "SELECT 1").await, "1");
+
+    shards.start_shard(1);
+    // Once it is back, its keys are served again (fresh connections replace the dead ones).
+    let mut back = false;
+    for _ in 0..50 {
+        if let Ok(r) =
+            support::proxy::try_rows(&c, &format!("SELECT name FROM users WHERE id = {k1}")).await
+        {
+            assert_eq!(r, vec![vec![Some("one".to_owned())]]);
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(back, "shard s1 serves again after restart");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_query_leaves_nothing_running() {
+    let shards = Shards::start(1).await;
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let direct = shards.client(0).await;
+    let victim = support::proxy::send_and_keep_socket(proxy.addr, "SELECT pg_sleep(60)").await;
+    // Wait until the sleep runs on the shard, then kill the client.
+    let running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'";
+    let mut started = false;
+    for _ in 0..100 {
+        let n: i64 = direct.query_one(running, &[]).await.unwrap().get(0);
+        if n == 1 {
+            started = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(started, "the query reached the shard");
+    drop(victim);
+    // The proxy notices the hang-up and cancels the statement on the shard.
+    let mut gone = false;
+    for _ in 0..100 {
+        let n: i64 = direct.query_one(running, &[]).await.unwrap().get(0);
+        if n == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the shard stopped running the dead client's query");
+    // The proxy still serves others.
+    let c = proxy.client().await;
+    assert_eq!(value(&c, "SELECT 2").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundreds_of_idle_clients_and_dozens_of_busy_ones_share_small_pools() {
+    let shards = Shards::start(2).await;
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 4", TABLES).await;
+    let setup = proxy.client().await;
+    setup
+        .simple_query("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(proxy.client().await);
+    }
+    let mut busy = Vec::new();
+    for w in 0..40i64 {
+        let c = proxy.client().await;
+        busy.push(tokio::spawn(async move {
+            for i in 0..25i64 {
+                let id = w * 1000 + i;
+                c.simple_query(&format!("INSERT INTO users VALUES ({id}, 'w{w}')"))
+                    .await
+                    .unwrap();
+                let r = rows(&c, &format!("SELECT name FROM users WHERE id = {id}")).await;
+                assert_eq!(r, vec![vec![Some(format!("w{w}"))]]);
+            }
+        }));
+    }
+    for b in busy {
+        b.await.unwrap();
+    }
+    assert_eq!(affected(&setup, "SELECT * FROM users").await, 1000);
+    // The idle clients are still connected and answer.
+    for c in idle.iter().step_by(50) {
+        assert_eq!(value(c, "SELECT 3").await, "3");
+    }
+}

@@ -1,0 +1,358 @@
+//! Routing through the proxy onto real shards: DDL everywhere, rows by key, keyless gather,
+//! refusals and PostgreSQL's own errors.
+
+mod support;
+
+use shardgate::ring::Key;
+use support::proxy::{affected, rows, sqlstate, value, Proxy};
+use support::Shards;
+
+const TABLES: &str = r#"
+[[tables]]
+name = "users"
+shard_key = "id"
+
+[[tables]]
+name = "orders"
+shard_key = "user_id"
+
+[[tables]]
+name = "countries"
+reference = true
+"#;
+
+const SCHEMA: &str = "CREATE TABLE users (id bigint PRIMARY KEY, name text, score int);
+CREATE TABLE orders (id bigint, user_id bigint, amount int, PRIMARY KEY (user_id, id));
+CREATE TABLE countries (code text PRIMARY KEY, name text)";
+
+async fn setup() -> (Shards, Proxy) {
+    let shards = Shards::start(3).await;
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let c = proxy.client().await;
+    c.batch_execute(SCHEMA)
+        .await
+        .expect("schema through the proxy");
+    (shards, proxy)
+}
+
+/// The ids present on shard `i`, read directly from it.
+async fn ids_on(shards: &Shards, i: usize, table: &str, col: &str) -> Vec<i64> {
+    let c = shards.client(i).await;
+    let sql = format!("SELECT {col} FROM {table} ORDER BY {col}");
+    c.query(sql.as_str(), &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, i64>(0))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_reaches_every_shard_and_rows_land_where_the_ring_says() {
+    let (shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    for i in 0..3 {
+        let direct = shards.client(i).await;
+        let n: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename IN ('users','orders','countries')",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 3, "shard {i} has the schema");
+    }
+    // Single-row inserts, with the key spelled as a number and as a string.
+    for id in 1..=60i64 {
+        let sql = if id % 2 == 0 {
+            format!("INSERT INTO users (id, name) VALUES ({id}, 'u{id}')")
+        } else {
+            format!("INSERT INTO users (name, id) VALUES ('u{id}', '{id}')")
+        };
+        assert_eq!(affected(&c, &sql).await, 1);
+    }
+    // One multi-row insert, split by shard, answered with one tag.
+    let values: Vec<String> = (61..=150).map(|id| format!("({id}, 'u{id}')")).collect();
+    let sql = format!("INSERT INTO users (id, name) VALUES {}", values.join(", "));
+    assert_eq!(affected(&c, &sql).await, 90);
+
+    let ring = proxy.ctx.ring.load();
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        let ids = ids_on(&shards, i, "users", "id").await;
+        assert!(!ids.is_empty(), "shard {i} got some rows");
+        for id in &ids {
+            assert_eq!(
+                ring.shard_for_key(&Key::Int(*id)).0 as usize,
+                i,
+                "row {id} is on the shard the ring names"
+            );
+        }
+        seen.extend(ids);
+    }
+    seen.sort();
+    assert_eq!(
+        seen,
+        (1..=150).collect::<Vec<_>>(),
+        "every row exactly once"
+    );
+
+    // DROP reaches every shard too.
+    c.simple_query("DROP TABLE countries").await.unwrap();
+    for i in 0..3 {
+        let n: i64 = shards
+            .client(i)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'countries'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_statements_touch_one_shard_only() {
+    let (shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    affected(&c, "INSERT INTO users (id, name) VALUES (42, 'right')").await;
+    let home = proxy.ctx.ring.load().shard_for_key(&Key::Int(42)).0 as usize;
+    // Plant an impostor row with the same key on every other shard, behind the proxy's back:
+    // a statement routed by key must never see them.
+    for i in (0..3).filter(|i| *i != home) {
+        shards
+            .client(i)
+            .await
+            .simple_query("INSERT INTO users (id, name) VALUES (42, 'wrong')")
+            .await
+            .unwrap();
+    }
+    for sql in [
+        "SELECT name FROM users WHERE id = 42",
+        "SELECT name FROM users WHERE id = '42'",
+        "SELECT name FROM users WHERE users.id = 42 AND name IS NOT NULL",
+        "SELECT u.name FROM users u WHERE 42 = u.id",
+        "SELECT name FROM users WHERE id IN (42)",
+    ] {
+        assert_eq!(
+            rows(&c, sql).await,
+            vec![vec![Some("right".to_owned())]],
+            "{sql}"
+        );
+    }
+    assert_eq!(
+        affected(&c, "UPDATE users SET score = 7 WHERE id = 42").await,
+        1
+    );
+    assert_eq!(
+        value(&c, "SELECT score FROM users WHERE id = 42").await,
+        "7"
+    );
+    assert_eq!(affected(&c, "DELETE FROM users WHERE id = 42").await, 1);
+    // The impostors are untouched: the DELETE ran on the home shard only.
+    let total = affected(&c, "SELECT * FROM users").await;
+    assert_eq!(total, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_statements_gather_from_every_shard() {
+    let (shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    let values: Vec<String> = (1..=100)
+        .map(|id| format!("({id}, 'n{id}', {})", id % 5))
+        .collect();
+    c.simple_query(&format!(
+        "INSERT INTO users (id, name, score) VALUES {}",
+        values.join(",")
+    ))
+    .await
+    .unwrap();
+    let all = rows(&c, "SELECT id, name FROM users").await;
+    assert_eq!(all.len(), 100);
+    let mut ids: Vec<i64> = all
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, (1..=100).collect::<Vec<_>>());
+    assert_eq!(
+        affected(&c, "SELECT id FROM users WHERE score = 3").await,
+        20
+    );
+    assert_eq!(
+        affected(&c, "UPDATE users SET score = 9 WHERE score = 0").await,
+        20
+    );
+    assert_eq!(affected(&c, "DELETE FROM users WHERE score = 9").await, 20);
+    let mut per_shard = 0;
+    for i in 0..3 {
+        per_shard += ids_on(&shards, i, "users", "id").await.len();
+    }
+    assert_eq!(per_shard, 80);
+    // An empty keyless result still describes its columns.
+    let msgs = c
+        .simple_query("SELECT id FROM users WHERE id < 0")
+        .await
+        .unwrap();
+    assert!(matches!(
+        msgs.last(),
+        Some(tokio_postgres::SimpleQueryMessage::CommandComplete(0))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_without_tables_and_catalog_queries_answer_from_one_shard() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    assert_eq!(value(&c, "SELECT 1").await, "1");
+    assert!(!value(&c, "SELECT now()").await.is_empty());
+    assert_eq!(value(&c, "SHOW standard_conforming_strings").await, "on");
+    // What psql's \dt users sends.
+    let dt = rows(
+        &c,
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relkind IN ('r','p','') AND c.relname OPERATOR(pg_catalog.~) '^(users)$' COLLATE pg_catalog.default \
+         AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 1,2",
+    )
+    .await;
+    assert_eq!(dt, vec![vec![Some("public".into()), Some("users".into())]]);
+    // Reference tables: writes everywhere, reads from one.
+    affected(
+        &c,
+        "INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan')",
+    )
+    .await;
+    assert_eq!(affected(&c, "SELECT * FROM countries").await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_and_postgres_errors_keep_the_session_usable() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    affected(&c, "INSERT INTO users (id, name) VALUES (1, 'a')").await;
+    // Cannot be placed: refused, never broadcast.
+    assert_eq!(
+        sqlstate(&c, "INSERT INTO users SELECT * FROM users").await,
+        "0A000"
+    );
+    assert_eq!(
+        sqlstate(&c, "INSERT INTO users (name) VALUES ('no key')").await,
+        "0A000"
+    );
+    assert_eq!(
+        sqlstate(&c, "UPDATE users SET id = 2 WHERE id = 1").await,
+        "0A000"
+    );
+    // Not exact across shards yet: refused with a reason.
+    assert_eq!(sqlstate(&c, "SELECT count(*) FROM users").await, "0A000");
+    assert_eq!(
+        sqlstate(&c, "SELECT * FROM users ORDER BY id LIMIT 1").await,
+        "0A000"
+    );
+    // Tables the config does not list.
+    assert_eq!(sqlstate(&c, "INSERT INTO ghosts VALUES (1)").await, "42P01");
+    assert_eq!(sqlstate(&c, "SELECT * FROM ghosts").await, "42P01");
+    // PostgreSQL's own errors, unchanged.
+    assert_eq!(
+        sqlstate(&c, "INSERT INTO users (id, name) VALUES (1, 'dup')").await,
+        "23505"
+    );
+    assert_eq!(sqlstate(&c, "SELECT 1/0").await, "22012");
+    assert_eq!(sqlstate(&c, "SELEC 1").await, "42601");
+    assert_eq!(
+        sqlstate(&c, "SELECT nosuchcolumn FROM users WHERE id = 1").await,
+        "42703"
+    );
+    // And the session goes on.
+    assert_eq!(value(&c, "SELECT name FROM users WHERE id = 1").await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_span_shards_and_roll_back_together() {
+    let (shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    let ring = proxy.ctx.ring.load();
+    // Two keys on different shards.
+    let a = 1i64;
+    let b = (2..1000)
+        .find(|k| ring.shard_for_key(&Key::Int(*k)) != ring.shard_for_key(&Key::Int(a)))
+        .unwrap();
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO users (id) VALUES ({a}); INSERT INTO users (id) VALUES ({b}); ROLLBACK"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(affected(&c, "SELECT * FROM users").await, 0);
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!("INSERT INTO users (id) VALUES ({a})"))
+        .await
+        .unwrap();
+    c.simple_query(&format!("INSERT INTO users (id) VALUES ({b})"))
+        .await
+        .unwrap();
+    // Inside the transaction the rows are visible through it, not to others.
+    assert_eq!(affected(&c, "SELECT * FROM users").await, 2);
+    let other = proxy.client().await;
+    assert_eq!(affected(&other, "SELECT * FROM users").await, 0);
+    c.simple_query("COMMIT").await.unwrap();
+    assert_eq!(affected(&other, "SELECT * FROM users").await, 2);
+
+    // An error aborts the whole transaction until ROLLBACK.
+    c.simple_query("BEGIN").await.unwrap();
+    c.simple_query(&format!("UPDATE users SET score = 1 WHERE id = {a}"))
+        .await
+        .unwrap();
+    assert_eq!(
+        sqlstate(&c, &format!("INSERT INTO users (id) VALUES ({b})")).await,
+        "23505"
+    );
+    assert_eq!(sqlstate(&c, "SELECT 1").await, "25P02");
+    c.simple_query("ROLLBACK").await.unwrap();
+    assert_eq!(
+        value(
+            &c,
+            &format!("SELECT coalesce(score, 0) FROM users WHERE id = {a}")
+        )
+        .await,
+        "0"
+    );
+
+    // A multi-row INSERT that fails on one shard leaves no row on any shard.
+    let sql = format!("INSERT INTO users (id) VALUES (5000), (5001), (5002), ({b})");
+    assert_eq!(sqlstate(&c, &sql).await, "23505");
+    for i in 0..3 {
+        let ids = ids_on(&shards, i, "users", "id").await;
+        assert!(ids.iter().all(|id| *id < 5000), "shard {i}: {ids:?}");
+    }
+    // So does a multi-statement string (one implicit transaction).
+    let sql = format!("INSERT INTO users (id) VALUES (6000); INSERT INTO users (id) VALUES ({b})");
+    assert_eq!(sqlstate(&c, &sql).await, "23505");
+    assert_eq!(affected(&c, "SELECT * FROM users WHERE id = 6000").await, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_settings_follow_the_client_not_the_connection() {
+    let shards = Shards::start(2).await;
+    // One pooled connection per shard: both clients must share it.
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 1", TABLES).await;
+    let a = proxy.client().await;
+    let b = proxy.client().await;
+    a.simple_query("SET statement_timeout = '123s'")
+        .await
+        .unwrap();
+    assert_eq!(value(&a, "SHOW statement_timeout").await, "123s");
+    assert_eq!(value(&b, "SHOW statement_timeout").await, "0");
+    assert_eq!(value(&a, "SHOW statement_timeout").await, "123s");
+    a.simple_query("RESET statement_timeout").await.unwrap();
+    assert_eq!(value(&a, "SHOW statement_timeout").await, "0");
+    // A SET inside a rolled-back transaction is undone, as in PostgreSQL.
+    a.batch_execute("BEGIN; SET work_mem = '7MB'; ROLLBACK")
+        .await
+        .unwrap();
+    assert_ne!(value(&a, "SHOW work_mem").await, "7MB");
+}
