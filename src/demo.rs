@@ -61,17 +61,19 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
         .map_err(|e| Error::config(format!("cannot write {}: {e}", config_path.display())))?;
     let config = Config::parse(&text)?;
     let (_ctx, server) = crate::start(config).await?;
-    load_sample(server.local_addr().port()).await?;
+    let port = server.local_addr().port();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    load_sample(port).await?;
     println!(
-        "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {} -U postgres -d app\n\nPress Ctrl-C to stop the proxy and its shards.",
+        "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {port} -U postgres -d app\n\nPress Ctrl-C to stop the proxy and its shards.",
         config_path.display(),
-        server.local_addr().port()
     );
-    server
-        .run(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await;
+    let _ = tokio::signal::ctrl_c().await;
+    let _ = stop.send(());
+    let _ = serving.await;
     eprintln!("stopping the shards");
     drop(clusters);
     Ok(())
