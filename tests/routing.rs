@@ -206,7 +206,7 @@ async fn keyless_statements_gather_from_every_shard() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_without_tables_and_catalog_queries_answer_from_one_shard() {
-    let (_shards, proxy) = setup().await;
+    let (shards, proxy) = setup().await;
     let c = proxy.client().await;
     assert_eq!(value(&c, "SELECT 1").await, "1");
     assert!(!value(&c, "SELECT now()").await.is_empty());
@@ -222,12 +222,22 @@ async fn queries_without_tables_and_catalog_queries_answer_from_one_shard() {
     .await;
     assert_eq!(dt, vec![vec![Some("public".into()), Some("users".into())]]);
     // Reference tables: writes everywhere, reads from one.
-    affected(
-        &c,
-        "INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan')",
-    )
-    .await;
+    // The client sees one copy's answer, not the sum over the copies.
+    let sql = "INSERT INTO countries VALUES ('fr', 'France'), ('jp', 'Japan')";
+    assert_eq!(affected(&c, sql).await, 2);
+    let returned = rows(&c, "UPDATE countries SET name = upper(name) RETURNING code").await;
+    assert_eq!(returned.len(), 2);
     assert_eq!(affected(&c, "SELECT * FROM countries").await, 2);
+    for i in 0..3 {
+        let n: i64 = shards
+            .client(i)
+            .await
+            .query_one("SELECT count(*) FROM countries WHERE name = 'JAPAN'", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "shard {i} holds a full, identical copy");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -355,4 +365,35 @@ async fn session_settings_follow_the_client_not_the_connection() {
         .await
         .unwrap();
     assert_ne!(value(&a, "SHOW work_mem").await, "7MB");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsupported_protocol_paths_answer_with_errors_not_hangs() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    // The extended protocol (tokio-postgres' query()) is refused cleanly for now...
+    let err = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("0A000"));
+    // ...and the connection goes on.
+    assert_eq!(value(&c, "SELECT 'still here'").await, "still here");
+    // Input that is not UTF-8 gets 22021 on a connection that stays usable.
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let bad = b"SELECT '\xff'\0";
+    let mut msg = vec![b'Q'];
+    msg.extend_from_slice(&((bad.len() + 4) as i32).to_be_bytes());
+    msg.extend_from_slice(bad);
+    s.write_all(&msg).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Two ReadyForQuery messages: after SELECT 1 and after the refused query.
+    while got.windows(5).filter(|w| *w == [b'Z', 0, 0, 0, 5]).count() < 2 {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the proxy hung up");
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        got.windows(6).any(|w| w == b"C22021"),
+        "SQLSTATE 22021 reported"
+    );
 }

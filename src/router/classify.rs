@@ -19,6 +19,7 @@ pub(super) struct Planned {
     pub ddl: bool,
     pub no_transaction: bool,
     pub not_mergeable: Option<String>,
+    pub replicated: bool,
 }
 
 impl Planned {
@@ -29,6 +30,7 @@ impl Planned {
             ddl: false,
             no_transaction: false,
             not_mergeable: None,
+            replicated: false,
         }
     }
 
@@ -36,6 +38,15 @@ impl Planned {
         Planned {
             writes: true,
             ..Planned::read(target)
+        }
+    }
+
+    /// A write to the table of `written`: to a reference table it goes to every copy.
+    pub fn write_to(refs: &super::tables::Refs, written: &Role) -> Self {
+        let target = decide(refs, written);
+        Planned {
+            replicated: matches!(written, Role::Reference(_)) && matches!(target, Target::All),
+            ..Planned::write(target)
         }
     }
 
@@ -87,12 +98,12 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
         S::Update(u) => {
             let mut w = Walker::new(catalog);
             let role = w.update(u, Ctx::Top);
-            Planned::write(decide(&w.refs, &role))
+            Planned::write_to(&w.refs, &role)
         }
         S::Delete(d) => {
             let mut w = Walker::new(catalog);
             let role = w.delete(d, Ctx::Top);
-            Planned::write(decide(&w.refs, &role))
+            Planned::write_to(&w.refs, &role)
         }
         S::Merge(m) => merge_plan(m, catalog),
         S::Explain {
@@ -111,6 +122,7 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 ddl: false,
                 no_transaction: false,
                 not_mergeable: many.then(|| "EXPLAIN across shards".to_string()),
+                replicated: false,
             }
         }
         S::Copy { source, .. } => copy_plan(source, text, catalog),
@@ -268,7 +280,7 @@ fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
     w.query(q, Ctx::Top);
     if let Some(written) = w.refs.top_write.take() {
         // WITH ... UPDATE / DELETE: a write at the top level.
-        return Planned::write(decide(&w.refs, &written));
+        return Planned::write_to(&w.refs, &written);
     }
     let target = decide(&w.refs, &Role::Other);
     let not_mergeable = match target {
@@ -316,7 +328,7 @@ fn merge_plan(m: &sqlparser::ast::Merge, catalog: &Catalog) -> Planned {
     }
     w.scan(&m.on);
     w.scan(&m.clauses);
-    Planned::write(decide(&w.refs, &target))
+    Planned::write_to(&w.refs, &target)
 }
 
 fn copy_plan(source: &CopySource, text: &str, catalog: &Catalog) -> Planned {

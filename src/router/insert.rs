@@ -5,7 +5,7 @@ use super::classify::Planned;
 use super::keys::{self, fold, Lit};
 use super::split::Offsets;
 use super::tables::{Ctx, Role, Walker};
-use super::{decide, InsertTemplate, SplitInsert, Target};
+use super::{InsertTemplate, SplitInsert, Target};
 use crate::catalog::{Catalog, TableKind};
 use crate::config::KeyType;
 use crate::error::Error;
@@ -41,7 +41,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
         }
         walker.scan(&ins.on);
         walker.scan(&ins.returning);
-        return Planned::write(decide::decide(&walker.refs, &Role::Reference(shown)));
+        return Planned::write_to(&walker.refs, &Role::Reference(shown));
     };
     if in_with {
         return refuse(

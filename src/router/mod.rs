@@ -54,6 +54,9 @@ pub struct StatementPlan {
     /// Why concatenating several shards' rows would NOT be exact, if so (ORDER BY, LIMIT,
     /// aggregates, DISTINCT, GROUP BY, window functions, ...). None: concatenation is exact.
     pub not_mergeable: Option<String>,
+    /// A write to a reference table: every shard holds a copy, so the client sees one copy's
+    /// answer (its rows and count), not their sum.
+    pub replicated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -166,6 +169,7 @@ pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
                 ddl: planned.ddl,
                 no_transaction: planned.no_transaction,
                 not_mergeable: planned.not_mergeable,
+                replicated: planned.replicated,
             }
         })
         .collect();

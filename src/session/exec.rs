@@ -158,10 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     ) -> Step<bool> {
         let wrap = stmt.writes && !stmt.no_transaction && self.txn.is_none();
         if !wrap {
-            return self.exec_many(parts).await;
+            return self.exec_many(parts, stmt.replicated).await;
         }
         self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
-        let ok = self.exec_many(parts).await?;
+        let ok = self.exec_many(parts, stmt.replicated).await?;
         let committed = self.end_txn(ok, false).await?;
         Ok(ok && committed)
     }
@@ -214,8 +214,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Ok(ok)
     }
 
-    /// Runs per-shard SQL on several shards and answers as one result.
-    async fn exec_many(&mut self, parts: Vec<(ShardId, String)>) -> Step<bool> {
+    /// Runs per-shard SQL on several shards and answers as one result: rows concatenated and
+    /// counts added, or (for `replicated` copies) the first shard's answer.
+    async fn exec_many(&mut self, parts: Vec<(ShardId, String)>, replicated: bool) -> Step<bool> {
         let mut conns: Vec<(ShardId, PooledConn)> = Vec::with_capacity(parts.len());
         for (shard, sql) in &parts {
             match self.acquire(*shard).await {
@@ -256,11 +257,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         described = true;
                         self.out.extend_from_slice(&frame.bytes);
                     }
-                    b'D' => {
+                    b'D' if i == 0 || !replicated => {
                         self.out.extend_from_slice(&frame.bytes);
                         self.maybe_flush().await?;
                     }
-                    b'C' => tags.push(protocol::command_tag(frame.body()).to_owned()),
+                    b'C' if i == 0 || !replicated => {
+                        tags.push(protocol::command_tag(frame.body()).to_owned())
+                    }
                     b'E' => {
                         first_error.get_or_insert(frame);
                     }
