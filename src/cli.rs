@@ -19,8 +19,7 @@ pub fn check(path: &Path) -> Result<(), Error> {
         ring::spread(&ring)
     );
     println!("{:<16} {:>6} {:>10}  url", "shard", "weight", "keys");
-    for (i, (s, share)) in config.shards.iter().zip(ring.ownership()).enumerate() {
-        let _ = i;
+    for (s, share) in config.shards.iter().zip(ring.ownership()) {
         println!(
             "{:<16} {:>6} {:>9.2}%  {}",
             s.name,
@@ -71,7 +70,10 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
         println!("statement {}: {}", n + 1, text);
         let why = match &stmt.target {
             Target::Any => "touches no sharded or reference table data".to_owned(),
-            Target::Keys(keys) => format!("shard key values {keys:?}"),
+            Target::Keys(keys) => {
+                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+                format!("shard key = {}", keys.join(", "))
+            }
             Target::All if stmt.ddl => "schema change: every shard holds the schema".to_owned(),
             Target::All => "no shard key value pins it to one shard".to_owned(),
             Target::Split(s) => format!("multi-row INSERT: {} rows split by key", s.keys.len()),
@@ -121,6 +123,18 @@ pub fn plan(from: &Path, to: &Path) -> Result<(), Error> {
         .filter(|t| t.shard_key.is_some())
         .map(|t| t.name.as_str())
         .collect();
+    let references: Vec<&str> = new
+        .tables
+        .iter()
+        .filter(|t| t.reference)
+        .map(|t| t.name.as_str())
+        .collect();
+    if !references.is_empty() {
+        println!(
+            "reference tables ({}) are copied whole onto every new shard",
+            references.join(", ")
+        );
+    }
     if !tables.is_empty() {
         println!(
             "every sharded table ({}) moves this share of its keys: {:.2}%",

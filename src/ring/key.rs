@@ -26,6 +26,17 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
+/// As a SQL literal would spell it: `42`, `'text'`, `'xxxxxxxx-xxxx-...'`.
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Int(i) => write!(f, "{i}"),
+            Key::Text(t) => write!(f, "'{}'", t.replace('\'', "''")),
+            Key::Uuid(b) => write!(f, "'{}'", uuid::Uuid::from_bytes(*b).hyphenated()),
+        }
+    }
+}
+
 /// Type OIDs of pg_type that a bound key parameter may carry.
 pub mod oid {
     pub const UNSPECIFIED: u32 = 0;
