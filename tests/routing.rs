@@ -397,3 +397,38 @@ async fn unsupported_protocol_paths_answer_with_errors_not_hangs() {
         "SQLSTATE 22021 reported"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn split_insert_returning_keeps_values_order() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    // Keys in a scrambled order, spread over all shards.
+    let ids: Vec<i64> = vec![907, 3, 55, 1200, 8, 71, 640, 2, 19, 333, 4, 88];
+    let values: Vec<String> = ids.iter().map(|id| format!("({id}, 'n{id}')")).collect();
+    let sql = format!(
+        "INSERT INTO users (id, name) VALUES {} RETURNING id",
+        values.join(", ")
+    );
+    let got: Vec<i64> = rows(&c, &sql)
+        .await
+        .iter()
+        .map(|r| r[0].as_deref().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(got, ids, "RETURNING rows come back in VALUES order");
+    // When ON CONFLICT skips rows the order cannot be known: refused, and nothing applied.
+    let ring = proxy.ctx.ring.load();
+    let home = ring.shard_for_key(&Key::Int(907));
+    let elsewhere: Vec<i64> = (5000..)
+        .filter(|k| ring.shard_for_key(&Key::Int(*k)) != home)
+        .take(2)
+        .collect();
+    let (a, b) = (elsewhere[0], elsewhere[1]);
+    let rows_sql = format!("VALUES ({a}, 'x'), (907, 'dup'), ({b}, 'y') ON CONFLICT DO NOTHING");
+    let sql = format!("INSERT INTO users (id, name) {rows_sql} RETURNING id");
+    assert_eq!(sqlstate(&c, &sql).await, "0A000");
+    let check = format!("SELECT * FROM users WHERE id IN ({a}, {b})");
+    assert_eq!(affected(&c, &check).await, 0);
+    // Without RETURNING the same statement is fine.
+    let sql = format!("INSERT INTO users (id, name) {rows_sql}");
+    assert_eq!(affected(&c, &sql).await, 2);
+}

@@ -8,7 +8,18 @@ use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
+use std::collections::VecDeque;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// How the answers of several shards become one.
+pub(super) enum Combine {
+    /// Rows concatenated, counts added.
+    Concat,
+    /// Identical copies (reference tables): the first shard's rows and count.
+    FirstCopy,
+    /// A split INSERT: RETURNING rows put back in VALUES order (the shard of each row given).
+    RowOrder(Vec<ShardId>),
+}
 
 /// What one shard answered: the frame, or the connection broke.
 enum Recv {
@@ -82,33 +93,41 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             self.error(&Error::TransactionAborted);
             return Ok(false);
         }
+        let ring = self.ctx.ring.load_full();
         let route = match &stmt.target {
             Target::Reject(e) => return self.fail(e),
             Target::Transaction(cmd) => return self.txn_command(cmd, sql).await,
             Target::Session(cmd) => return self.session_command(cmd, sql).await,
-            _ => match router::route(stmt, &self.ctx.ring.load()) {
+            _ => match router::route(stmt, &ring) {
                 Ok(r) => r,
                 Err(e) => return self.fail(&e),
             },
+        };
+        let combine = match &stmt.target {
+            _ if stmt.replicated => Combine::FirstCopy,
+            Target::Split(split) => {
+                Combine::RowOrder(split.keys.iter().map(|k| ring.shard_for_key(k)).collect())
+            }
+            _ => Combine::Concat,
         };
         let ok = match route {
             Route::Any => self.exec_any(sql).await?,
             Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], sql).await?,
             Route::Shards(v) => {
                 let parts = v.into_iter().map(|s| (s, sql.to_owned())).collect();
-                self.exec_atomic(parts, stmt).await?
+                self.exec_atomic(parts, stmt, combine).await?
             }
             Route::All => {
                 let parts = (0..self.ctx.backend.len())
                     .map(|i| (ShardId(i as u16), sql.to_owned()))
                     .collect();
-                self.exec_atomic(parts, stmt).await?
+                self.exec_atomic(parts, stmt, combine).await?
             }
             Route::Split(mut parts) if parts.len() == 1 => {
                 let (shard, sql) = parts.remove(0);
                 self.exec_one(shard, &sql).await?
             }
-            Route::Split(parts) => self.exec_atomic(parts, stmt).await?,
+            Route::Split(parts) => self.exec_atomic(parts, stmt, combine).await?,
         };
         if ok && stmt.ddl {
             match &mut self.txn {
@@ -155,13 +174,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         &mut self,
         parts: Vec<(ShardId, String)>,
         stmt: &StatementPlan,
+        combine: Combine,
     ) -> Step<bool> {
         let wrap = stmt.writes && !stmt.no_transaction && self.txn.is_none();
         if !wrap {
-            return self.exec_many(parts, stmt.replicated).await;
+            return self.exec_many(parts, combine).await;
         }
         self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
-        let ok = self.exec_many(parts, stmt.replicated).await?;
+        let ok = self.exec_many(parts, combine).await?;
         let committed = self.end_txn(ok, false).await?;
         Ok(ok && committed)
     }
@@ -214,9 +234,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Ok(ok)
     }
 
-    /// Runs per-shard SQL on several shards and answers as one result: rows concatenated and
-    /// counts added, or (for `replicated` copies) the first shard's answer.
-    async fn exec_many(&mut self, parts: Vec<(ShardId, String)>, replicated: bool) -> Step<bool> {
+    /// Runs per-shard SQL on several shards and answers as one result, combined as `combine` says.
+    async fn exec_many(&mut self, parts: Vec<(ShardId, String)>, combine: Combine) -> Step<bool> {
+        let replicated = matches!(combine, Combine::FirstCopy);
+        let mut held: Vec<VecDeque<Frame>> = vec![VecDeque::new(); parts.len()];
         let mut conns: Vec<(ShardId, PooledConn)> = Vec::with_capacity(parts.len());
         for (shard, sql) in &parts {
             match self.acquire(*shard).await {
@@ -257,6 +278,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         described = true;
                         self.out.extend_from_slice(&frame.bytes);
                     }
+                    b'D' if matches!(combine, Combine::RowOrder(_)) => held[i].push_back(frame),
                     b'D' if i == 0 || !replicated => {
                         self.out.extend_from_slice(&frame.bytes);
                         self.maybe_flush().await?;
@@ -285,10 +307,45 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             return Ok(false);
         }
+        if let Combine::RowOrder(order) = &combine {
+            if !self.put_in_row_order(&parts, order, held) {
+                return self.fail(&Error::unsupported(
+                    "INSERT ... RETURNING over several shards cannot return its rows in VALUES order when ON CONFLICT skipped some of them",
+                    "insert the rows one shard key at a time, or drop RETURNING",
+                ));
+            }
+        }
         if let Some(tag) = protocol::sum_tags(tags.iter().map(String::as_str)) {
             protocol::put_command_complete(&mut self.out, &tag);
         }
         Ok(true)
+    }
+
+    /// Emits the RETURNING rows of a split INSERT in the order of its VALUES rows, as PostgreSQL
+    /// would (ORMs match returned ids to rows by position). False if the counts do not match.
+    fn put_in_row_order(
+        &mut self,
+        parts: &[(ShardId, String)],
+        order: &[ShardId],
+        mut held: Vec<VecDeque<Frame>>,
+    ) -> bool {
+        let total: usize = held.iter().map(VecDeque::len).sum();
+        if total == 0 {
+            return true;
+        }
+        if total != order.len() {
+            return false;
+        }
+        for shard in order {
+            let Some(i) = parts.iter().position(|(s, _)| s == shard) else {
+                return false;
+            };
+            match held[i].pop_front() {
+                Some(row) => self.out.extend_from_slice(&row.bytes),
+                None => return false,
+            }
+        }
+        true
     }
 
     /// Reads the shards' answers to the end and discards them.
