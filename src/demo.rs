@@ -4,6 +4,12 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::localpg::{self, Cluster};
 use std::path::Path;
+use tokio::signal::unix::{Signal, SignalKind};
+
+fn signal(kind: SignalKind) -> Result<Signal, Error> {
+    tokio::signal::unix::signal(kind)
+        .map_err(|e| Error::internal(format!("cannot install a signal handler: {e}")))
+}
 
 /// The demo's shards listen here (as the example in DESIGN.md and the repository's shards.toml).
 const SHARD_PORTS: [u16; 3] = [5433, 5434, 5435];
@@ -41,6 +47,10 @@ impl Drop for Clusters {
 }
 
 pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
+    // Registered before any shard starts, so Ctrl-C during setup still ends with the shards
+    // stopped (Drop of `Clusters`) instead of killing the process around them.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
     let bindir = localpg::find_bindir()?;
@@ -71,7 +81,10 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
         "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {port} -U postgres -d app\n\nPress Ctrl-C to stop the proxy and its shards.",
         config_path.display(),
     );
-    let _ = tokio::signal::ctrl_c().await;
+    tokio::select! {
+        _ = interrupt.recv() => {}
+        _ = terminate.recv() => {}
+    }
     let _ = stop.send(());
     let _ = serving.await;
     eprintln!("stopping the shards");

@@ -3,8 +3,7 @@
 mod support;
 
 use shardgate::ring::Key;
-use std::time::Duration;
-use support::proxy::{affected, rows, sqlstate, value, Proxy};
+use support::proxy::{affected, eventually, rows, sqlstate, value, Proxy};
 use support::Shards;
 
 const TABLES: &str = "[[tables]]\nname = \"users\"\nshard_key = \"id\"\n";
@@ -50,17 +49,11 @@ async fn a_down_shard_fails_only_the_statements_that_need_it() {
 
     shards.start_shard(1);
     // Once it is back, its keys are served again (fresh connections replace the dead ones).
-    let mut back = false;
-    for _ in 0..50 {
-        if let Ok(r) =
-            support::proxy::try_rows(&c, &format!("SELECT name FROM users WHERE id = {k1}")).await
-        {
-            assert_eq!(r, vec![vec![Some("one".to_owned())]]);
-            back = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let sql = format!("SELECT name FROM users WHERE id = {k1}");
+    let back = eventually(5, || async {
+        support::proxy::try_rows(&c, &sql).await.ok() == Some(vec![vec![Some("one".to_owned())]])
+    })
+    .await;
     assert!(back, "shard s1 serves again after restart");
 }
 
@@ -71,29 +64,21 @@ async fn a_client_killed_mid_query_leaves_nothing_running() {
     let direct = shards.client(0).await;
     let victim = support::proxy::send_and_keep_socket(proxy.addr, "SELECT pg_sleep(60)").await;
     // Wait until the sleep runs on the shard, then kill the client.
-    let running = "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'";
-    let mut started = false;
-    for _ in 0..100 {
-        let n: i64 = direct.query_one(running, &[]).await.unwrap().get(0);
-        if n == 1 {
-            started = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(started, "the query reached the shard");
+    let running = || async {
+        let sql = "SELECT count(*) FROM pg_stat_activity \
+                   WHERE query = 'SELECT pg_sleep(60)' AND state = 'active'";
+        direct.query_one(sql, &[]).await.unwrap().get::<_, i64>(0)
+    };
+    assert!(
+        eventually(5, || async { running().await == 1 }).await,
+        "the query reached the shard"
+    );
     drop(victim);
     // The proxy notices the hang-up and cancels the statement on the shard.
-    let mut gone = false;
-    for _ in 0..100 {
-        let n: i64 = direct.query_one(running, &[]).await.unwrap().get(0);
-        if n == 0 {
-            gone = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(gone, "the shard stopped running the dead client's query");
+    assert!(
+        eventually(5, || async { running().await == 0 }).await,
+        "the shard stopped running the dead client's query"
+    );
     // The proxy still serves others.
     let c = proxy.client().await;
     assert_eq!(value(&c, "SELECT 2").await, "2");

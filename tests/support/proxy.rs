@@ -148,3 +148,18 @@ pub async fn send_and_keep_socket(addr: SocketAddr, sql: &str) -> tokio::net::Tc
     s.write_all(&q).await.unwrap();
     s
 }
+
+/// Polls `check` every 50 ms for up to `secs` seconds; true once it holds.
+pub async fn eventually<F, Fut>(secs: u64, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..secs * 20 {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
