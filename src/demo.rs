@@ -11,8 +11,10 @@ fn signal(kind: SignalKind) -> Result<Signal, Error> {
         .map_err(|e| Error::internal(format!("cannot install a signal handler: {e}")))
 }
 
-/// The demo's shards listen here (as the example in DESIGN.md and the repository's shards.toml).
-const SHARD_PORTS: [u16; 3] = [5433, 5434, 5435];
+/// The demo's first shard listens here, the others on the next ports (as the example in
+/// DESIGN.md and the repository's shards.toml).
+pub const FIRST_SHARD_PORT: u16 = 5433;
+const SHARDS: u16 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS users (id bigint PRIMARY KEY, name text NOT NULL, email text, created_at timestamptz DEFAULT now());
@@ -20,9 +22,10 @@ CREATE TABLE IF NOT EXISTS orders (id bigint, user_id bigint NOT NULL, amount nu
 CREATE TABLE IF NOT EXISTS countries (code text PRIMARY KEY, name text NOT NULL)";
 
 /// The demo's config: the same as the repository's top-level shards.toml.
-pub fn config_text(listen_port: u16) -> String {
+pub fn config_text(listen_port: u16, first_shard_port: u16) -> String {
     let mut t = format!("[proxy]\nlisten = \"127.0.0.1:{listen_port}\"\npool_size = 10\n\n");
-    for (i, port) in SHARD_PORTS.iter().enumerate() {
+    for i in 0..SHARDS {
+        let port = first_shard_port + i;
         t += &format!(
             "[[shards]]\nname = \"s{i}\"\nurl = \"postgres://postgres@127.0.0.1:{port}/app\"\n\n"
         );
@@ -46,7 +49,7 @@ impl Drop for Clusters {
     }
 }
 
-pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
+pub async fn run(dir: &Path, port: u16, first_shard_port: u16) -> Result<(), Error> {
     // Registered before any shard starts, so Ctrl-C during setup still ends with the shards
     // stopped (Drop of `Clusters`) instead of killing the process around them.
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -55,17 +58,18 @@ pub async fn run(dir: &Path, port: u16) -> Result<(), Error> {
         .map_err(|e| Error::config(format!("cannot create {}: {e}", dir.display())))?;
     let bindir = localpg::find_bindir()?;
     let mut clusters = Clusters(Vec::new());
-    for (i, shard_port) in SHARD_PORTS.iter().enumerate() {
+    for i in 0..SHARDS {
+        let shard_port = first_shard_port + i;
         let path = dir.join(format!("s{i}"));
         eprintln!("shard s{i}: {} on port {shard_port}", path.display());
-        let cluster = Cluster::init_in(&bindir, &path, *shard_port)?;
+        let cluster = Cluster::init_in(&bindir, &path, shard_port)?;
         if !cluster.is_running() {
             cluster.start()?;
         }
         cluster.create_database("app").await?;
         clusters.0.push(cluster);
     }
-    let text = config_text(port);
+    let text = config_text(port, first_shard_port);
     let config_path = dir.join("shards.toml");
     std::fs::write(&config_path, &text)
         .map_err(|e| Error::config(format!("cannot write {}: {e}", config_path.display())))?;

@@ -25,6 +25,9 @@ enum Command {
         /// The proxy's port.
         #[arg(long, default_value_t = 6432)]
         port: u16,
+        /// The first shard's port; the others take the next ones.
+        #[arg(long, default_value_t = shardgate::demo::FIRST_SHARD_PORT)]
+        shard_port: u16,
     },
     /// Validate a config and print the ring summary.
     Check,
@@ -50,9 +53,11 @@ fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         None => serve(&cli.config),
-        Some(Command::Demo { dir, port }) => {
-            runtime().and_then(|rt| rt.block_on(shardgate::demo::run(&dir, port)))
-        }
+        Some(Command::Demo {
+            dir,
+            port,
+            shard_port,
+        }) => runtime().and_then(|rt| rt.block_on(shardgate::demo::run(&dir, port, shard_port))),
         Some(Command::Check) => shardgate::cli::check(&cli.config),
         Some(Command::Route { sql }) => shardgate::cli::route(&cli.config, &sql),
         Some(Command::Plan { from, to }) => shardgate::cli::plan(&from, &to),

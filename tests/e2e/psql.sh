@@ -6,10 +6,11 @@ set -euo pipefail
 bin=${1:-target/release/shardgate}
 work=$(mktemp -d)
 port=16432
+shard_port=25433   # away from the demo's default 5433, which a developer may have running
 log="$work/demo.log"
 chmod 755 "$work"
 
-"$bin" demo --dir "$work/demo" --port "$port" >"$log" 2>&1 &
+"$bin" demo --dir "$work/demo" --port "$port" --shard-port "$shard_port" >"$log" 2>&1 &
 demo=$!
 cleanup() {
   kill -INT "$demo" 2>/dev/null || true
@@ -60,7 +61,7 @@ echo "ok   PostgreSQL's own error passes through"
 
 # Each shard holds only its own part: the three parts add up to the whole.
 total=0
-for p in 5433 5434 5435; do
+for p in $shard_port $((shard_port + 1)) $((shard_port + 2)); do
   n=$(psql -X -A -t -h 127.0.0.1 -p "$p" -U postgres -d app -c 'SELECT count(*) FROM users')
   [ "$n" -gt 0 ] || { echo "shard on $p holds no users"; exit 1; }
   total=$((total + n))
