@@ -1,6 +1,6 @@
 //! The shared state of one running proxy, built once in `main` and passed around as `Arc<Context>`.
 
-use crate::backend::{self, Backend};
+use crate::backend::{self, Backend, Cancels};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
@@ -19,6 +19,8 @@ pub struct Context {
     /// Bumped on every catalog change, so sessions drop plans made under the old one.
     pub catalog_version: AtomicU64,
     pub backend: Backend,
+    /// Clients' cancel keys and the backends their statements run on.
+    pub cancels: Cancels,
     /// Connected clients (for max_client_connections).
     pub clients: AtomicUsize,
     /// ParameterStatus values of a real shard, reported to clients at startup.
@@ -36,6 +38,7 @@ impl Context {
             catalog: ArcSwap::from_pointee(catalog),
             catalog_version: AtomicU64::new(1),
             backend,
+            cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             server_params: Mutex::new(None),
         }))

@@ -1,6 +1,7 @@
 //! The client-facing listener: accepts connections, runs the startup handshake, and hands each
 //! client to a session.
 
+use crate::backend::Running;
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, FrameReader};
@@ -57,12 +58,18 @@ impl Server {
     }
 }
 
-/// Releases a client slot when the client's task ends, however it ends.
-struct ClientSlot(Arc<Context>);
+/// Releases a client's slot and cancel key when its task ends, however it ends.
+struct ClientSlot {
+    ctx: Arc<Context>,
+    pid: Option<i32>,
+}
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.ctx.clients.fetch_sub(1, Ordering::AcqRel);
+        if let Some(pid) = self.pid {
+            self.ctx.cancels.unregister(pid);
+        }
     }
 }
 
@@ -71,9 +78,9 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let (r, mut w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r);
     match startup(&ctx, &mut reader, &mut w).await {
-        Ok(Some((params, slot))) => {
+        Ok(Some((params, running, slot))) => {
             tracing::debug!(%peer, "client connected");
-            Session::new(ctx, reader, w, &params).run().await;
+            Session::new(ctx, reader, w, &params, running).run().await;
             drop(slot);
             tracing::debug!(%peer, "client left");
         }
@@ -87,7 +94,7 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-type Started = (Vec<(String, String)>, ClientSlot);
+type Started = (Vec<(String, String)>, Arc<Running>, ClientSlot);
 
 /// The startup phase: SSL/GSS refusal, the startup packet, authentication, parameters.
 /// `Ok(None)` when the client went away (or sent a cancel request).
@@ -110,7 +117,14 @@ where
             protocol::SSL_REQUEST_CODE | protocol::GSSENC_REQUEST_CODE => {
                 w.write_all(b"N").await.map_err(|_| protocol_err("write"))?;
             }
-            protocol::CANCEL_REQUEST_CODE => return Ok(None),
+            protocol::CANCEL_REQUEST_CODE => {
+                if let (Some(pid), Some(secret)) =
+                    (protocol::be_i32(&packet, 8), protocol::be_i32(&packet, 12))
+                {
+                    ctx.cancels.cancel(pid, secret).await;
+                }
+                return Ok(None);
+            }
             c if c >> 16 == 3 => break packet,
             _ => return Err(protocol_err("unsupported frontend protocol version")),
         }
@@ -134,7 +148,10 @@ where
             });
         }
     }
-    let slot = ClientSlot(ctx.clone());
+    let mut slot = ClientSlot {
+        ctx: ctx.clone(),
+        pid: None,
+    };
     if ctx.clients.fetch_add(1, Ordering::AcqRel) >= config.proxy.max_client_connections {
         return Err(Error::TooManyConnections);
     }
@@ -156,8 +173,10 @@ where
             .map(|(_, v)| v.as_str());
         protocol::put_parameter_status(&mut out, name, own.unwrap_or(value));
     }
-    protocol::put_backend_key(&mut out, rand::random::<i32>() & i32::MAX, rand::random());
+    let (pid, secret, running) = ctx.cancels.register();
+    slot.pid = Some(pid);
+    protocol::put_backend_key(&mut out, pid, secret);
     protocol::put_ready(&mut out, b'I');
     w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
-    Ok(Some((params, slot)))
+    Ok(Some((params, running, slot)))
 }

@@ -120,3 +120,27 @@ async fn hundreds_of_idle_clients_and_dozens_of_busy_ones_share_small_pools() {
         assert_eq!(value(c, "SELECT 3").await, "3");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_request_stops_the_statement_on_its_shard() {
+    let shards = Shards::start(2).await;
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let c = proxy.client().await;
+    let token = c.cancel_token();
+    let canceller = tokio::spawn(async move {
+        // Give the statement time to reach the shard, then cancel as psql's Ctrl-C does.
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token.cancel_query(tokio_postgres::NoTls).await.unwrap();
+    });
+    assert_eq!(sqlstate(&c, "SELECT pg_sleep(30)").await, "57014");
+    canceller.await.unwrap();
+    // The session goes on, and a cancel with a wrong key does nothing to it.
+    assert_eq!(value(&c, "SELECT 'after'").await, "after");
+    let other = proxy.client().await;
+    other
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    assert_eq!(value(&c, "SELECT 'untouched'").await, "untouched");
+}

@@ -1,5 +1,6 @@
 //! One wire connection from the proxy to a shard: connect, authenticate, send and receive frames.
 
+use super::cancel::CancelKey;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
 use bytes::{BufMut, BytesMut};
@@ -336,20 +337,18 @@ impl ServerConn {
         }
     }
 
-    /// Asks the server to cancel what this connection is running (a separate connection, as
-    /// the protocol requires).
+    /// What a CancelRequest for this connection's statement needs.
+    pub fn cancel_key(&self) -> CancelKey {
+        CancelKey {
+            addr: self.addr,
+            pid: self.pid,
+            secret: self.secret,
+        }
+    }
+
+    /// Asks the server to cancel what this connection is running.
     pub async fn cancel(&self) {
-        let mut packet = BytesMut::with_capacity(16);
-        packet.put_i32(16);
-        packet.put_i32(protocol::CANCEL_REQUEST_CODE);
-        packet.put_i32(self.pid);
-        packet.put_i32(self.secret);
-        let attempt = async {
-            let mut s = TcpStream::connect(self.addr).await?;
-            s.write_all(&packet).await?;
-            s.shutdown().await
-        };
-        let _ = tokio::time::timeout(Duration::from_secs(2), attempt).await;
+        self.cancel_key().cancel().await;
     }
 
     /// True when an idle connection has been closed by the server or has something to say

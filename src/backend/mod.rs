@@ -1,9 +1,11 @@
 //! Connections to the shards: one pool of wire connections per shard, handed out per statement
 //! or per transaction, and the catalog discovery that asks a shard for key types.
 
+mod cancel;
 mod conn;
 mod discover;
 
+pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
 pub use discover::discover_keys;
 

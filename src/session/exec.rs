@@ -3,13 +3,32 @@
 
 use super::settings::UNKNOWN;
 use super::{Gone, Session, Step, READ_AHEAD};
-use crate::backend::{self, PooledConn};
+use crate::backend::{self, PooledConn, Running};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use std::collections::VecDeque;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Makes the statement's backends reachable by the client's CancelRequest while it runs.
+struct Cancellable(Arc<Running>);
+
+impl Cancellable {
+    fn new(running: &Arc<Running>, conns: &[&PooledConn]) -> Self {
+        for c in conns {
+            running.add(c.cancel_key());
+        }
+        Cancellable(running.clone())
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        self.0.clear();
+    }
+}
 
 /// How the answers of several shards become one.
 pub(super) enum Combine {
@@ -195,6 +214,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     async fn relay(&mut self, shard: ShardId, mut conn: PooledConn, sql: &str) -> Step<bool> {
+        let _cancellable = Cancellable::new(&self.running, &[&conn]);
         conn.send_query(sql);
         let mut ok = true;
         if let Err(e) = conn.flush().await {
@@ -258,6 +278,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         }
+        let keys: Vec<&PooledConn> = conns.iter().map(|(_, c)| c).collect();
+        let _cancellable = Cancellable::new(&self.running, &keys);
+        drop(keys);
         let mut described = false;
         let mut tags: Vec<String> = Vec::new();
         let mut first_error: Option<Frame> = None;

@@ -5,6 +5,7 @@ mod exec;
 mod settings;
 mod txn;
 
+use crate::backend::Running;
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
@@ -42,6 +43,8 @@ pub struct Session<S> {
     settings: Settings,
     /// The settings fingerprint a connection will hold once the SET now running succeeds.
     settings_after: Option<u64>,
+    /// The shard connections the current statement runs on, for the client's CancelRequest.
+    running: Arc<Running>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -50,6 +53,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         client: FrameReader<ReadHalf<S>>,
         writer: WriteHalf<S>,
         startup: &[(String, String)],
+        running: Arc<Running>,
     ) -> Self {
         Session {
             plans_version: ctx.catalog_version.load(Ordering::Acquire),
@@ -61,6 +65,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             txn: None,
             settings: Settings::from_startup(startup),
             settings_after: None,
+            running,
         }
     }
 
