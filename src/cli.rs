@@ -77,10 +77,19 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
             Target::All if stmt.ddl => "schema change: every shard holds the schema".to_owned(),
             Target::All => "no shard key value pins it to one shard".to_owned(),
             Target::Split(s) => format!("multi-row INSERT: {} rows split by key", s.keys.len()),
+            Target::Bound(b) => {
+                let params: Vec<String> = b.params.iter().map(|i| format!("${}", i + 1)).collect();
+                format!("bind parameters {} hold the key", params.join(", "))
+            }
             Target::Transaction(c) => format!("transaction control ({c:?}), handled by the proxy"),
             Target::Session(c) => format!("session setting ({c:?}), replayed on every connection"),
             Target::Reject(_) => "refused".to_owned(),
         };
+        if matches!(stmt.target, Target::Bound(_)) {
+            // The shard is only known once the parameters are bound.
+            println!("  route: decided at Bind time\n  why:   {why}");
+            continue;
+        }
         match router::route(stmt, &ring) {
             Ok(route) => {
                 let place = match route {

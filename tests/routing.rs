@@ -432,3 +432,14 @@ async fn split_insert_returning_keeps_values_order() {
     let sql = format!("INSERT INTO users (id, name) {rows_sql}");
     assert_eq!(affected(&c, &sql).await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parameter_in_a_simple_query_gets_postgres_own_error() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    assert_eq!(
+        sqlstate(&c, "SELECT * FROM users WHERE id = $1").await,
+        "42P02"
+    );
+    assert_eq!(value(&c, "SELECT 'fine'").await, "fine");
+}

@@ -20,6 +20,7 @@ pub(super) struct Planned {
     pub no_transaction: bool,
     pub not_mergeable: Option<String>,
     pub replicated: bool,
+    pub inserts: bool,
 }
 
 impl Planned {
@@ -31,6 +32,7 @@ impl Planned {
             no_transaction: false,
             not_mergeable: None,
             replicated: false,
+            inserts: false,
         }
     }
 
@@ -115,7 +117,7 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 Target::Split(split) => Target::Keys(split.keys),
                 t => t,
             };
-            let many = matches!(target, Target::Keys(_) | Target::All);
+            let many = matches!(target, Target::Keys(_) | Target::All | Target::Bound(_));
             Planned {
                 target,
                 writes: *analyze && inner.writes,
@@ -123,6 +125,8 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 no_transaction: false,
                 not_mergeable: many.then(|| "EXPLAIN across shards".to_string()),
                 replicated: false,
+                // Only EXPLAIN ANALYZE inserts the rows; a plain EXPLAIN of a NULL key is harmless.
+                inserts: *analyze && inner.inserts,
             }
         }
         S::Copy { source, .. } => copy_plan(source, text, catalog),
@@ -147,7 +151,7 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 return Planned::read(Target::Any);
             };
             let mut inner = query_plan(q, text, catalog);
-            if matches!(inner.target, Target::Keys(_) | Target::All) {
+            if matches!(inner.target, Target::Keys(_) | Target::All | Target::Bound(_)) {
                 inner.not_mergeable = Some("a cursor across shards".into());
             }
             inner
@@ -284,7 +288,7 @@ fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
     }
     let target = decide(&w.refs, &Role::Other);
     let not_mergeable = match target {
-        Target::Keys(_) | Target::All => shape::reason(q),
+        Target::Keys(_) | Target::All | Target::Bound(_) => shape::reason(q),
         _ => None,
     };
     Planned {

@@ -2,7 +2,7 @@
 //! shard, or a refusal that names the construct that cannot run exactly.
 
 use super::tables::{Ctx, Refs, Role};
-use super::Target;
+use super::{BoundKeys, Target};
 use crate::error::Error;
 use crate::ring::Key;
 
@@ -45,12 +45,50 @@ pub(super) fn decide(refs: &Refs, written: &Role) -> Target {
                 keys.push(k.clone());
             }
         }
-        return Target::Keys(keys);
+        if refs.occs.iter().all(|o| o.params.is_empty()) {
+            return Target::Keys(keys);
+        }
+        return bound(refs, keys);
     }
     if refs.occs.len() == 1 && refs.occs[0].ctx == Ctx::Top {
         return Target::All;
     }
     Target::Reject(refusal(refs))
+}
+
+/// Every occurrence is pinned and some by parameters. One parameter type per statement: the
+/// session decodes every parameter as that type.
+fn bound(refs: &Refs, literals: Vec<Key>) -> Target {
+    let with_params = || refs.occs.iter().filter(|o| !o.params.is_empty());
+    let Some(first) = with_params().next() else {
+        return Target::Keys(literals);
+    };
+    if let Some(other) = with_params().find(|o| o.key_type != first.key_type) {
+        return Target::Reject(Error::unsupported(
+            format!(
+                "shardgate cannot route one statement whose parameters hold shard keys of different types ({}.{} and {}.{})",
+                first.name, first.key, other.name, other.key
+            ),
+            "write one of the keys as a constant, or run one statement per table",
+        ));
+    }
+    let Some(key_type) = first.key_type else {
+        // Untyped pins were refused before.
+        return Target::Reject(Error::internal("a parameter pins a key of unknown type"));
+    };
+    let mut all: Vec<_> = with_params().flat_map(|o| o.params.iter()).collect();
+    all.sort_by_key(|p| p.at);
+    let mut params: Vec<usize> = Vec::with_capacity(all.len());
+    for p in all {
+        if !params.contains(&p.index) {
+            params.push(p.index);
+        }
+    }
+    Target::Bound(BoundKeys {
+        key_type,
+        literals,
+        params,
+    })
 }
 
 fn refusal(refs: &Refs) -> Error {

@@ -5,7 +5,7 @@ use super::classify::Planned;
 use super::keys::{self, fold, Lit};
 use super::split::Offsets;
 use super::tables::{Ctx, Role, Walker};
-use super::{InsertTemplate, SplitInsert, Target};
+use super::{BoundKeys, InsertTemplate, SplitInsert, Target};
 use crate::catalog::{Catalog, TableKind};
 use crate::config::KeyType;
 use crate::error::Error;
@@ -138,18 +138,37 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
         }
     }
     let mut row_keys = Vec::with_capacity(values.rows.len());
+    let mut params: Vec<usize> = Vec::new();
     for (n, row) in values.rows.iter().enumerate() {
         match row_key(row.content.get(index), ty, &shown, key, n + 1) {
-            Ok(k) => row_keys.push(k),
+            Ok(RowKey::Key(k)) => row_keys.push(k),
+            Ok(RowKey::Param(i)) => {
+                if !params.contains(&i) {
+                    params.push(i);
+                }
+            }
             Err(e) => return Planned::write(Target::Reject(e)),
         }
     }
+    if !params.is_empty() {
+        let mut literals: Vec<Key> = Vec::with_capacity(row_keys.len());
+        for k in row_keys {
+            if !literals.contains(&k) {
+                literals.push(k);
+            }
+        }
+        return placed(Target::Bound(BoundKeys {
+            key_type: ty,
+            literals,
+            params,
+        }));
+    }
     if row_keys.windows(2).all(|w| w[0] == w[1]) {
         row_keys.truncate(1);
-        return Planned::write(Target::Keys(row_keys));
+        return placed(Target::Keys(row_keys));
     }
     match template(text, values) {
-        Some(template) => Planned::write(Target::Split(SplitInsert {
+        Some(template) => placed(Target::Split(SplitInsert {
             keys: row_keys,
             template,
         })),
@@ -159,13 +178,26 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
     }
 }
 
+fn placed(target: Target) -> Planned {
+    Planned {
+        inserts: true,
+        ..Planned::write(target)
+    }
+}
+
+/// A row's shard key: a constant, or the parameter (0-based) that will hold it at Bind time.
+enum RowKey {
+    Key(Key),
+    Param(usize),
+}
+
 fn row_key(
     expr: Option<&sqlparser::ast::Expr>,
     ty: KeyType,
     table: &str,
     key: &str,
     row: usize,
-) -> Result<Key, Error> {
+) -> Result<RowKey, Error> {
     let Some(expr) = expr else {
         return Err(Error::unsupported(
             format!("row {row} of the INSERT into {table} has no value for the shard key {key}"),
@@ -173,7 +205,7 @@ fn row_key(
         ));
     };
     match keys::literal(expr) {
-        Lit::Val(text) => Key::from_text(ty, &text).map_err(|e| {
+        Lit::Val(text) => Key::from_text(ty, &text).map(RowKey::Key).map_err(|e| {
             Error::unsupported(
                 format!("row {row} of the INSERT into {table} cannot be placed: {}", e.0),
                 format!("the shard key {key} takes {} values", type_name(ty)),
@@ -183,10 +215,7 @@ fn row_key(
             format!("row {row} of the INSERT into {table} has a NULL shard key {key}, which cannot be placed on a shard"),
             "give the shard key a value",
         )),
-        Lit::Param => Err(Error::unsupported(
-            format!("a parameter as the shard key {key} of an INSERT into {table} is not supported by shardgate yet"),
-            "inline the key value as a constant in the statement",
-        )),
+        Lit::Param(p) => Ok(RowKey::Param(p.index)),
         Lit::Other => Err(Error::unsupported(
             format!("the shard key {key} of row {row} of the INSERT into {table} must be a constant to place the row"),
             "compute the key first and write it as a constant (DEFAULT, functions and expressions cannot be placed)",
@@ -194,7 +223,7 @@ fn row_key(
     }
 }
 
-fn type_name(ty: KeyType) -> &'static str {
+pub(super) fn type_name(ty: KeyType) -> &'static str {
     match ty {
         KeyType::Int => "integer",
         KeyType::Text => "text",

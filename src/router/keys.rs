@@ -12,9 +12,19 @@ pub(super) enum Lit {
     Val(String),
     Null,
     /// `$n`
-    Param,
+    Param(Param),
     /// Anything else (function call, column, DEFAULT, expression).
     Other,
+}
+
+/// A bind parameter `$n` where a key is expected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Param {
+    /// 0-based: `$1` is 0.
+    pub index: usize,
+    /// Where it stands in the text (line, column), so keys can be listed in order of appearance
+    /// whatever order the scopes were walked in.
+    pub at: (u64, u64),
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted to lower case (ASCII only, as in UTF-8
@@ -37,7 +47,16 @@ pub(super) fn literal(expr: &Expr) -> Lit {
             | Value::NationalStringLiteral(s) => Lit::Val(s.clone()),
             Value::DollarQuotedString(d) => Lit::Val(d.value.clone()),
             Value::Null => Lit::Null,
-            Value::Placeholder(_) => Lit::Param,
+            // `?` and `:name` are not PostgreSQL parameters, nor is `$0`: PostgreSQL refuses them.
+            Value::Placeholder(p) => {
+                match p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok()) {
+                    Some(n) if n >= 1 => Lit::Param(Param {
+                        index: n - 1,
+                        at: (v.span.start.line, v.span.start.column),
+                    }),
+                    _ => Lit::Other,
+                }
+            }
             _ => Lit::Other,
         },
         Expr::UnaryOp { op, expr } => match (op, literal(expr)) {
@@ -152,8 +171,8 @@ fn strip_nested(mut e: &Expr) -> &Expr {
 
 fn constant(expr: &Expr) -> Option<Lit> {
     match literal(expr) {
-        lit @ (Lit::Val(_) | Lit::Null) => Some(lit),
-        Lit::Param | Lit::Other => None,
+        lit @ (Lit::Val(_) | Lit::Null | Lit::Param(_)) => Some(lit),
+        Lit::Other => None,
     }
 }
 
@@ -221,11 +240,51 @@ impl Classes {
     }
 }
 
+/// What a key column is pinned to: literal keys and parameters whose values are keys.
+#[derive(Debug, Default)]
+pub(super) struct Pin {
+    pub keys: Vec<Key>,
+    pub params: Vec<Param>,
+}
+
+/// The pin of a column, given its constant sets. The sets of literals alone are intersected as
+/// `pinned_keys` does; they bound the column's values exactly, so sets that also hold parameters
+/// can only narrow them further and are left out. Without such a set, the column's value lies in
+/// every parameter set, so the union of those sets is a correct (if possibly wider) bound.
+pub(super) fn pinned(ty: KeyType, sets: &[Vec<Lit>]) -> Option<Pin> {
+    let has_param = |set: &&Vec<Lit>| set.iter().any(|l| matches!(l, Lit::Param(_)));
+    let literal_sets = sets.iter().filter(|s| !has_param(s));
+    if let Some(keys) = pinned_keys(ty, literal_sets) {
+        return Some(Pin {
+            keys,
+            params: Vec::new(),
+        });
+    }
+    let mut pin = Pin::default();
+    for lit in sets.iter().filter(has_param).flatten() {
+        match lit {
+            Lit::Val(text) => {
+                if let Ok(key) = Key::from_text(ty, text) {
+                    if !pin.keys.contains(&key) {
+                        pin.keys.push(key);
+                    }
+                }
+            }
+            Lit::Param(p) => pin.params.push(*p),
+            Lit::Null | Lit::Other => {}
+        }
+    }
+    (!pin.params.is_empty()).then_some(pin)
+}
+
 /// The keys a column is pinned to, given its constant sets: the intersection of the sets.
 /// NULLs and constants that are not valid for the type match no row and are dropped; a set left
 /// empty pins nothing. Contradictory sets select no row at all: any one shard answers exactly,
 /// so the first key is kept.
-pub(super) fn pinned_keys(ty: KeyType, sets: &[Vec<Lit>]) -> Option<Vec<Key>> {
+pub(super) fn pinned_keys<'a>(
+    ty: KeyType,
+    sets: impl IntoIterator<Item = &'a Vec<Lit>>,
+) -> Option<Vec<Key>> {
     let mut result: Option<Vec<Key>> = None;
     for set in sets {
         let mut keys: Vec<Key> = Vec::with_capacity(set.len());

@@ -16,7 +16,11 @@ mod tables;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_bound;
+#[cfg(test)]
 mod tests_insert;
+#[cfg(test)]
+mod tests_params;
 #[cfg(test)]
 mod tests_robust;
 #[cfg(test)]
@@ -57,6 +61,9 @@ pub struct StatementPlan {
     /// A write to a reference table: every shard holds a copy, so the client sees one copy's
     /// answer (its rows and count), not their sum.
     pub replicated: bool,
+    /// An INSERT ... VALUES placing rows of a sharded table by their keys: a NULL key bound at
+    /// Bind time is an error here, where in a WHERE clause it merely matches no row.
+    pub inserts: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,12 +76,30 @@ pub enum Target {
     All,
     /// Multi-row INSERT: each row goes to the shard of its key.
     Split(SplitInsert),
+    /// Rows of sharded tables whose keys are these literals and the values of these parameters:
+    /// resolved at Bind time by `route_bound`.
+    Bound(BoundKeys),
     /// Transaction control, handled by the session itself.
     Transaction(TxnCommand),
     /// SET / RESET / DISCARD: session state the session tracks.
     Session(SessionCommand),
     /// Refused, with the error the client gets.
     Reject(Error),
+}
+
+/// Keys that are partly or wholly bind parameters, known only at Bind time.
+///
+/// For an INSERT of several rows, these are the keys of all rows: the rows are not split
+/// between shards (a split of parameterized rows is not supported), so `route_bound` refuses
+/// when they land on more than one shard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundKeys {
+    /// The key column's type: parameters are decoded as this type.
+    pub key_type: crate::config::KeyType,
+    /// Keys given as literals in the statement.
+    pub literals: Vec<Key>,
+    /// 0-based indices of the parameters that hold keys (`$1` is 0), deduplicated, in order of appearance.
+    pub params: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -170,6 +195,7 @@ pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
                 no_transaction: planned.no_transaction,
                 not_mergeable: planned.not_mergeable,
                 replicated: planned.replicated,
+                inserts: planned.inserts,
             }
         })
         .collect();
@@ -210,7 +236,76 @@ pub fn route(stmt: &StatementPlan, ring: &Ring) -> Result<Route, Error> {
             Route::Shards(shards)
         }
         Target::Split(split) => return Ok(split_route(split, ring)),
+        Target::Bound(_) => return Err(Error::internal("parameters needed")),
     };
+    mergeable(stmt, route, ring)
+}
+
+/// Resolves a `Target::Bound` statement once its parameters are known. `param(i)` gives the key
+/// decoded from parameter i, `None` if it is NULL, `Some(Err(msg))` if it cannot be decoded as the key type.
+///
+/// A NULL key in a WHERE clause matches no row, so it adds no shard; if no shard remains, shard 0
+/// answers (with no rows). A NULL key of an INSERT cannot be placed, nor can parameterized INSERT
+/// rows that land on several shards. Any other target is resolved by `route`.
+pub fn route_bound(
+    stmt: &StatementPlan,
+    ring: &Ring,
+    param: &mut dyn FnMut(usize) -> Option<Result<Key, String>>,
+) -> Result<Route, Error> {
+    let Target::Bound(bound) = &stmt.target else {
+        return route(stmt, ring);
+    };
+    let mut shards: Vec<ShardId> = bound
+        .literals
+        .iter()
+        .map(|k| ring.shard_for_key(k))
+        .collect();
+    for &i in &bound.params {
+        match param(i) {
+            Some(Ok(key)) => shards.push(ring.shard_for_key(&key)),
+            Some(Err(msg)) => {
+                return Err(Error::unsupported(
+                    format!(
+                        "parameter ${} holds the shard key but cannot be read as one: {msg}",
+                        i + 1
+                    ),
+                    format!(
+                        "bind the shard key as a {} value",
+                        insert::type_name(bound.key_type)
+                    ),
+                ))
+            }
+            None if stmt.inserts => {
+                return Err(Error::unsupported(
+                    format!(
+                        "a NULL shard key cannot be placed on a shard (parameter ${} is NULL)",
+                        i + 1
+                    ),
+                    "give the shard key a value",
+                ))
+            }
+            None => {}
+        }
+    }
+    shards.sort_unstable();
+    shards.dedup();
+    if shards.is_empty() {
+        shards.push(ShardId(0));
+    }
+    if stmt.inserts && shards.len() > 1 {
+        return Err(Error::unsupported(
+            format!(
+                "the rows of this INSERT belong on {} different shards, and shardgate cannot split an INSERT whose keys are parameters",
+                shards.len()
+            ),
+            "insert rows of different shards in separate statements, or write the keys as constants",
+        ));
+    }
+    mergeable(stmt, Route::Shards(shards), ring)
+}
+
+/// Refuses a multi-shard route of a statement whose results cannot be concatenated exactly.
+fn mergeable(stmt: &StatementPlan, route: Route, ring: &Ring) -> Result<Route, Error> {
     let spread = match &route {
         Route::Shards(s) => s.len(),
         _ => ring.shard_count(),

@@ -90,7 +90,12 @@ impl Walker<'_> {
                 continue;
             }
             match occ.key_type {
-                Some(ty) => occ.keys = keys::pinned_keys(ty, sets),
+                Some(ty) => {
+                    if let Some(pin) = keys::pinned(ty, sets) {
+                        occ.keys = Some(pin.keys);
+                        occ.params = pin.params;
+                    }
+                }
                 None => occ.untyped_pin = true,
             }
         }

@@ -33,7 +33,9 @@ pub(super) struct Occ {
     pub key: String,
     pub key_type: Option<KeyType>,
     pub ctx: Ctx,
+    /// Pinned (`Some`) to these literal keys and the values of `params`.
     pub keys: Option<Vec<Key>>,
+    pub params: Vec<keys::Param>,
     /// Constants constrain the key but its type is not known yet.
     pub untyped_pin: bool,
 }
@@ -138,6 +140,7 @@ impl<'c> Walker<'c> {
                         key_type: *key_type,
                         ctx,
                         keys: None,
+                        params: Vec::new(),
                         untyped_pin: false,
                     });
                     Role::Sharded(self.refs.occs.len() - 1)

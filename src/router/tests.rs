@@ -93,6 +93,7 @@ pub(super) fn target_is(sql: &str, want: &str) -> StatementPlan {
         Target::All => "all",
         Target::Keys(_) => "keys",
         Target::Split(_) => "split",
+        Target::Bound(_) => "bound",
         Target::Transaction(_) => "txn",
         Target::Session(_) => "session",
         Target::Reject(_) => "reject",
@@ -170,7 +171,8 @@ fn keyless_reads_go_everywhere() {
     target_is("SELECT * FROM users WHERE id = 1 OR id = 2", "all");
     target_is("SELECT * FROM users WHERE NOT (id = 1)", "all");
     target_is("SELECT * FROM users WHERE id > 4", "all");
-    target_is("SELECT * FROM users WHERE id = $1", "all");
+    // A parameter pins the key at Bind time (tests_params.rs).
+    target_is("SELECT * FROM users WHERE id = $1", "bound");
     target_is(
         "SELECT * FROM users WHERE CASE WHEN id = 1 THEN true END",
         "all",

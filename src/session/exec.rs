@@ -117,6 +117,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Target::Reject(e) => return self.fail(e),
             Target::Transaction(cmd) => return self.txn_command(cmd, sql).await,
             Target::Session(cmd) => return self.session_command(cmd, sql).await,
+            // A simple Query has no parameters to bind: PostgreSQL answers ("there is no
+            // parameter $1"), from any shard.
+            Target::Bound(_) => return self.exec_any(sql).await,
             _ => match router::route(stmt, &ring) {
                 Ok(r) => r,
                 Err(e) => return self.fail(&e),
