@@ -33,6 +33,8 @@ pub enum Error {
     Protocol { message: String },
     /// Input that is not valid UTF-8 (22021).
     Encoding,
+    /// A Bind or Describe names a statement the client never prepared (26000).
+    UnknownStatement { name: String },
     /// The current transaction is aborted (25P02).
     TransactionAborted,
     /// An invalid or inconsistent shards.toml; never sent to clients as such.
@@ -74,6 +76,7 @@ impl Error {
             Error::BadPassword { .. } => "28P01",
             Error::Protocol { .. } => "08P01",
             Error::Encoding => "22021",
+            Error::UnknownStatement { .. } => "26000",
             Error::TransactionAborted => "25P02",
             Error::Config { .. } => "F0000",
             Error::Internal { .. } => "XX000",
@@ -121,6 +124,9 @@ impl fmt::Display for Error {
             }
             Error::Protocol { message } => write!(f, "protocol violation: {message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
+            Error::UnknownStatement { name } => {
+                write!(f, "prepared statement \"{name}\" does not exist")
+            }
             Error::TransactionAborted => write!(
                 f,
                 "current transaction is aborted, commands ignored until end of transaction block"

@@ -5,6 +5,7 @@ use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -82,6 +83,9 @@ pub struct ServerConn {
     pub parameters: Vec<(String, String)>,
     /// Fingerprint of the session settings applied on this connection (0 = server defaults).
     pub settings: u64,
+    /// Statements prepared on this connection: backend name → hash of (SQL, parameter types).
+    /// The unnamed statement ("") is listed too, until a simple Query replaces it.
+    pub prepared: HashMap<String, u64>,
     pid: i32,
     secret: i32,
     addr: SocketAddr,
@@ -108,6 +112,7 @@ impl ServerConn {
             broken: false,
             parameters: Vec::new(),
             settings: 0,
+            prepared: HashMap::new(),
             pid: 0,
             secret: 0,
             addr,
@@ -259,6 +264,15 @@ impl ServerConn {
 
     /// Queues a simple Query.
     pub fn send_query(&mut self, sql: &str) {
+        // A simple Query runs through the unnamed statement, replacing it; DISCARD ALL and
+        // DEALLOCATE drop the named ones too.
+        let head = sql.trim_start().as_bytes();
+        let starts = |w: &[u8]| head.len() >= w.len() && head[..w.len()].eq_ignore_ascii_case(w);
+        if starts(b"discard") || starts(b"deallocate") {
+            self.prepared.clear();
+        } else {
+            self.prepared.remove("");
+        }
         protocol::put_query(&mut self.out, sql);
     }
 

@@ -41,7 +41,7 @@ pub(super) enum Combine {
 }
 
 /// What one shard answered: the frame, or the connection broke.
-enum Recv {
+pub(super) enum Recv {
     Frame(Frame),
     Broken(std::io::Error),
 }
@@ -402,7 +402,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// The next frame from a shard, while watching the client: if the client hangs up meanwhile,
     /// the shard's statement is cancelled and the connection discarded.
-    async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
+    pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
             tokio::select! {
@@ -422,7 +422,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// A shard connection broke mid-statement: discard it, tell the client, keep the session.
-    fn broken(&mut self, shard: ShardId, conn: PooledConn, e: std::io::Error) -> Step<bool> {
+    pub(super) fn broken(
+        &mut self,
+        shard: ShardId,
+        conn: PooledConn,
+        e: std::io::Error,
+    ) -> Step<bool> {
         backend::discard(conn);
         let err = self.unavailable(shard, e);
         self.fail(&err)
@@ -437,7 +442,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 }
 
 /// A CopyFail message.
-fn copy_fail(reason: &str) -> Vec<u8> {
+pub(super) fn copy_fail(reason: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(reason.len() + 6);
     m.push(b'f');
     m.extend_from_slice(&((reason.len() + 5) as i32).to_be_bytes());

@@ -2,17 +2,20 @@
 //! and drives the backend connections that answer it.
 
 mod exec;
+mod extended;
 mod settings;
 mod txn;
 
-use crate::backend::Running;
+use crate::backend::{PooledConn, Running};
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
+use crate::ring::ShardId;
 use crate::router::{self, QueryPlan, Target};
 use bytes::BytesMut;
 use lru::LruCache;
 use settings::Settings;
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -45,6 +48,17 @@ pub struct Session<S> {
     settings_after: Option<u64>,
     /// The shard connections the current statement runs on, for the client's CancelRequest.
     running: Arc<Running>,
+    /// Statements the client prepared, by its names ("" = unnamed).
+    stmts: HashMap<String, Arc<extended::Prepared>>,
+    /// The shard each open portal runs on.
+    portals: HashMap<String, ShardId>,
+    /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
+    batch: Vec<Frame>,
+    /// The connection of a batch the client flushed but has not synced yet.
+    ext: Option<(ShardId, PooledConn)>,
+    /// An error happened in the open batch: messages up to Sync are ignored, as PostgreSQL does.
+    ext_skipping: bool,
+    sync_buf: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -66,12 +80,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             settings: Settings::from_startup(startup),
             settings_after: None,
             running,
+            stmts: HashMap::new(),
+            portals: HashMap::new(),
+            batch: Vec::new(),
+            ext: None,
+            ext_skipping: false,
+            sync_buf: BytesMut::new(),
         }
     }
 
     /// Serves the client until it leaves; then leaves every backend connection clean.
     pub async fn run(mut self) {
         let _ = self.serve().await;
+        if let Some((_, conn)) = self.ext.take() {
+            // Mid-batch: its state on the shard is unknown.
+            crate::backend::discard(conn);
+        }
         self.abandon().await;
     }
 
@@ -84,9 +108,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             match frame.tag {
                 b'Q' => self.on_query(&frame).await?,
                 b'X' => return Err(Gone),
-                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => {
-                    self.refuse_extended(frame).await?
-                }
+                b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => self.on_extended(frame).await?,
                 // Stray COPY traffic after a refused COPY is ignored, as PostgreSQL does.
                 b'd' | b'c' | b'f' => {}
                 other => {
@@ -101,30 +123,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    /// The extended protocol comes with a later release; until then a batch gets one error and
-    /// the session skips to its Sync, exactly as PostgreSQL recovers from an error in a batch.
-    async fn refuse_extended(&mut self, first: Frame) -> Step {
-        let err = Error::unsupported(
-            "the extended query protocol (Parse/Bind/Execute) is not supported by this shardgate version",
-            "use the simple query protocol (psql; pgbench -M simple; tokio-postgres simple_query)",
-        );
-        protocol::put_error(&mut self.out, &err);
-        let mut frame = first;
-        loop {
-            match frame.tag {
-                b'S' => break,
-                b'H' => self.flush().await?,
-                _ => {}
-            }
-            frame = match self.client.next().await {
-                Ok(Some(f)) => f,
-                _ => return Err(Gone),
-            };
-        }
-        self.ready().await
-    }
-
     async fn on_query(&mut self, frame: &Frame) -> Step {
+        self.close_open_batch().await?;
         let text = match protocol::query_text(frame.body()) {
             Ok(t) => t,
             Err(e) => {

@@ -1,0 +1,550 @@
+//! The extended query protocol: Parse/Bind/Describe/Execute/Close batches, routed by the key in
+//! their bound parameters and relayed to one shard, with client statements prepared lazily on
+//! whichever pooled connection serves them.
+
+use super::{Session, Step};
+use crate::backend::PooledConn;
+use crate::error::Error;
+use crate::protocol::{self, Frame};
+use crate::ring::{Key, ShardId};
+use crate::router::{self, QueryPlan, Route, Target};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+/// Messages buffered before a batch is sent on without waiting for Sync or Flush.
+const MAX_BATCH: usize = 1000;
+
+/// A statement a client prepared, as the proxy keeps it.
+pub struct Prepared {
+    sql: Arc<str>,
+    types: Vec<u32>,
+    hash: u64,
+    plan: Arc<QueryPlan>,
+    /// Its name on backend connections: the same for every client preparing the same text and
+    /// types, so a pooled connection prepares it once.
+    backend_name: String,
+}
+
+/// What becomes of the shard's answer to one message of the batch, in order.
+enum Expect {
+    /// The answer to a client message, relayed; on success `record` is noted as prepared.
+    Relay(End, Option<(String, u64)>),
+    /// The answer to a Parse the proxy added: noted, never shown.
+    Swallow(String, u64),
+    /// An answer the proxy gives itself, in its turn.
+    Emit(Bytes),
+    /// A message the proxy refused: PostgreSQL never saw it or anything after it.
+    Refuse(Error),
+    Sync,
+}
+
+/// The message whose last response ends one `Expect::Relay`.
+#[derive(Clone, Copy)]
+enum End {
+    Parse,
+    Bind,
+    Describe,
+    Execute,
+    Close,
+}
+
+impl End {
+    fn is_last(self, tag: u8) -> bool {
+        match self {
+            End::Parse => tag == b'1',
+            End::Bind => tag == b'2',
+            End::Describe => tag == b'T' || tag == b'n',
+            End::Execute => matches!(tag, b'C' | b'I' | b's'),
+            End::Close => tag == b'3',
+        }
+    }
+}
+
+fn empty(tag: u8) -> Bytes {
+    let mut b = BytesMut::with_capacity(5);
+    protocol::put_empty(&mut b, tag);
+    b.freeze()
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Buffers one extended-protocol message; a Sync or Flush (or a full buffer) sends the batch.
+    pub(super) async fn on_extended(&mut self, frame: Frame) -> Step {
+        let tag = frame.tag;
+        self.batch.push(frame);
+        match tag {
+            b'S' => self.run_batch(true).await,
+            b'H' => self.run_batch(false).await,
+            _ if self.batch.len() >= MAX_BATCH => self.run_batch(false).await,
+            _ => Ok(()),
+        }
+    }
+
+    async fn run_batch(&mut self, sync: bool) -> Step {
+        let msgs = std::mem::take(&mut self.batch);
+        let (shard, refused_at) = self.decide(&msgs);
+        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
+        let needs_backend = self.ext.is_some()
+            || msgs[..stop]
+                .iter()
+                .any(|m| !matches!(m.tag, b'S' | b'H') && !is_statement_close(m));
+        if !needs_backend {
+            return self.answer_locally(&msgs, refused_at, sync).await;
+        }
+        let (shard, mut conn) = match self.ext.take() {
+            Some(pinned) => pinned,
+            None => {
+                let shard = shard.unwrap_or_else(|| self.default_shard());
+                match self.acquire(shard).await {
+                    Ok(c) => (shard, c),
+                    Err(e) => {
+                        let _ = self.fail(&e);
+                        self.ext_skipping = true;
+                        return self.end_batch(sync).await;
+                    }
+                }
+            }
+        };
+        let expects = self.build(&msgs, refused_at, sync, &mut conn);
+        if let Err(e) = conn.flush().await {
+            return self.batch_broken(shard, conn, e, sync).await;
+        }
+        let mut skipping = self.ext_skipping;
+        let mut status = None;
+        for exp in expects {
+            match exp {
+                Expect::Emit(b) if !skipping => self.out.extend_from_slice(&b),
+                Expect::Refuse(e) if !skipping => {
+                    self.error(&e);
+                    skipping = true;
+                }
+                Expect::Relay(end, record) if !skipping => {
+                    match self.relay_one(&mut conn, Some(end), record).await? {
+                        Ok(ok) => skipping = !ok,
+                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                    }
+                }
+                Expect::Swallow(name, hash) if !skipping => {
+                    match self.relay_one(&mut conn, None, Some((name, hash))).await? {
+                        Ok(ok) => skipping = !ok,
+                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                    }
+                }
+                Expect::Sync => loop {
+                    match self.recv_frame(&mut conn).await? {
+                        Ok(f) if f.tag == b'Z' => {
+                            status = Some(protocol::ready_status(f.body()));
+                            break;
+                        }
+                        Ok(f) => self.out.extend_from_slice(&f.bytes),
+                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                    }
+                },
+                _ => {}
+            }
+            self.maybe_flush().await?;
+        }
+        if !sync {
+            self.ext = Some((shard, conn));
+            self.ext_skipping = skipping;
+            return self.flush().await;
+        }
+        if status == Some(b'E') || skipping {
+            if let Some(t) = &mut self.txn {
+                t.failed = true;
+            }
+        }
+        self.release(shard, conn);
+        self.end_batch(true).await
+    }
+
+    /// Where the batch runs: the shard of its bound keys, and the first message (with its error)
+    /// that cannot run there.
+    fn decide(&mut self, msgs: &[Frame]) -> (Option<ShardId>, Option<(usize, Error)>) {
+        let mut shard = self.ext.as_ref().map(|(s, _)| *s);
+        for (i, m) in msgs.iter().enumerate() {
+            let here = match m.tag {
+                b'P' => match protocol::decode_parse(m.body()) {
+                    Ok(p) => {
+                        self.register(p);
+                        continue;
+                    }
+                    Err(e) => return (shard, Some((i, e))),
+                },
+                b'B' => match self.bind_shard(m) {
+                    Ok((portal, s)) => {
+                        if let Some(s) = s {
+                            self.portals.insert(portal, s);
+                        }
+                        s
+                    }
+                    Err(e) => return (shard, Some((i, e))),
+                },
+                b'E' => {
+                    protocol::portal_of_execute(m.body()).and_then(|p| self.portals.get(p).copied())
+                }
+                b'D' | b'C' if is_portal_message(m) => protocol::decode_target(m.body())
+                    .ok()
+                    .and_then(|(_, p)| self.portals.get(p).copied()),
+                _ => None,
+            };
+            match (shard, here) {
+                (None, Some(s)) => shard = Some(s),
+                (Some(a), Some(b)) if a != b => {
+                    let e = Error::unsupported(
+                        "statements for different shards in one pipelined batch are not supported yet",
+                        "send Sync after each statement, or group the statements by shard key",
+                    );
+                    return (shard, Some((i, e)));
+                }
+                _ => {}
+            }
+        }
+        (shard, None)
+    }
+
+    /// Records a client's Parse under its name (the unnamed statement too).
+    fn register(&mut self, p: protocol::ParseMsg<'_>) {
+        let mut h = twox_hash::XxHash3_64::with_seed(0);
+        std::hash::Hasher::write(&mut h, p.query.as_bytes());
+        for t in &p.types {
+            std::hash::Hasher::write_u32(&mut h, *t);
+        }
+        let hash = std::hash::Hasher::finish(&h);
+        let backend_name = if p.name.is_empty() {
+            String::new()
+        } else {
+            format!("sg_{hash:016x}")
+        };
+        let plan = self.plan(p.query);
+        let prepared = Prepared {
+            sql: Arc::from(p.query),
+            types: p.types,
+            hash,
+            plan,
+            backend_name,
+        };
+        self.stmts.insert(p.name.to_owned(), Arc::new(prepared));
+    }
+
+    /// The portal a Bind creates and the one shard its statement needs (None: any).
+    fn bind_shard(&self, m: &Frame) -> Result<(String, Option<ShardId>), Error> {
+        let bind = protocol::decode_bind(m.body())?;
+        let prepared = self.statement(bind.statement)?;
+        let portal = bind.portal.to_owned();
+        let [stmt] = prepared.plan.statements.as_slice() else {
+            return Ok((portal, None)); // empty or several statements: PostgreSQL says what's wrong
+        };
+        let ring = self.ctx.ring.load();
+        let route = match &stmt.target {
+            Target::Transaction(_) | Target::Session(_) => {
+                return Err(Error::unsupported(
+                    "transaction control and SET through the extended query protocol are not supported yet",
+                    "send BEGIN, COMMIT, ROLLBACK and SET as simple queries",
+                ))
+            }
+            Target::Bound(b) => {
+                let ty = b.key_type;
+                let mut param = |i: usize| -> Option<Result<Key, String>> {
+                    let value = (*bind.params.get(i)?)?;
+                    let oid = prepared.types.get(i).copied().unwrap_or(0);
+                    Some(if bind.format(i) == 1 {
+                        Key::from_binary(ty, oid, value).map_err(|e| e.0)
+                    } else {
+                        match std::str::from_utf8(value) {
+                            Ok(text) => Key::from_text(ty, text).map_err(|e| e.0),
+                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
+                        }
+                    })
+                };
+                router::route_bound(stmt, &ring, &mut param)?
+            }
+            _ => router::route(stmt, &ring)?,
+        };
+        match route {
+            Route::Any => Ok((portal, None)),
+            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
+            _ => Err(Error::unsupported(
+                "statements that span shards are not supported through the extended query protocol yet",
+                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
+            )),
+        }
+    }
+
+    fn statement(&self, name: &str) -> Result<Arc<Prepared>, Error> {
+        self.stmts
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Error::UnknownStatement {
+                name: name.to_owned(),
+            })
+    }
+
+    /// The bytes for the shard and what to do with each answer.
+    fn build(
+        &mut self,
+        msgs: &[Frame],
+        refused_at: Option<(usize, Error)>,
+        sync: bool,
+        conn: &mut PooledConn,
+    ) -> Vec<Expect> {
+        let mut out = BytesMut::new();
+        let mut expects = Vec::with_capacity(msgs.len() + 1);
+        // Statements this batch prepares: the shard has not confirmed them yet.
+        let mut parsed: Vec<(String, u64)> = Vec::new();
+        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
+        for m in &msgs[..stop] {
+            match m.tag {
+                b'P' => {
+                    let Ok(p) = protocol::decode_parse(m.body()) else {
+                        continue;
+                    };
+                    let Some(st) = self.stmts.get(p.name).cloned() else {
+                        continue;
+                    };
+                    if !st.backend_name.is_empty() && has(conn, &parsed, &st) {
+                        expects.push(Expect::Emit(empty(b'1')));
+                    } else {
+                        protocol::put_parse(&mut out, &st.backend_name, &st.sql, &st.types);
+                        let record = (st.backend_name.clone(), st.hash);
+                        parsed.push(record.clone());
+                        expects.push(Expect::Relay(End::Parse, Some(record)));
+                    }
+                }
+                b'B' => {
+                    let Ok(bind) = protocol::decode_bind(m.body()) else {
+                        continue;
+                    };
+                    let Ok(st) = self.statement(bind.statement) else {
+                        continue;
+                    };
+                    ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
+                    protocol::put_bind_renamed(&mut out, m.body(), &bind, &st.backend_name);
+                    expects.push(Expect::Relay(End::Bind, None));
+                }
+                b'D' if !is_portal_message(m) => {
+                    let Ok((_, name)) = protocol::decode_target(m.body()) else {
+                        continue;
+                    };
+                    match self.statement(name) {
+                        Ok(st) => {
+                            ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
+                            protocol::put_target_message(&mut out, b'D', b'S', &st.backend_name);
+                            expects.push(Expect::Relay(End::Describe, None));
+                        }
+                        Err(e) => {
+                            expects.push(Expect::Refuse(e));
+                            break;
+                        }
+                    }
+                }
+                b'C' if !is_portal_message(m) => {
+                    if let Ok((_, name)) = protocol::decode_target(m.body()) {
+                        self.stmts.remove(name);
+                    }
+                    expects.push(Expect::Emit(empty(b'3')));
+                }
+                b'S' | b'H' => {}
+                tag => {
+                    out.extend_from_slice(&m.bytes);
+                    let end = match tag {
+                        b'E' => End::Execute,
+                        b'C' => End::Close,
+                        _ => End::Describe,
+                    };
+                    expects.push(Expect::Relay(end, None));
+                }
+            }
+        }
+        if let Some((_, e)) = refused_at {
+            expects.push(Expect::Refuse(e));
+        }
+        if sync {
+            protocol::put_empty(&mut out, b'S');
+            expects.push(Expect::Sync);
+        } else {
+            protocol::put_empty(&mut out, b'H');
+        }
+        conn.send(&out);
+        expects
+    }
+}
+
+/// True when the connection has the statement, or this batch prepares it before.
+fn has(conn: &PooledConn, parsed: &[(String, u64)], st: &Prepared) -> bool {
+    conn.prepared.get(&st.backend_name) == Some(&st.hash)
+        || parsed
+            .iter()
+            .any(|(n, h)| *n == st.backend_name && *h == st.hash)
+}
+
+/// Prepares the statement on this connection first if it is not there yet (lazily, hidden).
+fn ensure_prepared(
+    conn: &PooledConn,
+    parsed: &mut Vec<(String, u64)>,
+    st: &Prepared,
+    out: &mut BytesMut,
+    expects: &mut Vec<Expect>,
+) {
+    if !has(conn, parsed, st) {
+        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
+        parsed.push((st.backend_name.clone(), st.hash));
+        expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
+    }
+}
+
+fn is_statement_close(m: &Frame) -> bool {
+    m.tag == b'C' && m.body().first() == Some(&b'S')
+}
+
+/// Describe or Close of a portal (as opposed to a statement).
+fn is_portal_message(m: &Frame) -> bool {
+    matches!(m.tag, b'D' | b'C') && m.body().first() == Some(&b'P')
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Reads one message's answer; Ok(true) when it succeeded, Ok(false) after an ErrorResponse
+    /// (PostgreSQL then skips to Sync). `end` None: a hidden Parse, answered by ParseComplete.
+    async fn relay_one(
+        &mut self,
+        conn: &mut PooledConn,
+        end: Option<End>,
+        record: Option<(String, u64)>,
+    ) -> Step<Result<bool, std::io::Error>> {
+        loop {
+            let f = match self.recv_frame(conn).await? {
+                Ok(f) => f,
+                Err(e) => return Ok(Err(e)),
+            };
+            match f.tag {
+                b'E' => {
+                    self.out.extend_from_slice(&f.bytes);
+                    return Ok(Ok(false));
+                }
+                b'G' | b'W' => {
+                    conn.send(&super::exec::copy_fail(
+                        "COPY FROM STDIN through shardgate is not supported yet",
+                    ));
+                    if let Err(e) = conn.flush().await {
+                        return Ok(Err(e));
+                    }
+                }
+                t if end.map_or(t == b'1', |e| e.is_last(t)) => {
+                    if end.is_some() {
+                        self.out.extend_from_slice(&f.bytes);
+                    }
+                    if let Some((name, hash)) = record {
+                        conn.prepared.insert(name, hash);
+                    }
+                    return Ok(Ok(true));
+                }
+                _ if end.is_some() => {
+                    self.out.extend_from_slice(&f.bytes);
+                    self.maybe_flush().await?;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The shard for a batch that binds no key: the transaction's, else the first.
+    fn default_shard(&self) -> ShardId {
+        self.txn
+            .as_ref()
+            .and_then(|t| t.conns.first().map(|(s, _)| *s))
+            .unwrap_or(ShardId(0))
+    }
+
+    /// A batch that needs no shard (only statement Closes, a refusal, Sync).
+    async fn answer_locally(
+        &mut self,
+        msgs: &[Frame],
+        refused_at: Option<(usize, Error)>,
+        sync: bool,
+    ) -> Step {
+        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
+        for m in &msgs[..stop] {
+            if is_statement_close(m) {
+                if let Ok((_, name)) = protocol::decode_target(m.body()) {
+                    self.stmts.remove(name);
+                }
+                if !self.ext_skipping {
+                    protocol::put_empty(&mut self.out, b'3');
+                }
+            }
+        }
+        if let Some((_, e)) = refused_at {
+            if !self.ext_skipping {
+                self.error(&e);
+                self.ext_skipping = true;
+                if let Some(t) = &mut self.txn {
+                    t.failed = true;
+                }
+            }
+        }
+        self.end_batch(sync).await
+    }
+
+    /// The shard connection broke mid-batch: the batch fails with 08006, the session goes on.
+    async fn batch_broken(
+        &mut self,
+        shard: ShardId,
+        conn: PooledConn,
+        e: std::io::Error,
+        sync: bool,
+    ) -> Step {
+        self.broken(shard, conn, e)?;
+        self.ext_skipping = true;
+        self.end_batch(sync).await
+    }
+
+    async fn end_batch(&mut self, sync: bool) -> Step {
+        if !sync {
+            return self.flush().await;
+        }
+        self.ext_skipping = false;
+        if self.txn.is_none() {
+            // Portals end with the implicit transaction that Sync closes.
+            self.portals.clear();
+        }
+        self.ready().await
+    }
+
+    /// Ends a batch the client left open (Flush without Sync) before a simple Query: the shard
+    /// gets the Sync the client never sent, and the client no ReadyForQuery for it.
+    pub(super) async fn close_open_batch(&mut self) -> Step {
+        if !self.batch.is_empty() {
+            self.run_batch(false).await?;
+        }
+        let Some((shard, mut conn)) = self.ext.take() else {
+            return Ok(());
+        };
+        protocol::put_empty(&mut self.sync_buf, b'S');
+        let sync = std::mem::take(&mut self.sync_buf);
+        conn.send(&sync);
+        if let Err(e) = conn.flush().await {
+            self.broken(shard, conn, e)?;
+            return Ok(());
+        }
+        loop {
+            match self.recv_frame(&mut conn).await? {
+                Ok(f) if f.tag == b'Z' => break,
+                Ok(f) => self.out.extend_from_slice(&f.bytes),
+                Err(e) => {
+                    self.broken(shard, conn, e)?;
+                    return Ok(());
+                }
+            }
+        }
+        self.ext_skipping = false;
+        self.release(shard, conn);
+        Ok(())
+    }
+
+    async fn recv_frame(&mut self, conn: &mut PooledConn) -> Step<Result<Frame, std::io::Error>> {
+        Ok(match self.recv(conn).await? {
+            super::exec::Recv::Frame(f) => Ok(f),
+            super::exec::Recv::Broken(e) => Err(e),
+        })
+    }
+}
