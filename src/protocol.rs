@@ -18,6 +18,9 @@ pub const MAX_MESSAGE_LEN: usize = 1 << 30;
 /// Largest startup-phase packet (as PostgreSQL's MAX_STARTUP_PACKET_LENGTH).
 pub const MAX_STARTUP_LEN: usize = 10_000;
 
+mod extended;
+pub use extended::*;
+
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;
 pub const CANCEL_REQUEST_CODE: i32 = 80877102;
@@ -154,7 +157,7 @@ pub fn startup_parameters(packet: &[u8]) -> Result<Vec<(String, String)>, Error>
     }
 }
 
-fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, Error> {
+pub(crate) fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, Error> {
     let end = buf
         .iter()
         .position(|b| *b == 0)
@@ -328,151 +331,6 @@ pub fn ready_status(body: &[u8]) -> u8 {
 /// Reads a big-endian i32 at `at`, if present.
 pub fn be_i32(buf: &[u8], at: usize) -> Option<i32> {
     buf.get(at..at + 4).map(|mut b| b.get_i32())
-}
-
-/// A Parse message: statement name, SQL text, parameter type OIDs.
-#[derive(Debug)]
-pub struct ParseMsg<'a> {
-    pub name: &'a str,
-    pub query: &'a str,
-    pub types: Vec<u32>,
-}
-
-pub fn decode_parse(body: &[u8]) -> Result<ParseMsg<'_>, Error> {
-    let mut b = body;
-    let name = take_cstr(&mut b)?;
-    let query = take_cstr(&mut b)?;
-    let n = take_i16(&mut b)?;
-    let mut types = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        types.push(take_i32(&mut b)? as u32);
-    }
-    Ok(ParseMsg { name, query, types })
-}
-
-/// A Bind message, with the byte range of the statement name so it can be renamed.
-#[derive(Debug)]
-pub struct BindMsg<'a> {
-    pub portal: &'a str,
-    pub statement: &'a str,
-    statement_at: std::ops::Range<usize>,
-    pub formats: Vec<i16>,
-    pub params: Vec<Option<&'a [u8]>>,
-}
-
-impl BindMsg<'_> {
-    /// The format code of parameter `i` (0 text, 1 binary).
-    pub fn format(&self, i: usize) -> i16 {
-        match self.formats.len() {
-            0 => 0,
-            1 => self.formats[0],
-            _ => self.formats.get(i).copied().unwrap_or(0),
-        }
-    }
-}
-
-pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
-    let mut b = body;
-    let portal = take_cstr(&mut b)?;
-    let start = body.len() - b.len();
-    let statement = take_cstr(&mut b)?;
-    let statement_at = start..start + statement.len();
-    let nf = take_i16(&mut b)?;
-    let mut formats = Vec::with_capacity(nf.max(0) as usize);
-    for _ in 0..nf {
-        formats.push(take_i16(&mut b)?);
-    }
-    let np = take_i16(&mut b)?;
-    let mut params = Vec::with_capacity(np.max(0) as usize);
-    for _ in 0..np {
-        let len = take_i32(&mut b)?;
-        if len < 0 {
-            params.push(None);
-        } else {
-            let len = len as usize;
-            let v = b.get(..len).ok_or_else(truncated)?;
-            params.push(Some(v));
-            b = &b[len..];
-        }
-    }
-    Ok(BindMsg {
-        portal,
-        statement,
-        statement_at,
-        formats,
-        params,
-    })
-}
-
-/// A copy of a Bind message naming another prepared statement.
-pub fn put_bind_renamed(out: &mut BytesMut, body: &[u8], bind: &BindMsg<'_>, name: &str) {
-    let len = body.len() - bind.statement_at.len() + name.len();
-    out.put_u8(b'B');
-    out.put_i32(len as i32 + 4);
-    out.put_slice(&body[..bind.statement_at.start]);
-    out.put_slice(name.as_bytes());
-    out.put_slice(&body[bind.statement_at.end..]);
-}
-
-pub fn put_parse(out: &mut BytesMut, name: &str, query: &str, types: &[u32]) {
-    let len = 4 + name.len() + 1 + query.len() + 1 + 2 + 4 * types.len();
-    out.put_u8(b'P');
-    out.put_i32(len as i32);
-    out.put_slice(name.as_bytes());
-    out.put_u8(0);
-    out.put_slice(query.as_bytes());
-    out.put_u8(0);
-    out.put_i16(types.len() as i16);
-    for t in types {
-        out.put_u32(*t);
-    }
-}
-
-/// Describe or Close of a statement ('S') or portal ('P').
-pub fn put_target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
-    out.put_u8(tag);
-    out.put_i32((4 + 1 + name.len() + 1) as i32);
-    out.put_u8(kind);
-    out.put_slice(name.as_bytes());
-    out.put_u8(0);
-}
-
-/// The kind byte and name of a Describe or Close body.
-pub fn decode_target(body: &[u8]) -> Result<(u8, &str), Error> {
-    let (&kind, mut rest) = body.split_first().ok_or_else(truncated)?;
-    Ok((kind, take_cstr(&mut rest)?))
-}
-
-/// The portal an Execute names.
-pub fn portal_of_execute(body: &[u8]) -> Option<&str> {
-    let mut b = body;
-    take_cstr(&mut b).ok()
-}
-
-/// A message with no body (ParseComplete '1', BindComplete '2', CloseComplete '3', NoData 'n').
-pub fn put_empty(out: &mut BytesMut, tag: u8) {
-    out.put_u8(tag);
-    out.put_i32(4);
-}
-
-fn truncated() -> Error {
-    Error::Protocol {
-        message: "message shorter than its contents".into(),
-    }
-}
-
-fn take_i16(buf: &mut &[u8]) -> Result<i16, Error> {
-    let v = buf.get(..2).ok_or_else(truncated)?;
-    let n = i16::from_be_bytes([v[0], v[1]]);
-    *buf = &buf[2..];
-    Ok(n)
-}
-
-fn take_i32(buf: &mut &[u8]) -> Result<i32, Error> {
-    let v = buf.get(..4).ok_or_else(truncated)?;
-    let n = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
-    *buf = &buf[4..];
-    Ok(n)
 }
 
 #[cfg(test)]

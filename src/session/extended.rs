@@ -41,7 +41,7 @@ enum Expect {
 
 /// The message whose last response ends one `Expect::Relay`.
 #[derive(Clone, Copy)]
-enum End {
+pub(super) enum End {
     Parse,
     Bind,
     Describe,
@@ -50,7 +50,7 @@ enum End {
 }
 
 impl End {
-    fn is_last(self, tag: u8) -> bool {
+    pub(super) fn is_last(self, tag: u8) -> bool {
         match self {
             End::Parse => tag == b'1',
             End::Bind => tag == b'2',
@@ -80,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    async fn run_batch(&mut self, sync: bool) -> Step {
+    pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
         let msgs = std::mem::take(&mut self.batch);
         let (shard, refused_at) = self.decide(&msgs);
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
@@ -393,158 +393,11 @@ fn ensure_prepared(
     }
 }
 
-fn is_statement_close(m: &Frame) -> bool {
+pub(super) fn is_statement_close(m: &Frame) -> bool {
     m.tag == b'C' && m.body().first() == Some(&b'S')
 }
 
 /// Describe or Close of a portal (as opposed to a statement).
 fn is_portal_message(m: &Frame) -> bool {
     matches!(m.tag, b'D' | b'C') && m.body().first() == Some(&b'P')
-}
-
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
-    /// Reads one message's answer; Ok(true) when it succeeded, Ok(false) after an ErrorResponse
-    /// (PostgreSQL then skips to Sync). `end` None: a hidden Parse, answered by ParseComplete.
-    async fn relay_one(
-        &mut self,
-        conn: &mut PooledConn,
-        end: Option<End>,
-        record: Option<(String, u64)>,
-    ) -> Step<Result<bool, std::io::Error>> {
-        loop {
-            let f = match self.recv_frame(conn).await? {
-                Ok(f) => f,
-                Err(e) => return Ok(Err(e)),
-            };
-            match f.tag {
-                b'E' => {
-                    self.out.extend_from_slice(&f.bytes);
-                    return Ok(Ok(false));
-                }
-                b'G' | b'W' => {
-                    conn.send(&super::exec::copy_fail(
-                        "COPY FROM STDIN through shardgate is not supported yet",
-                    ));
-                    if let Err(e) = conn.flush().await {
-                        return Ok(Err(e));
-                    }
-                }
-                t if end.map_or(t == b'1', |e| e.is_last(t)) => {
-                    if end.is_some() {
-                        self.out.extend_from_slice(&f.bytes);
-                    }
-                    if let Some((name, hash)) = record {
-                        conn.prepared.insert(name, hash);
-                    }
-                    return Ok(Ok(true));
-                }
-                _ if end.is_some() => {
-                    self.out.extend_from_slice(&f.bytes);
-                    self.maybe_flush().await?;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The shard for a batch that binds no key: the transaction's, else the first.
-    fn default_shard(&self) -> ShardId {
-        self.txn
-            .as_ref()
-            .and_then(|t| t.conns.first().map(|(s, _)| *s))
-            .unwrap_or(ShardId(0))
-    }
-
-    /// A batch that needs no shard (only statement Closes, a refusal, Sync).
-    async fn answer_locally(
-        &mut self,
-        msgs: &[Frame],
-        refused_at: Option<(usize, Error)>,
-        sync: bool,
-    ) -> Step {
-        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        for m in &msgs[..stop] {
-            if is_statement_close(m) {
-                if let Ok((_, name)) = protocol::decode_target(m.body()) {
-                    self.stmts.remove(name);
-                }
-                if !self.ext_skipping {
-                    protocol::put_empty(&mut self.out, b'3');
-                }
-            }
-        }
-        if let Some((_, e)) = refused_at {
-            if !self.ext_skipping {
-                self.error(&e);
-                self.ext_skipping = true;
-                if let Some(t) = &mut self.txn {
-                    t.failed = true;
-                }
-            }
-        }
-        self.end_batch(sync).await
-    }
-
-    /// The shard connection broke mid-batch: the batch fails with 08006, the session goes on.
-    async fn batch_broken(
-        &mut self,
-        shard: ShardId,
-        conn: PooledConn,
-        e: std::io::Error,
-        sync: bool,
-    ) -> Step {
-        self.broken(shard, conn, e)?;
-        self.ext_skipping = true;
-        self.end_batch(sync).await
-    }
-
-    async fn end_batch(&mut self, sync: bool) -> Step {
-        if !sync {
-            return self.flush().await;
-        }
-        self.ext_skipping = false;
-        if self.txn.is_none() {
-            // Portals end with the implicit transaction that Sync closes.
-            self.portals.clear();
-        }
-        self.ready().await
-    }
-
-    /// Ends a batch the client left open (Flush without Sync) before a simple Query: the shard
-    /// gets the Sync the client never sent, and the client no ReadyForQuery for it.
-    pub(super) async fn close_open_batch(&mut self) -> Step {
-        if !self.batch.is_empty() {
-            self.run_batch(false).await?;
-        }
-        let Some((shard, mut conn)) = self.ext.take() else {
-            return Ok(());
-        };
-        protocol::put_empty(&mut self.sync_buf, b'S');
-        let sync = std::mem::take(&mut self.sync_buf);
-        conn.send(&sync);
-        if let Err(e) = conn.flush().await {
-            self.broken(shard, conn, e)?;
-            return Ok(());
-        }
-        loop {
-            match self.recv_frame(&mut conn).await? {
-                Ok(f) if f.tag == b'Z' => break,
-                Ok(f) => self.out.extend_from_slice(&f.bytes),
-                Err(e) => {
-                    self.broken(shard, conn, e)?;
-                    return Ok(());
-                }
-            }
-        }
-        self.ext_skipping = false;
-        self.release(shard, conn);
-        Ok(())
-    }
-
-    async fn recv_frame(&mut self, conn: &mut PooledConn) -> Step<Result<Frame, std::io::Error>> {
-        Ok(match self.recv(conn).await? {
-            super::exec::Recv::Frame(f) => Ok(f),
-            super::exec::Recv::Broken(e) => Err(e),
-        })
-    }
 }

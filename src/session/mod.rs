@@ -1,6 +1,7 @@
 //! One client connection after startup: reads its messages, plans and routes each statement,
 //! and drives the backend connections that answer it.
 
+mod batch;
 mod exec;
 mod extended;
 mod settings;

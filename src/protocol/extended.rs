@@ -1,0 +1,212 @@
+//! Codecs of the extended-protocol messages the proxy routes: Parse, Bind, Describe, Close,
+//! Execute, and the few bodiless answers it gives itself.
+
+use super::take_cstr;
+use crate::error::Error;
+use bytes::{BufMut, BytesMut};
+
+/// A Parse message: statement name, SQL text, parameter type OIDs.
+#[derive(Debug)]
+pub struct ParseMsg<'a> {
+    pub name: &'a str,
+    pub query: &'a str,
+    pub types: Vec<u32>,
+}
+
+pub fn decode_parse(body: &[u8]) -> Result<ParseMsg<'_>, Error> {
+    let mut b = body;
+    let name = take_cstr(&mut b)?;
+    let query = take_cstr(&mut b)?;
+    let n = take_i16(&mut b)?;
+    let mut types = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        types.push(take_i32(&mut b)? as u32);
+    }
+    Ok(ParseMsg { name, query, types })
+}
+
+/// A Bind message, with the byte range of the statement name so it can be renamed.
+#[derive(Debug)]
+pub struct BindMsg<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+    statement_at: std::ops::Range<usize>,
+    pub formats: Vec<i16>,
+    pub params: Vec<Option<&'a [u8]>>,
+}
+
+impl BindMsg<'_> {
+    /// The format code of parameter `i` (0 text, 1 binary).
+    pub fn format(&self, i: usize) -> i16 {
+        match self.formats.len() {
+            0 => 0,
+            1 => self.formats[0],
+            _ => self.formats.get(i).copied().unwrap_or(0),
+        }
+    }
+}
+
+pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
+    let mut b = body;
+    let portal = take_cstr(&mut b)?;
+    let start = body.len() - b.len();
+    let statement = take_cstr(&mut b)?;
+    let statement_at = start..start + statement.len();
+    let nf = take_i16(&mut b)?;
+    let mut formats = Vec::with_capacity(nf.max(0) as usize);
+    for _ in 0..nf {
+        formats.push(take_i16(&mut b)?);
+    }
+    let np = take_i16(&mut b)?;
+    let mut params = Vec::with_capacity(np.max(0) as usize);
+    for _ in 0..np {
+        let len = take_i32(&mut b)?;
+        if len < 0 {
+            params.push(None);
+        } else {
+            let len = len as usize;
+            let v = b.get(..len).ok_or_else(truncated)?;
+            params.push(Some(v));
+            b = &b[len..];
+        }
+    }
+    Ok(BindMsg {
+        portal,
+        statement,
+        statement_at,
+        formats,
+        params,
+    })
+}
+
+/// A copy of a Bind message naming another prepared statement.
+pub fn put_bind_renamed(out: &mut BytesMut, body: &[u8], bind: &BindMsg<'_>, name: &str) {
+    let len = body.len() - bind.statement_at.len() + name.len();
+    out.put_u8(b'B');
+    out.put_i32(len as i32 + 4);
+    out.put_slice(&body[..bind.statement_at.start]);
+    out.put_slice(name.as_bytes());
+    out.put_slice(&body[bind.statement_at.end..]);
+}
+
+pub fn put_parse(out: &mut BytesMut, name: &str, query: &str, types: &[u32]) {
+    let len = 4 + name.len() + 1 + query.len() + 1 + 2 + 4 * types.len();
+    out.put_u8(b'P');
+    out.put_i32(len as i32);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+    out.put_slice(query.as_bytes());
+    out.put_u8(0);
+    out.put_i16(types.len() as i16);
+    for t in types {
+        out.put_u32(*t);
+    }
+}
+
+/// Describe or Close of a statement ('S') or portal ('P').
+pub fn put_target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
+    out.put_u8(tag);
+    out.put_i32((4 + 1 + name.len() + 1) as i32);
+    out.put_u8(kind);
+    out.put_slice(name.as_bytes());
+    out.put_u8(0);
+}
+
+/// The kind byte and name of a Describe or Close body.
+pub fn decode_target(body: &[u8]) -> Result<(u8, &str), Error> {
+    let (&kind, mut rest) = body.split_first().ok_or_else(truncated)?;
+    Ok((kind, take_cstr(&mut rest)?))
+}
+
+/// The portal an Execute names.
+pub fn portal_of_execute(body: &[u8]) -> Option<&str> {
+    let mut b = body;
+    take_cstr(&mut b).ok()
+}
+
+/// A message with no body (ParseComplete '1', BindComplete '2', CloseComplete '3', NoData 'n').
+pub fn put_empty(out: &mut BytesMut, tag: u8) {
+    out.put_u8(tag);
+    out.put_i32(4);
+}
+
+fn truncated() -> Error {
+    Error::Protocol {
+        message: "message shorter than its contents".into(),
+    }
+}
+
+fn take_i16(buf: &mut &[u8]) -> Result<i16, Error> {
+    let v = buf.get(..2).ok_or_else(truncated)?;
+    let n = i16::from_be_bytes([v[0], v[1]]);
+    *buf = &buf[2..];
+    Ok(n)
+}
+
+fn take_i32(buf: &mut &[u8]) -> Result<i32, Error> {
+    let v = buf.get(..4).ok_or_else(truncated)?;
+    let n = i32::from_be_bytes([v[0], v[1], v[2], v[3]]);
+    *buf = &buf[4..];
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bind_body(stmt: &str, formats: &[i16], params: &[Option<&[u8]>]) -> Vec<u8> {
+        let mut b = BytesMut::new();
+        b.put_slice(b"portal\0");
+        b.put_slice(stmt.as_bytes());
+        b.put_u8(0);
+        b.put_i16(formats.len() as i16);
+        for f in formats {
+            b.put_i16(*f);
+        }
+        b.put_i16(params.len() as i16);
+        for p in params {
+            match p {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v);
+                }
+                None => b.put_i32(-1),
+            }
+        }
+        b.put_i16(0);
+        b.to_vec()
+    }
+
+    #[test]
+    fn bind_decodes_and_renames() {
+        let body = bind_body("s1", &[1], &[Some(&42i64.to_be_bytes()), None]);
+        let bind = decode_bind(&body).unwrap();
+        assert_eq!((bind.portal, bind.statement), ("portal", "s1"));
+        assert_eq!(bind.params, vec![Some(&42i64.to_be_bytes()[..]), None]);
+        assert_eq!((bind.format(0), bind.format(1)), (1, 1));
+        let mut out = BytesMut::new();
+        put_bind_renamed(&mut out, &body, &bind, "sg_0123456789abcdef");
+        let renamed = decode_bind(&out[5..]).unwrap();
+        assert_eq!(renamed.statement, "sg_0123456789abcdef");
+        assert_eq!(renamed.params, bind.params);
+        assert_eq!(
+            i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
+            out.len() - 1
+        );
+    }
+
+    #[test]
+    fn parse_roundtrips_and_truncation_is_an_error() {
+        let mut out = BytesMut::new();
+        put_parse(&mut out, "a", "SELECT $1", &[20]);
+        let p = decode_parse(&out[5..]).unwrap();
+        assert_eq!((p.name, p.query, p.types), ("a", "SELECT $1", vec![20]));
+        let body = bind_body("s", &[0, 1, 0], &[Some(b"12345")]);
+        for cut in 0..body.len() {
+            // Every prefix is either an error or (never) a panic.
+            let _ = decode_bind(&body[..cut]);
+        }
+        assert!(decode_bind(&body[..body.len() - 5]).is_err());
+        assert!(decode_target(b"").is_err());
+    }
+}
