@@ -199,3 +199,55 @@ async fn transactions_mix_simple_control_and_extended_statements() {
     tx.commit().await.unwrap();
     assert_eq!(affected(&c, "SELECT * FROM users").await, 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_control_and_set_through_the_extended_protocol() {
+    let (_shards, proxy) = setup("pool_size = 2").await;
+    let c = proxy.client().await;
+    let ring = proxy.ctx.ring.load();
+    let a = 1i64;
+    let b = (2..1000i64)
+        .find(|k| ring.shard_for_key(&Key::Int(*k)) != ring.shard_for_key(&Key::Int(a)))
+        .unwrap();
+    // BEGIN/ROLLBACK/COMMIT as prepared statements, as JDBC and pgbench -M prepared send them.
+    c.execute("BEGIN", &[]).await.unwrap();
+    c.execute("INSERT INTO users VALUES ($1, 'a')", &[&a])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO users VALUES ($1, 'b')", &[&b])
+        .await
+        .unwrap();
+    c.execute("ROLLBACK", &[]).await.unwrap();
+    assert_eq!(affected(&c, "SELECT * FROM users").await, 0);
+    c.execute("BEGIN", &[]).await.unwrap();
+    c.execute("INSERT INTO users VALUES ($1, 'a')", &[&a])
+        .await
+        .unwrap();
+    c.execute("INSERT INTO users VALUES ($1, 'b')", &[&b])
+        .await
+        .unwrap();
+    // An error inside aborts the transaction; COMMIT then rolls back, as in PostgreSQL.
+    let err = c
+        .execute("INSERT INTO users VALUES ($1, 'dup')", &[&a])
+        .await
+        .unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "23505");
+    let err = c.query("SELECT 1", &[]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "25P02");
+    c.execute("COMMIT", &[]).await.unwrap();
+    assert_eq!(affected(&c, "SELECT * FROM users").await, 0);
+    // SET through the protocol follows the client onto every connection.
+    c.execute("SET statement_timeout = '77s'", &[])
+        .await
+        .unwrap();
+    for _ in 0..4 {
+        let r = c.query_one("SHOW statement_timeout", &[]).await.unwrap();
+        assert_eq!(r.get::<_, String>(0), "77s");
+    }
+    let other = proxy.client().await;
+    let r = other
+        .query_one("SHOW statement_timeout", &[])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "0");
+}

@@ -1,7 +1,7 @@
 //! The I/O side of an extended-protocol batch: reading each message's answer from the shard,
 //! answering batches that need no shard, and closing a batch the client left open.
 
-use super::extended::{is_statement_close, End};
+use super::extended::{is_statement_close, End, Msg};
 use super::{Session, Step};
 use crate::backend::PooledConn;
 use crate::error::Error;
@@ -63,14 +63,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// A batch that needs no shard (only statement Closes, a refusal, Sync).
-    pub(super) async fn answer_locally(
+    pub(super) fn answer_locally(
         &mut self,
-        msgs: &[Frame],
+        msgs: &[Msg],
         refused_at: Option<(usize, Error)>,
-        sync: bool,
     ) -> Step {
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        for m in &msgs[..stop] {
+        for m in msgs[..stop].iter().map(|m| &m.frame) {
             if is_statement_close(m) {
                 if let Ok((_, name)) = protocol::decode_target(m.body()) {
                     self.stmts.remove(name);
@@ -89,7 +88,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         }
-        self.end_batch(sync).await
+        Ok(())
     }
 
     /// The shard connection broke mid-batch: the batch fails with 08006, the session goes on.
@@ -98,11 +97,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         shard: ShardId,
         conn: PooledConn,
         e: std::io::Error,
-        sync: bool,
     ) -> Step {
         self.broken(shard, conn, e)?;
         self.ext_skipping = true;
-        self.end_batch(sync).await
+        Ok(())
     }
 
     pub(super) async fn end_batch(&mut self, sync: bool) -> Step {
@@ -120,9 +118,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Ends a batch the client left open (Flush without Sync) before a simple Query: the shard
     /// gets the Sync the client never sent, and the client no ReadyForQuery for it.
     pub(super) async fn close_open_batch(&mut self) -> Step {
-        if !self.batch.is_empty() {
-            self.run_batch(false).await?;
-        }
         let Some((shard, mut conn)) = self.ext.take() else {
             return Ok(());
         };

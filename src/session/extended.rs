@@ -26,6 +26,20 @@ pub struct Prepared {
     backend_name: String,
 }
 
+/// One client message of a batch, with the statement it referred to when it arrived (a later
+/// Parse of the same name must not change what an earlier Bind meant).
+pub(super) struct Msg {
+    pub frame: Frame,
+    pub stmt: Option<Arc<Prepared>>,
+}
+
+/// A run of messages for one shard, or one message the proxy answers itself (transaction
+/// control and SET, which the session's own machinery runs).
+enum Segment {
+    Shard(Vec<Msg>),
+    Local(Msg),
+}
+
 /// What becomes of the shard's answer to one message of the batch, in order.
 enum Expect {
     /// The answer to a client message, relayed; on success `record` is noted as prepared.
@@ -81,15 +95,153 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
-        let msgs = std::mem::take(&mut self.batch);
+        let frames = std::mem::take(&mut self.batch);
+        let segments = self.segment(frames);
+        let count = segments.len();
+        for (i, seg) in segments.into_iter().enumerate() {
+            if self.ext_skipping {
+                break;
+            }
+            match seg {
+                Segment::Local(m) => {
+                    self.close_open_batch().await?;
+                    self.run_local(m).await?;
+                }
+                Segment::Shard(msgs) => self.run_segment(msgs, sync || i + 1 < count).await?,
+            }
+        }
+        if sync {
+            self.close_open_batch().await?;
+        }
+        self.end_batch(sync).await
+    }
+
+    /// Splits a batch at the messages the proxy answers itself, registering Parses in order.
+    fn segment(&mut self, frames: Vec<Frame>) -> Vec<Segment> {
+        let mut out = Vec::new();
+        let mut run = Vec::new();
+        for frame in frames {
+            if matches!(frame.tag, b'S' | b'H') {
+                continue;
+            }
+            let (local, stmt) = self.classify(&frame);
+            let msg = Msg { frame, stmt };
+            if local {
+                if !run.is_empty() {
+                    out.push(Segment::Shard(std::mem::take(&mut run)));
+                }
+                out.push(Segment::Local(msg));
+            } else {
+                run.push(msg);
+            }
+        }
+        if !run.is_empty() {
+            out.push(Segment::Shard(run));
+        }
+        out
+    }
+
+    /// Whether the proxy answers this message itself, and the statement it refers to.
+    fn classify(&mut self, f: &Frame) -> (bool, Option<Arc<Prepared>>) {
+        let is_local = |st: &Option<Arc<Prepared>>| st.as_ref().is_some_and(|s| s.local());
+        match f.tag {
+            b'P' => match protocol::decode_parse(f.body()) {
+                Ok(p) => {
+                    let st = Some(self.register(p));
+                    (is_local(&st), st)
+                }
+                Err(_) => (false, None),
+            },
+            b'B' => match protocol::decode_bind(f.body()) {
+                Ok(b) => {
+                    let st = self.stmts.get(b.statement).cloned();
+                    match &st {
+                        Some(s) if s.local() => {
+                            self.local_portals.insert(b.portal.to_owned(), s.clone());
+                            (true, st)
+                        }
+                        _ => {
+                            self.local_portals.remove(b.portal);
+                            (false, st)
+                        }
+                    }
+                }
+                Err(_) => (false, None),
+            },
+            b'D' | b'C' => match protocol::decode_target(f.body()) {
+                Ok((b'S', name)) => {
+                    let st = self.stmts.get(name).cloned();
+                    (is_local(&st), st)
+                }
+                Ok((_, portal)) => match self.local_portals.get(portal) {
+                    Some(s) => (true, Some(s.clone())),
+                    None => (false, None),
+                },
+                Err(_) => (false, None),
+            },
+            b'E' => match protocol::portal_of_execute(f.body())
+                .and_then(|p| self.local_portals.get(p))
+            {
+                Some(s) => (true, Some(s.clone())),
+                None => (false, None),
+            },
+            _ => (false, None),
+        }
+    }
+
+    /// Answers a message about BEGIN/COMMIT/ROLLBACK/SAVEPOINT/SET/RESET itself; Execute runs it
+    /// through the same transaction and settings machinery as a simple query.
+    async fn run_local(&mut self, m: Msg) -> Step {
+        let Some(st) = m.stmt else { return Ok(()) };
+        let body = m.frame.body();
+        match m.frame.tag {
+            b'P' => protocol::put_empty(&mut self.out, b'1'),
+            b'B' => protocol::put_empty(&mut self.out, b'2'),
+            b'D' => {
+                if body.first() == Some(&b'S') {
+                    // ParameterDescription: these statements take no parameters.
+                    self.out.extend_from_slice(&[b't', 0, 0, 0, 6, 0, 0]);
+                }
+                protocol::put_empty(&mut self.out, b'n');
+            }
+            b'C' => {
+                if let Ok((kind, name)) = protocol::decode_target(body) {
+                    if kind == b'S' {
+                        self.stmts.remove(name);
+                    } else {
+                        self.local_portals.remove(name);
+                    }
+                }
+                protocol::put_empty(&mut self.out, b'3');
+            }
+            b'E' => {
+                let Some(stmt) = st.plan.statements.first() else {
+                    return Ok(());
+                };
+                let sql = st.sql.get(stmt.span.clone()).unwrap_or(&st.sql).to_owned();
+                let ok = match &stmt.target {
+                    Target::Transaction(c) => self.txn_command(c, &sql).await?,
+                    Target::Session(c) => self.session_command(c, &sql).await?,
+                    _ => true,
+                };
+                if !ok {
+                    self.ext_skipping = true;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sends one run of messages to its shard and relays the answers. `sync`: end it with a
+    /// Sync (the client's, or one between runs); otherwise with a Flush, keeping the connection.
+    async fn run_segment(&mut self, msgs: Vec<Msg>, sync: bool) -> Step {
         let (shard, refused_at) = self.decide(&msgs);
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        let needs_backend = self.ext.is_some()
-            || msgs[..stop]
-                .iter()
-                .any(|m| !matches!(m.tag, b'S' | b'H') && !is_statement_close(m));
+        let needs_backend =
+            self.ext.is_some() || msgs[..stop].iter().any(|m| !is_statement_close(&m.frame));
         if !needs_backend {
-            return self.answer_locally(&msgs, refused_at, sync).await;
+            return self.answer_locally(&msgs, refused_at);
         }
         let (shard, mut conn) = match self.ext.take() {
             Some(pinned) => pinned,
@@ -100,14 +252,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     Err(e) => {
                         let _ = self.fail(&e);
                         self.ext_skipping = true;
-                        return self.end_batch(sync).await;
+                        return Ok(());
                     }
                 }
             }
         };
         let expects = self.build(&msgs, refused_at, sync, &mut conn);
         if let Err(e) = conn.flush().await {
-            return self.batch_broken(shard, conn, e, sync).await;
+            return self.batch_broken(shard, conn, e).await;
         }
         let mut skipping = self.ext_skipping;
         let mut status = None;
@@ -121,13 +273,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Expect::Relay(end, record) if !skipping => {
                     match self.relay_one(&mut conn, Some(end), record).await? {
                         Ok(ok) => skipping = !ok,
-                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                        Err(e) => return self.batch_broken(shard, conn, e).await,
                     }
                 }
                 Expect::Swallow(name, hash) if !skipping => {
                     match self.relay_one(&mut conn, None, Some((name, hash))).await? {
                         Ok(ok) => skipping = !ok,
-                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                        Err(e) => return self.batch_broken(shard, conn, e).await,
                     }
                 }
                 Expect::Sync => loop {
@@ -137,17 +289,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                             break;
                         }
                         Ok(f) => self.out.extend_from_slice(&f.bytes),
-                        Err(e) => return self.batch_broken(shard, conn, e, sync).await,
+                        Err(e) => return self.batch_broken(shard, conn, e).await,
                     }
                 },
                 _ => {}
             }
             self.maybe_flush().await?;
         }
+        self.ext_skipping = skipping;
         if !sync {
             self.ext = Some((shard, conn));
-            self.ext_skipping = skipping;
-            return self.flush().await;
+            return Ok(());
         }
         if status == Some(b'E') || skipping {
             if let Some(t) = &mut self.txn {
@@ -155,22 +307,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         }
         self.release(shard, conn);
-        self.end_batch(true).await
+        Ok(())
     }
 
-    /// Where the batch runs: the shard of its bound keys, and the first message (with its error)
-    /// that cannot run there.
-    fn decide(&mut self, msgs: &[Frame]) -> (Option<ShardId>, Option<(usize, Error)>) {
+    /// Where a run of messages goes: the shard of its bound keys, and the first message (with
+    /// its error) that cannot run there.
+    fn decide(&mut self, msgs: &[Msg]) -> (Option<ShardId>, Option<(usize, Error)>) {
         let mut shard = self.ext.as_ref().map(|(s, _)| *s);
         for (i, m) in msgs.iter().enumerate() {
-            let here = match m.tag {
-                b'P' => match protocol::decode_parse(m.body()) {
-                    Ok(p) => {
-                        self.register(p);
-                        continue;
-                    }
-                    Err(e) => return (shard, Some((i, e))),
-                },
+            let f = &m.frame;
+            let here = match f.tag {
                 b'B' => match self.bind_shard(m) {
                     Ok((portal, s)) => {
                         if let Some(s) = s {
@@ -181,11 +327,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     Err(e) => return (shard, Some((i, e))),
                 },
                 b'E' => {
-                    protocol::portal_of_execute(m.body()).and_then(|p| self.portals.get(p).copied())
+                    protocol::portal_of_execute(f.body()).and_then(|p| self.portals.get(p).copied())
                 }
-                b'D' | b'C' if is_portal_message(m) => protocol::decode_target(m.body())
+                b'D' | b'C' if is_portal_message(f) => protocol::decode_target(f.body())
                     .ok()
                     .and_then(|(_, p)| self.portals.get(p).copied()),
+                b'D' if m.stmt.is_none() => {
+                    let name = protocol::decode_target(f.body()).map(|(_, n)| n.to_owned());
+                    let e = Error::UnknownStatement {
+                        name: name.unwrap_or_default(),
+                    };
+                    return (shard, Some((i, e)));
+                }
                 _ => None,
             };
             match (shard, here) {
@@ -204,7 +357,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// Records a client's Parse under its name (the unnamed statement too).
-    fn register(&mut self, p: protocol::ParseMsg<'_>) {
+    fn register(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
         let mut h = twox_hash::XxHash3_64::with_seed(0);
         std::hash::Hasher::write(&mut h, p.query.as_bytes());
         for t in &p.types {
@@ -224,25 +377,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             plan,
             backend_name,
         };
-        self.stmts.insert(p.name.to_owned(), Arc::new(prepared));
+        let prepared = Arc::new(prepared);
+        self.stmts.insert(p.name.to_owned(), prepared.clone());
+        prepared
     }
 
     /// The portal a Bind creates and the one shard its statement needs (None: any).
-    fn bind_shard(&self, m: &Frame) -> Result<(String, Option<ShardId>), Error> {
-        let bind = protocol::decode_bind(m.body())?;
-        let prepared = self.statement(bind.statement)?;
+    fn bind_shard(&self, m: &Msg) -> Result<(String, Option<ShardId>), Error> {
+        let bind = protocol::decode_bind(m.frame.body())?;
+        let prepared = m.stmt.clone().ok_or_else(|| Error::UnknownStatement {
+            name: bind.statement.to_owned(),
+        })?;
         let portal = bind.portal.to_owned();
         let [stmt] = prepared.plan.statements.as_slice() else {
             return Ok((portal, None)); // empty or several statements: PostgreSQL says what's wrong
         };
         let ring = self.ctx.ring.load();
         let route = match &stmt.target {
-            Target::Transaction(_) | Target::Session(_) => {
-                return Err(Error::unsupported(
-                    "transaction control and SET through the extended query protocol are not supported yet",
-                    "send BEGIN, COMMIT, ROLLBACK and SET as simple queries",
-                ))
-            }
             Target::Bound(b) => {
                 let ty = b.key_type;
                 let mut param = |i: usize| -> Option<Result<Key, String>> {
@@ -271,19 +422,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    fn statement(&self, name: &str) -> Result<Arc<Prepared>, Error> {
-        self.stmts
-            .get(name)
-            .cloned()
-            .ok_or_else(|| Error::UnknownStatement {
-                name: name.to_owned(),
-            })
-    }
-
     /// The bytes for the shard and what to do with each answer.
     fn build(
         &mut self,
-        msgs: &[Frame],
+        msgs: &[Msg],
         refused_at: Option<(usize, Error)>,
         sync: bool,
         conn: &mut PooledConn,
@@ -293,13 +435,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Statements this batch prepares: the shard has not confirmed them yet.
         let mut parsed: Vec<(String, u64)> = Vec::new();
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        for m in &msgs[..stop] {
+        for msg in &msgs[..stop] {
+            let m = &msg.frame;
             match m.tag {
                 b'P' => {
-                    let Ok(p) = protocol::decode_parse(m.body()) else {
-                        continue;
-                    };
-                    let Some(st) = self.stmts.get(p.name).cloned() else {
+                    let Some(st) = msg.stmt.clone() else {
                         continue;
                     };
                     if !st.backend_name.is_empty() && has(conn, &parsed, &st) {
@@ -307,7 +447,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     } else {
                         protocol::put_parse(&mut out, &st.backend_name, &st.sql, &st.types);
                         let record = (st.backend_name.clone(), st.hash);
-                        parsed.push(record.clone());
+                        note(&mut parsed, &record);
                         expects.push(Expect::Relay(End::Parse, Some(record)));
                     }
                 }
@@ -315,7 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let Ok(bind) = protocol::decode_bind(m.body()) else {
                         continue;
                     };
-                    let Ok(st) = self.statement(bind.statement) else {
+                    let Some(st) = msg.stmt.clone() else {
                         continue;
                     };
                     ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
@@ -323,20 +463,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     expects.push(Expect::Relay(End::Bind, None));
                 }
                 b'D' if !is_portal_message(m) => {
-                    let Ok((_, name)) = protocol::decode_target(m.body()) else {
+                    let Some(st) = msg.stmt.clone() else {
                         continue;
                     };
-                    match self.statement(name) {
-                        Ok(st) => {
-                            ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
-                            protocol::put_target_message(&mut out, b'D', b'S', &st.backend_name);
-                            expects.push(Expect::Relay(End::Describe, None));
-                        }
-                        Err(e) => {
-                            expects.push(Expect::Refuse(e));
-                            break;
-                        }
-                    }
+                    ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
+                    protocol::put_target_message(&mut out, b'D', b'S', &st.backend_name);
+                    expects.push(Expect::Relay(End::Describe, None));
                 }
                 b'C' if !is_portal_message(m) => {
                     if let Ok((_, name)) = protocol::decode_target(m.body()) {
@@ -370,6 +502,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 }
 
+impl Prepared {
+    /// Transaction control and SET, which the session runs itself.
+    fn local(&self) -> bool {
+        matches!(
+            self.plan.statements.as_slice(),
+            [one] if matches!(one.target, Target::Transaction(_) | Target::Session(_))
+        )
+    }
+}
+
+/// Records that this batch (re)defines a statement name: the latest Parse of a name wins.
+fn note(parsed: &mut Vec<(String, u64)>, record: &(String, u64)) {
+    parsed.retain(|(n, _)| *n != record.0);
+    parsed.push(record.clone());
+}
+
 /// True when the connection has the statement, or this batch prepares it before.
 fn has(conn: &PooledConn, parsed: &[(String, u64)], st: &Prepared) -> bool {
     conn.prepared.get(&st.backend_name) == Some(&st.hash)
@@ -388,7 +536,7 @@ fn ensure_prepared(
 ) {
     if !has(conn, parsed, st) {
         protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
-        parsed.push((st.backend_name.clone(), st.hash));
+        note(parsed, &(st.backend_name.clone(), st.hash));
         expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
     }
 }

@@ -53,6 +53,8 @@ pub struct Session<S> {
     stmts: HashMap<String, Arc<extended::Prepared>>,
     /// The shard each open portal runs on.
     portals: HashMap<String, ShardId>,
+    /// Portals of statements the proxy runs itself (BEGIN, SET... bound through the protocol).
+    local_portals: HashMap<String, Arc<extended::Prepared>>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
     batch: Vec<Frame>,
     /// The connection of a batch the client flushed but has not synced yet.
@@ -83,6 +85,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             running,
             stmts: HashMap::new(),
             portals: HashMap::new(),
+            local_portals: HashMap::new(),
             batch: Vec::new(),
             ext: None,
             ext_skipping: false,
