@@ -251,3 +251,58 @@ async fn transaction_control_and_set_through_the_extended_protocol() {
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "0");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_changes_and_keyless_writes_through_the_extended_protocol() {
+    let (shards, proxy) = setup("pool_size = 2").await;
+    let c = proxy.client().await;
+    // DDL prepared and executed (psycopg sends everything this way) reaches every shard.
+    c.execute("CREATE INDEX users_name ON users (name)", &[])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let n: i64 = shards
+            .client(i)
+            .await
+            .query_one(
+                "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_name'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "shard {i} has the index");
+    }
+    for id in 1..=30i64 {
+        c.execute("INSERT INTO users VALUES ($1, 'x')", &[&id])
+            .await
+            .unwrap();
+    }
+    // A keyless write without parameters runs on every shard, atomically, with the summed count.
+    assert_eq!(
+        c.execute("UPDATE users SET name = 'y'", &[]).await.unwrap(),
+        30
+    );
+    assert_eq!(
+        c.execute(
+            "INSERT INTO users VALUES (100, 'a'), (200, 'b'), (300, 'c')",
+            &[]
+        )
+        .await
+        .unwrap(),
+        3
+    );
+    // DEALLOCATE, as drivers send it after DDL, forgets the client's statements.
+    let st = c
+        .prepare("SELECT name FROM users WHERE id = $1")
+        .await
+        .unwrap();
+    c.batch_execute("DEALLOCATE ALL").await.unwrap();
+    let err = c.query(&st, &[&1i64]).await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "26000");
+    let r = c
+        .query_one("SELECT name FROM users WHERE id = $1", &[&1i64])
+        .await
+        .unwrap();
+    assert_eq!(r.get::<_, String>(0), "y");
+}

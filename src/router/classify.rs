@@ -142,8 +142,15 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
             }
         }
         S::Call(_) => Planned::write(Target::Any),
-        S::Prepare { .. } | S::Execute { .. } | S::Deallocate { .. } => Planned::reject(
-            "SQL-level PREPARE, EXECUTE and DEALLOCATE are not supported by shardgate yet".into(),
+        S::Deallocate { name, .. } => {
+            // Drivers (psycopg after DDL, for one) deallocate their protocol-level statements,
+            // which the session keeps itself.
+            let name = (!name.value.eq_ignore_ascii_case("all") || name.quote_style.is_some())
+                .then(|| super::keys::fold(name));
+            Planned::read(Target::Session(SessionCommand::Deallocate { name }))
+        }
+        S::Prepare { .. } | S::Execute { .. } => Planned::reject(
+            "SQL-level PREPARE and EXECUTE are not supported by shardgate yet".into(),
             "use your driver's protocol-level prepared statements (Parse/Bind), which shardgate routes",
         ),
         S::Declare { stmts, .. } => {

@@ -164,6 +164,8 @@ pub enum SessionCommand {
     Reset { name: String },
     /// RESET ALL / DISCARD ALL
     ResetAll,
+    /// DEALLOCATE name, or DEALLOCATE ALL (None): the client's prepared statements.
+    Deallocate { name: Option<String> },
 }
 
 /// Where a planned statement goes under the current ring.

@@ -464,7 +464,8 @@ fn other_statements() {
     );
     unsupported("PREPARE p AS SELECT 1", "PREPARE");
     unsupported("EXECUTE p(1)", "EXECUTE");
-    unsupported("DEALLOCATE p", "DEALLOCATE");
+    target_is("DEALLOCATE p", "session");
+    target_is("DEALLOCATE ALL", "session");
     target_is("TABLE users", "all");
     target_is("TABLE countries", "any");
     unsupported("UPDATE users SET id = 5 WHERE id = 4", "shard key");

@@ -24,6 +24,8 @@ pub struct Prepared {
     /// Its name on backend connections: the same for every client preparing the same text and
     /// types, so a pooled connection prepares it once.
     backend_name: String,
+    /// The session runs it itself (see `runs_locally`).
+    local: bool,
 }
 
 /// One client message of a batch, with the statement it referred to when it arrived (a later
@@ -222,7 +224,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let ok = match &stmt.target {
                     Target::Transaction(c) => self.txn_command(c, &sql).await?,
                     Target::Session(c) => self.session_command(c, &sql).await?,
-                    _ => true,
+                    _ => self.run_statement(&st.sql, stmt).await?,
                 };
                 if !ok {
                     self.ext_skipping = true;
@@ -371,6 +373,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         let plan = self.plan(p.query);
         let prepared = Prepared {
+            local: runs_locally(p.query, &plan),
             sql: Arc::from(p.query),
             types: p.types,
             hash,
@@ -503,12 +506,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 }
 
 impl Prepared {
-    /// Transaction control and SET, which the session runs itself.
     fn local(&self) -> bool {
-        matches!(
-            self.plan.statements.as_slice(),
-            [one] if matches!(one.target, Target::Transaction(_) | Target::Session(_))
-        )
+        self.local
+    }
+}
+
+/// Statements the session runs itself rather than relaying the protocol: transaction
+/// control and SET, and schema changes and writes for several shards that return no rows
+/// (run as the simple-protocol machinery runs them: on every shard, atomically).
+fn runs_locally(sql: &str, plan: &QueryPlan) -> bool {
+    let [one] = plan.statements.as_slice() else {
+        return false;
+    };
+    match &one.target {
+        Target::Transaction(_) | Target::Session(_) => true,
+        Target::All | Target::Split(_) => {
+            one.ddl || (one.writes && !sql.to_ascii_lowercase().contains("returning"))
+        }
+        _ => false,
     }
 }
 

@@ -47,7 +47,7 @@ impl Settings {
             }
             SessionCommand::Reset { name } => next.entries.retain(|(n, _)| n != name),
             SessionCommand::ResetAll => next.entries.clear(),
-            SessionCommand::SetLocal => {}
+            SessionCommand::SetLocal | SessionCommand::Deallocate { .. } => {}
         }
         next.refresh();
         next

@@ -176,6 +176,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// SET, RESET, DISCARD ALL: run once, then remembered and re-applied on every connection
     /// that serves this client.
     pub(super) async fn session_command(&mut self, cmd: &SessionCommand, sql: &str) -> Step<bool> {
+        if let SessionCommand::Deallocate { name } = cmd {
+            // The client's statements live in the session; backend connections keep theirs,
+            // shared under content-derived names.
+            let tag = match name {
+                Some(n) if self.stmts.remove(n).is_none() => {
+                    return self.fail(&Error::UnknownStatement { name: n.clone() })
+                }
+                Some(_) => "DEALLOCATE",
+                None => {
+                    self.stmts.clear();
+                    "DEALLOCATE ALL"
+                }
+            };
+            protocol::put_command_complete(&mut self.out, tag);
+            return Ok(true);
+        }
         let next = self.settings.after(cmd, sql);
         let shards: Vec<ShardId> = match &self.txn {
             Some(t) if !t.conns.is_empty() => t.conns.iter().map(|(s, _)| *s).collect(),
