@@ -83,6 +83,14 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
             }
             Target::Transaction(c) => format!("transaction control ({c:?}), handled by the proxy"),
             Target::Session(c) => format!("session setting ({c:?}), replayed on every connection"),
+            Target::CopyIn(c) => match c.key {
+                Some((i, _)) => {
+                    format!("COPY FROM STDIN: each row to the shard of column {}", i + 1)
+                }
+                None => {
+                    "COPY FROM STDIN into a reference table: every row to every shard".to_owned()
+                }
+            },
             Target::Reject(_) => "refused".to_owned(),
         };
         if matches!(stmt.target, Target::Bound(_)) {

@@ -79,6 +79,9 @@ pub enum Target {
     /// Rows of sharded tables whose keys are these literals and the values of these parameters:
     /// resolved at Bind time by `route_bound`.
     Bound(BoundKeys),
+    /// `COPY table FROM STDIN`: each row goes to the shard of its key (every shard for a
+    /// reference table).
+    CopyIn(CopyIn),
     /// Transaction control, handled by the session itself.
     Transaction(TxnCommand),
     /// SET / RESET / DISCARD: session state the session tracks.
@@ -140,6 +143,19 @@ impl InsertTemplate {
         out.push_str(suffix);
         out
     }
+}
+
+/// How to find each row's key in the data of a `COPY ... FROM STDIN`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyIn {
+    /// 0-based column of the key among the copied columns, and its type; None for reference
+    /// tables (every shard gets every row).
+    pub key: Option<(usize, crate::config::KeyType)>,
+    pub csv: bool,
+    pub delimiter: u8,
+    pub quote: u8,
+    pub escape: u8,
+    pub header: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -213,8 +229,45 @@ fn plan_one(text: &str, operators: usize, catalog: &Catalog) -> classify::Planne
             [stmt] => classify::plan(stmt, text, catalog),
             _ => fallback::plan(text, "expected exactly one statement", catalog),
         },
-        Err(e) => fallback::plan(text, &e.to_string(), catalog),
+        Err(e) => {
+            // sqlparser reads `COPY ... WITH (FREEZE on)` (pgbench -i sends it) only with
+            // true/false; the shards still get the client's own text.
+            if let Some(alt) = copy_with_booleans(text) {
+                if let Ok(stmts) = Parser::parse_sql(&PostgreSqlDialect {}, &alt) {
+                    if let [stmt] = stmts.as_slice() {
+                        return classify::plan(stmt, &alt, catalog);
+                    }
+                }
+            }
+            fallback::plan(text, &e.to_string(), catalog)
+        }
     }
+}
+
+/// A COPY statement with `on`/`off` option values spelled `true`/`false`, if it is a COPY.
+fn copy_with_booleans(text: &str) -> Option<String> {
+    let head = text.trim_start().get(..4)?;
+    if !head.eq_ignore_ascii_case("copy") {
+        return None;
+    }
+    let open = text.rfind('(')?;
+    let (before, options) = text.split_at(open);
+    let mut out = String::with_capacity(text.len() + 4);
+    out.push_str(before);
+    for (i, word) in options.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let bare = word.trim_end_matches([',', ')']);
+        let rest = &word[bare.len()..];
+        match bare.to_ascii_lowercase().as_str() {
+            "on" => out.push_str("true"),
+            "off" => out.push_str("false"),
+            _ => out.push_str(bare),
+        }
+        out.push_str(rest);
+    }
+    Some(out)
 }
 
 /// Resolves a statement plan under a ring. Rejects a multi-shard route of a statement whose
@@ -226,7 +279,7 @@ pub fn route(stmt: &StatementPlan, ring: &Ring) -> Result<Route, Error> {
     let route = match &stmt.target {
         Target::Any | Target::Transaction(_) | Target::Session(_) => return Ok(Route::Any),
         Target::Reject(e) => return Err(e.clone()),
-        Target::All => Route::All,
+        Target::All | Target::CopyIn(_) => Route::All,
         Target::Keys(keys) => {
             let mut shards: Vec<ShardId> = keys.iter().map(|k| ring.shard_for_key(k)).collect();
             shards.sort_unstable();

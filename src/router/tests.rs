@@ -96,6 +96,7 @@ pub(super) fn target_is(sql: &str, want: &str) -> StatementPlan {
         Target::Bound(_) => "bound",
         Target::Transaction(_) => "txn",
         Target::Session(_) => "session",
+        Target::CopyIn(_) => "copy",
         Target::Reject(_) => "reject",
     };
     assert_eq!(got, want, "{sql}: {:?}", p.target);
@@ -475,4 +476,32 @@ fn other_statements() {
     );
     unsupported("SELECT * FROM events WHERE id = 1", "not known yet");
     target_is("SELECT * FROM events", "all");
+}
+
+#[test]
+fn copy_from_stdin_finds_the_key_column_and_format() {
+    let p = target_is(
+        "COPY users (name, id) FROM STDIN WITH (FORMAT csv, HEADER true, DELIMITER ';')",
+        "copy",
+    );
+    let Target::CopyIn(c) = &p.target else {
+        unreachable!()
+    };
+    assert_eq!(c.key.map(|(i, _)| i), Some(1));
+    assert!(c.csv && c.header);
+    assert_eq!((c.delimiter, c.quote, c.escape), (b';', b'"', b'"'));
+    assert!(p.writes);
+    // pgbench -i spells booleans on/off, which sqlparser alone does not read.
+    let p = target_is("copy users (id, name) from stdin with (freeze on)", "copy");
+    let Target::CopyIn(c) = &p.target else {
+        unreachable!()
+    };
+    assert_eq!(
+        (c.key.map(|(i, _)| i), c.csv, c.delimiter),
+        (Some(0), false, b'\t')
+    );
+    unsupported("COPY users (id) FROM STDIN WITH (FORMAT binary)", "binary");
+    unsupported("COPY users (name) FROM STDIN", "shard key column");
+    let p = target_is("COPY countries FROM STDIN", "copy");
+    assert!(matches!(&p.target, Target::CopyIn(c) if c.key.is_none()));
 }

@@ -120,6 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             // A simple Query has no parameters to bind: PostgreSQL answers ("there is no
             // parameter $1"), from any shard.
             Target::Bound(_) => return self.exec_any(sql).await,
+            Target::CopyIn(copy) => return self.copy_in(sql, copy).await,
             _ => match router::route(stmt, &ring) {
                 Ok(r) => r,
                 Err(e) => return self.fail(&e),

@@ -115,6 +115,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if sync {
             self.close_open_batch().await?;
         }
+        let copied = std::mem::take(&mut self.copy_ran);
+        if sync && copied {
+            // The Sync sent with the COPY's Execute arrived before the data: PostgreSQL ignores
+            // Syncs during COPY, and the client's next Sync gets the ReadyForQuery.
+            return self.flush().await;
+        }
         self.end_batch(sync).await
     }
 
@@ -221,6 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     return Ok(());
                 };
                 let sql = st.sql.get(stmt.span.clone()).unwrap_or(&st.sql).to_owned();
+                self.copy_ran = matches!(stmt.target, Target::CopyIn(_));
                 let ok = match &stmt.target {
                     Target::Transaction(c) => self.txn_command(c, &sql).await?,
                     Target::Session(c) => self.session_command(c, &sql).await?,
@@ -519,7 +526,7 @@ fn runs_locally(sql: &str, plan: &QueryPlan) -> bool {
         return false;
     };
     match &one.target {
-        Target::Transaction(_) | Target::Session(_) => true,
+        Target::Transaction(_) | Target::Session(_) | Target::CopyIn(_) => true,
         Target::All | Target::Split(_) => {
             one.ddl || (one.writes && !sql.to_ascii_lowercase().contains("returning"))
         }

@@ -2,6 +2,8 @@
 //! and drives the backend connections that answer it.
 
 mod batch;
+mod copy;
+mod copy_split;
 mod exec;
 mod extended;
 mod settings;
@@ -62,6 +64,8 @@ pub struct Session<S> {
     /// An error happened in the open batch: messages up to Sync are ignored, as PostgreSQL does.
     ext_skipping: bool,
     sync_buf: BytesMut,
+    /// A COPY ran in this extended-protocol batch (its Sync came before the data).
+    copy_ran: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -90,6 +94,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             ext: None,
             ext_skipping: false,
             sync_buf: BytesMut::new(),
+            copy_ran: false,
         }
     }
 
