@@ -4,6 +4,7 @@
 //! INTERFACE FROZEN FOR HELPERS.
 
 mod classify;
+mod copy;
 mod decide;
 mod dml;
 mod fallback;
