@@ -106,16 +106,10 @@ async fn copy_into_a_reference_table_reaches_every_copy() {
     .await
     .unwrap();
     assert_eq!(n, 2, "one copy's count");
-    for i in 0..3 {
-        let n: i64 = shards
-            .client(i)
-            .await
-            .query_one("SELECT count(*) FROM countries", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 2);
-    }
+    assert_eq!(
+        shards.scalar_each("SELECT count(*) FROM countries").await,
+        [2, 2, 2]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -145,18 +139,12 @@ async fn a_bad_row_loads_nothing_anywhere() {
     .await
     .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "23505");
-    let mut total = 0;
-    for i in 0..3 {
-        let n: i64 = shards
-            .client(i)
-            .await
-            .query_one("SELECT count(*) FROM users", &[])
-            .await
-            .unwrap()
-            .get(0);
-        total += n;
-    }
-    assert_eq!(total, 1, "only the first COPY's row");
+    let per_shard = shards.scalar_each("SELECT count(*) FROM users").await;
+    assert_eq!(
+        per_shard.iter().sum::<i64>(),
+        1,
+        "only the first COPY's row"
+    );
     // The connection goes on.
     assert_eq!(affected(&c, "SELECT * FROM users WHERE id = 10").await, 1);
 }

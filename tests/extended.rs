@@ -260,19 +260,12 @@ async fn schema_changes_and_keyless_writes_through_the_extended_protocol() {
     c.execute("CREATE INDEX users_name ON users (name)", &[])
         .await
         .unwrap();
-    for i in 0..3 {
-        let n: i64 = shards
-            .client(i)
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_name'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 1, "shard {i} has the index");
-    }
+    let sql = "SELECT count(*) FROM pg_indexes WHERE indexname = 'users_name'";
+    assert_eq!(
+        shards.scalar_each(sql).await,
+        [1, 1, 1],
+        "every shard has the index"
+    );
     for id in 1..=30i64 {
         c.execute("INSERT INTO users VALUES ($1, 'x')", &[&id])
             .await

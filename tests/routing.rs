@@ -51,18 +51,12 @@ async fn ids_on(shards: &Shards, i: usize, table: &str, col: &str) -> Vec<i64> {
 async fn ddl_reaches_every_shard_and_rows_land_where_the_ring_says() {
     let (shards, proxy) = setup().await;
     let c = proxy.client().await;
-    for i in 0..3 {
-        let direct = shards.client(i).await;
-        let n: i64 = direct
-            .query_one(
-                "SELECT count(*) FROM pg_tables WHERE tablename IN ('users','orders','countries')",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 3, "shard {i} has the schema");
-    }
+    let sql = "SELECT count(*) FROM pg_tables WHERE tablename IN ('users','orders','countries')";
+    assert_eq!(
+        shards.scalar_each(sql).await,
+        [3, 3, 3],
+        "every shard has the schema"
+    );
     // Single-row inserts, with the key spelled as a number and as a string.
     for id in 1..=60i64 {
         let sql = if id % 2 == 0 {
@@ -100,19 +94,8 @@ async fn ddl_reaches_every_shard_and_rows_land_where_the_ring_says() {
 
     // DROP reaches every shard too.
     c.simple_query("DROP TABLE countries").await.unwrap();
-    for i in 0..3 {
-        let n: i64 = shards
-            .client(i)
-            .await
-            .query_one(
-                "SELECT count(*) FROM pg_tables WHERE tablename = 'countries'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 0);
-    }
+    let sql = "SELECT count(*) FROM pg_tables WHERE tablename = 'countries'";
+    assert_eq!(shards.scalar_each(sql).await, [0, 0, 0]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -228,16 +211,12 @@ async fn queries_without_tables_and_catalog_queries_answer_from_one_shard() {
     let returned = rows(&c, "UPDATE countries SET name = upper(name) RETURNING code").await;
     assert_eq!(returned.len(), 2);
     assert_eq!(affected(&c, "SELECT * FROM countries").await, 2);
-    for i in 0..3 {
-        let n: i64 = shards
-            .client(i)
-            .await
-            .query_one("SELECT count(*) FROM countries WHERE name = 'JAPAN'", &[])
-            .await
-            .unwrap()
-            .get(0);
-        assert_eq!(n, 1, "shard {i} holds a full, identical copy");
-    }
+    let sql = "SELECT count(*) FROM countries WHERE name = 'JAPAN'";
+    assert_eq!(
+        shards.scalar_each(sql).await,
+        [1, 1, 1],
+        "every shard holds a full copy"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -186,6 +186,19 @@ impl Shards {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// A single bigint (a count, say) from every shard directly, in shard order.
+    pub async fn scalar_each(&self, sql: &str) -> Vec<i64> {
+        let mut out = Vec::with_capacity(self.len());
+        for i in 0..self.len() {
+            let row = self.client(i).await.query_one(sql, &[]).await;
+            out.push(
+                row.unwrap_or_else(|e| panic!("shard {i}: {sql}: {e}"))
+                    .get(0),
+            );
+        }
+        out
+    }
+
     fn own_cluster(&self, shard: usize) -> &Cluster {
         assert!(
             self.clusters.len() == self.shards.len(),
