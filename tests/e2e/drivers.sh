@@ -35,6 +35,7 @@ grep -q "Connect with" "$work/demo.log" || { cat "$work/demo.log"; echo "demo di
 
 sed -e "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$work/demo/shards.toml" >"$work/shards.toml"
 printf '\n[[tables]]\nname = "e2e_items"\nshard_key = "user_id"\n' >>"$work/shards.toml"
+printf '\n[[tables]]\nname = "e2e_node"\nshard_key = "user_id"\n' >>"$work/shards.toml"
 for t in "pgbench_accounts aid" "pgbench_tellers tid" "pgbench_history aid"; do
   set -- $t
   printf '\n[[tables]]\nname = "%s"\nshard_key = "%s"\n' "$1" "$2" >>"$work/shards.toml"
@@ -49,6 +50,15 @@ for _ in $(seq 1 50); do
 done
 
 python3 "$here/psycopg_driver.py" "$port" "$shard_port" $((shard_port + 1)) $((shard_port + 2))
+
+# node-pg, installed from the npm registry into the scratch directory.
+if command -v npm >/dev/null; then
+  (cd "$work" && npm install --silent --no-audit --no-fund --prefix "$work/node" pg@8 >/dev/null 2>&1) ||
+    { echo "npm install pg failed"; exit 1; }
+  NODE_PATH="$work/node/node_modules" node "$here/node_pg.js" "$port"
+else
+  echo "skip node-pg: npm is not installed"
+fi
 
 # pgbench -i: DDL on every shard, then COPY split by key.
 pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s 2 -q app >"$work/pgbench-init.log" 2>&1 ||
