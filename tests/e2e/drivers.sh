@@ -36,6 +36,7 @@ grep -q "Connect with" "$work/demo.log" || { cat "$work/demo.log"; echo "demo di
 sed -e "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$work/demo/shards.toml" >"$work/shards.toml"
 printf '\n[[tables]]\nname = "e2e_items"\nshard_key = "user_id"\n' >>"$work/shards.toml"
 printf '\n[[tables]]\nname = "e2e_node"\nshard_key = "user_id"\n' >>"$work/shards.toml"
+printf '\n[[tables]]\nname = "e2e_jdbc"\nshard_key = "user_id"\n' >>"$work/shards.toml"
 for t in "pgbench_accounts aid" "pgbench_tellers tid" "pgbench_history aid"; do
   set -- $t
   printf '\n[[tables]]\nname = "%s"\nshard_key = "%s"\n' "$1" "$2" >>"$work/shards.toml"
@@ -58,6 +59,14 @@ if command -v npm >/dev/null; then
   NODE_PATH="$work/node/node_modules" node "$here/node_pg.js" "$port"
 else
   echo "skip node-pg: npm is not installed"
+fi
+
+# The PostgreSQL JDBC driver (Debian's libpostgresql-jdbc-java, which .ci/run installs).
+jar=/usr/share/java/postgresql.jar
+if command -v javac >/dev/null && [ -f "$jar" ]; then
+  java -cp "$jar" "$here/JdbcDriver.java" "$port"
+else
+  echo "skip JDBC: needs a JDK and $jar (apt-get install default-jdk-headless libpostgresql-jdbc-java)"
 fi
 
 # pgbench -i: DDL on every shard, then COPY split by key.
