@@ -148,3 +148,40 @@ async fn a_bad_row_loads_nothing_anywhere() {
     // The connection goes on.
     assert_eq!(affected(&c, "SELECT * FROM users WHERE id = 10").await, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_to_stdout_gathers_every_shard() {
+    let (_shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    let mut text = String::new();
+    for id in 1..=300 {
+        text.push_str(&format!("{id}\tn{id}\n"));
+    }
+    copy_in(&c, "COPY users FROM STDIN", text.as_bytes(), 4096)
+        .await
+        .unwrap();
+    for sql in [
+        "COPY users TO STDOUT",
+        "COPY (SELECT id, name FROM users) TO STDOUT",
+    ] {
+        let stream = c.copy_out(sql).await.unwrap();
+        futures_util::pin_mut!(stream);
+        let mut out = Vec::new();
+        while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+            out.extend_from_slice(&chunk.unwrap());
+        }
+        let mut lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+        lines.sort_by_key(|l| l.split('\t').next().unwrap().parse::<i64>().unwrap());
+        let mut want: Vec<&str> = text.lines().collect();
+        want.sort_by_key(|l| l.split('\t').next().unwrap().parse::<i64>().unwrap());
+        assert_eq!(lines, want, "{sql}: every row exactly once");
+    }
+    // A header would repeat per shard: refused.
+    let err = c
+        .copy_out("COPY users TO STDOUT WITH (FORMAT csv, HEADER true)")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.as_db_error().unwrap().code().code(), "0A000");
+    assert_eq!(value(&c, "SELECT 'still fine'").await, "still fine");
+}

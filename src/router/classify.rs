@@ -139,9 +139,16 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
         } => match (source, to, target) {
             (CopySource::Table { table_name, columns }, false, CopyTarget::Stdin) => {
                 super::copy::copy_in(table_name, columns, options, legacy_options, catalog)
-                    .unwrap_or_else(|| super::copy::copy_plan(source, text, catalog))
+                    .unwrap_or_else(|| Planned::read(Target::Any))
             }
-            _ => super::copy::copy_plan(source, text, catalog),
+            _ => super::copy::copy_plan(
+                source,
+                *to && matches!(target, CopyTarget::Stdout),
+                options,
+                legacy_options,
+                text,
+                catalog,
+            ),
         },
         S::Lock(lock) => {
             let mut w = Walker::new(catalog);

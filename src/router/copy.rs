@@ -102,17 +102,56 @@ pub(super) fn copy_in(
     Some(Planned::write(Target::CopyIn(copy)))
 }
 
-pub(super) fn copy_plan(source: &CopySource, text: &str, catalog: &Catalog) -> Planned {
-    let listed = match source {
-        CopySource::Table { table_name, .. } => Walker::new(catalog).classify(table_name).is_ok(),
-        CopySource::Query(q) => !matches!(query_plan(q, text, catalog).target, Target::Any),
+/// Every other COPY: `COPY t TO STDOUT` and `COPY (query) TO STDOUT` read like the table or
+/// query (several shards' rows concatenated, which is exact for COPY's unordered output); the
+/// header of CSV and the framing of binary would repeat per shard, so those are refused.
+pub(super) fn copy_plan(
+    source: &CopySource,
+    to_stdout: bool,
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+    text: &str,
+    catalog: &Catalog,
+) -> Planned {
+    let planned = match source {
+        CopySource::Table { table_name, .. } => match Walker::new(catalog).classify(table_name) {
+            Err(_) => return Planned::read(Target::Any),
+            // COPY t FROM a server file would load one shard's file into one place.
+            Ok(_) if !to_stdout => Planned::read(Target::All),
+            Ok((_, rule)) => match rule.kind {
+                TableKind::Reference => Planned::read(Target::Any),
+                TableKind::Sharded { .. } => Planned::read(Target::All),
+            },
+        },
+        CopySource::Query(q) => query_plan(q, text, catalog),
     };
-    if listed {
-        Planned::reject(
-            "COPY is not supported by shardgate yet".into(),
-            "use INSERT ... VALUES to load rows and SELECT to read them",
-        )
-    } else {
-        Planned::read(Target::Any)
+    if matches!(planned.target, Target::Any | Target::Reject(_)) {
+        return planned;
     }
+    if !to_stdout {
+        return Planned::reject(
+            "COPY to or from a file or program on the shards is not supported by shardgate".into(),
+            "use COPY ... FROM STDIN or TO STDOUT (psql's \\copy)",
+        );
+    }
+    let header = options
+        .iter()
+        .any(|o| matches!(o, CopyOption::Header(true)))
+        || legacy.iter().any(|o| match o {
+            CopyLegacyOption::Header => true,
+            CopyLegacyOption::Csv(c) => c.iter().any(|c| matches!(c, CopyLegacyCsvOption::Header)),
+            _ => false,
+        });
+    let binary = options
+        .iter()
+        .any(|o| matches!(o, CopyOption::Format(f) if f.value.eq_ignore_ascii_case("binary")))
+        || legacy.iter().any(|o| matches!(o, CopyLegacyOption::Binary));
+    if header || binary {
+        return Planned::reject(
+            "COPY TO STDOUT with HEADER or in binary format is not supported across shards yet"
+                .into(),
+            "leave out HEADER, or use the text or csv format",
+        );
+    }
+    planned
 }

@@ -455,8 +455,16 @@ fn other_statements() {
     target_is("LOCK TABLE users IN ACCESS EXCLUSIVE MODE", "all");
     target_is("LOCK TABLE pg_class", "any");
     unsupported("COPY users FROM STDIN", "COPY");
-    unsupported("COPY users TO STDOUT", "COPY");
-    unsupported("COPY (SELECT * FROM users) TO STDOUT", "COPY");
+    // COPY TO STDOUT gathers like the read it is; a per-shard header or file cannot.
+    target_is("COPY users TO STDOUT", "all");
+    target_is("COPY (SELECT * FROM users) TO STDOUT", "all");
+    target_is("COPY (SELECT * FROM users WHERE id = 3) TO STDOUT", "keys");
+    unsupported(
+        "COPY users TO STDOUT WITH (FORMAT csv, HEADER true)",
+        "HEADER",
+    );
+    unsupported("COPY users TO '/tmp/x'", "file");
+    unsupported("COPY countries FROM '/tmp/x'", "file");
     target_is("COPY (SELECT 1) TO STDOUT", "any");
     target_is("COPY pg_class TO STDOUT", "any");
     unsupported(

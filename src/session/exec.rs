@@ -286,6 +286,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let _cancellable = Cancellable::new(&self.running, &keys);
         drop(keys);
         let mut described = false;
+        let mut copying = false;
         let mut tags: Vec<String> = Vec::new();
         let mut first_error: Option<Frame> = None;
         let mut broken: Option<Error> = None;
@@ -312,6 +313,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     }
                     b'C' if i == 0 || !replicated => {
                         tags.push(protocol::command_tag(frame.body()).to_owned())
+                    }
+                    // COPY TO STDOUT: one CopyOutResponse, every shard's data, one CopyDone.
+                    b'H' if !copying => {
+                        copying = true;
+                        self.out.extend_from_slice(&frame.bytes);
+                    }
+                    b'd' => {
+                        self.out.extend_from_slice(&frame.bytes);
+                        self.maybe_flush().await?;
                     }
                     b'E' => {
                         first_error.get_or_insert(frame);
@@ -341,6 +351,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     "insert the rows one shard key at a time, or drop RETURNING",
                 ));
             }
+        }
+        if copying {
+            protocol::put_empty(&mut self.out, b'c');
         }
         if let Some(tag) = protocol::sum_tags(tags.iter().map(String::as_str)) {
             protocol::put_command_complete(&mut self.out, &tag);

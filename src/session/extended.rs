@@ -528,7 +528,9 @@ fn runs_locally(sql: &str, plan: &QueryPlan) -> bool {
     match &one.target {
         Target::Transaction(_) | Target::Session(_) | Target::CopyIn(_) => true,
         Target::All | Target::Split(_) => {
-            one.ddl || (one.writes && !sql.to_ascii_lowercase().contains("returning"))
+            let lower = sql.trim_start().to_ascii_lowercase();
+            // COPY ... TO STDOUT answers with CopyData, not rows: the gather relays it as is.
+            one.ddl || lower.starts_with("copy") || (one.writes && !lower.contains("returning"))
         }
         _ => false,
     }
