@@ -185,3 +185,41 @@ async fn copy_to_stdout_gathers_every_shard() {
     assert_eq!(err.as_db_error().unwrap().code().code(), "0A000");
     assert_eq!(value(&c, "SELECT 'still fine'").await, "still fine");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_copy_splits_tuples_by_key() {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let (shards, proxy) = setup().await;
+    let c = proxy.client().await;
+    let sink = c
+        .copy_in("COPY users (id, name) FROM STDIN (FORMAT binary)")
+        .await
+        .unwrap();
+    let writer = BinaryCopyInWriter::new(sink, &[Type::INT8, Type::TEXT]);
+    futures_util::pin_mut!(writer);
+    for id in 1..=200i64 {
+        let name = format!("bin{id}");
+        writer.as_mut().write(&[&id, &name]).await.unwrap();
+    }
+    assert_eq!(writer.finish().await.unwrap(), 200);
+    let per_shard = shards.scalar_each("SELECT count(*) FROM users").await;
+    assert_eq!(per_shard.iter().sum::<i64>(), 200);
+    assert!(per_shard.iter().all(|n| *n > 0), "{per_shard:?}");
+    let ring = proxy.ctx.ring.load();
+    for i in 0..3 {
+        for r in shards
+            .client(i)
+            .await
+            .query("SELECT id FROM users", &[])
+            .await
+            .unwrap()
+        {
+            assert_eq!(ring.shard_for_key(&Key::Int(r.get(0))).0 as usize, i);
+        }
+    }
+    assert_eq!(
+        value(&c, "SELECT name FROM users WHERE id = 77").await,
+        "bin77"
+    );
+}

@@ -23,6 +23,7 @@ pub(super) fn copy_in(
     let mut copy = CopyIn {
         key: None,
         csv: false,
+        binary: false,
         delimiter: b'\t',
         quote: b'"',
         escape: 0,
@@ -64,12 +65,7 @@ pub(super) fn copy_in(
             _ => {}
         }
     }
-    if binary {
-        return Some(Planned::reject(
-            format!("COPY {shown} FROM STDIN in binary format is not supported by shardgate yet"),
-            "use the text or csv format",
-        ));
-    }
+    copy.binary = binary;
     copy.delimiter = delimiter.unwrap_or(if copy.csv { b',' } else { b'\t' });
     if copy.escape == 0 {
         copy.escape = copy.quote;

@@ -153,6 +153,7 @@ pub struct CopyIn {
     /// tables (every shard gets every row).
     pub key: Option<(usize, crate::config::KeyType)>,
     pub csv: bool,
+    pub binary: bool,
     pub delimiter: u8,
     pub quote: u8,
     pub escape: u8,

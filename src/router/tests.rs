@@ -508,7 +508,8 @@ fn copy_from_stdin_finds_the_key_column_and_format() {
         (c.key.map(|(i, _)| i), c.csv, c.delimiter),
         (Some(0), false, b'\t')
     );
-    unsupported("COPY users (id) FROM STDIN WITH (FORMAT binary)", "binary");
+    let p = target_is("COPY users (id) FROM STDIN WITH (FORMAT binary)", "copy");
+    assert!(matches!(&p.target, Target::CopyIn(c) if c.binary));
     unsupported("COPY users (name) FROM STDIN", "shard key column");
     let p = target_is("COPY countries FROM STDIN", "copy");
     assert!(matches!(&p.target, Target::CopyIn(c) if c.key.is_none()));

@@ -1,6 +1,7 @@
 //! `COPY table FROM STDIN`: the client's rows split by key across the shards (or copied to every
 //! shard for a reference table), in one transaction on each, answered with one `COPY n`.
 
+use super::copy_binary::{BinaryKey, BinarySplitter};
 use super::copy_split::{CopyFormat, RowKey, RowSplitter};
 use super::{Gone, Session, Step};
 use crate::backend::PooledConn;
@@ -159,7 +160,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         };
         let key_index = copy.key.map_or(0, |(i, _)| i);
-        let mut splitter = RowSplitter::new(format, key_index, copy.header);
+        let mut splitter = if copy.binary {
+            Splitter::Binary(BinarySplitter::new(key_index))
+        } else {
+            Splitter::Text(RowSplitter::new(format, key_index, copy.header))
+        };
         let ring = self.ctx.ring.load_full();
         let mut bufs: Vec<BytesMut> = vec![BytesMut::new(); conns.len()];
         let mut failed: Option<Error> = None;
@@ -173,24 +178,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             };
             let done = match frame.tag {
                 b'd' => {
-                    let input = Input::Data(frame.body());
-                    place(&mut splitter, input, copy, &ring, &mut bufs, &mut failed);
+                    let data = frame.body();
+                    match &mut splitter {
+                        Splitter::Text(sp) => {
+                            place(sp, Input::Data(data), copy, &ring, &mut bufs, &mut failed)
+                        }
+                        Splitter::Binary(sp) => {
+                            place_binary(sp, Some(data), copy, &ring, &mut bufs, &mut failed)
+                        }
+                    }
                     false
                 }
                 b'c' => {
-                    place(
-                        &mut splitter,
-                        Input::End,
-                        copy,
-                        &ring,
-                        &mut bufs,
-                        &mut failed,
-                    );
-                    // PostgreSQL takes a last line without its newline; the rows are concatenated
-                    // per shard, so each buffer must end with one.
-                    for b in bufs.iter_mut() {
-                        if !b.is_empty() && !b.ends_with(b"\n") {
-                            b.put_u8(b'\n');
+                    match &mut splitter {
+                        Splitter::Text(sp) => {
+                            place(sp, Input::End, copy, &ring, &mut bufs, &mut failed);
+                            // PostgreSQL takes a last line without its newline; the rows are
+                            // concatenated per shard, so each buffer must end with one.
+                            for b in bufs.iter_mut() {
+                                if !b.is_empty() && !b.ends_with(b"\n") {
+                                    b.put_u8(b'\n');
+                                }
+                            }
+                        }
+                        Splitter::Binary(sp) => {
+                            place_binary(sp, None, copy, &ring, &mut bufs, &mut failed)
                         }
                     }
                     true
@@ -268,6 +280,66 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
             self.release(shard, c);
+        }
+    }
+}
+
+enum Splitter {
+    Text(RowSplitter),
+    Binary(BinarySplitter),
+}
+
+/// Binary COPY: every shard's stream gets the client's header, its own tuples, and a trailer.
+fn place_binary(
+    splitter: &mut BinarySplitter,
+    data: Option<&[u8]>,
+    copy: &CopyIn,
+    ring: &Ring,
+    bufs: &mut [BytesMut],
+    failed: &mut Option<Error>,
+) {
+    let Some(data) = data else {
+        if let Err(message) = splitter.finish() {
+            failed.get_or_insert(Error::Syntax { message });
+        }
+        if splitter.header().is_some() {
+            bufs.iter_mut()
+                .for_each(|b| b.extend_from_slice(&[0xff, 0xff]));
+        }
+        return;
+    };
+    let had_header = splitter.header().is_some();
+    let fed = splitter.feed(data, &mut |tuple, key| {
+        if failed.is_some() {
+            return;
+        }
+        match (copy.key, key) {
+            (None, _) => bufs.iter_mut().for_each(|b| b.extend_from_slice(tuple)),
+            (Some((_, ty)), BinaryKey::Value(v)) => match Key::from_binary(ty, 0, v) {
+                Ok(k) => bufs[ring.shard_for_key(&k).0 as usize].extend_from_slice(tuple),
+                Err(e) => {
+                    *failed = Some(Error::unsupported(
+                        format!("COPY row cannot be placed: {}", e.0),
+                        "every row needs a valid value in the shard key column",
+                    ))
+                }
+            },
+            (Some(_), BinaryKey::Null | BinaryKey::Missing) => {
+                *failed = Some(Error::unsupported(
+                    "COPY row has no shard key value: a NULL key cannot be placed",
+                    "every row needs a valid value in the shard key column",
+                ))
+            }
+        }
+    });
+    if let Err(message) = fed {
+        failed.get_or_insert(Error::Syntax { message });
+    }
+    if let (false, Some(header)) = (had_header, splitter.header()) {
+        for b in bufs.iter_mut() {
+            let mut with_header = BytesMut::from(header);
+            with_header.extend_from_slice(b);
+            *b = with_header;
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod batch;
 mod copy;
+mod copy_binary;
 mod copy_split;
 mod exec;
 mod extended;

@@ -70,7 +70,7 @@ else
 fi
 
 # pgbench -i: DDL on every shard, then COPY split by key.
-pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s 2 -q app >"$work/pgbench-init.log" 2>&1 ||
+pgbench -h 127.0.0.1 -p "$port" -U postgres -i -s 10 -q app >"$work/pgbench-init.log" 2>&1 ||
   { cat "$work/pgbench-init.log"; echo "pgbench -i through shardgate failed"; exit 1; }
 total=0
 for p in "$shard_port" $((shard_port + 1)) $((shard_port + 2)); do
@@ -78,11 +78,11 @@ for p in "$shard_port" $((shard_port + 1)) $((shard_port + 2)); do
   [ "$n" -gt 0 ] || { echo "shard on $p got no pgbench_accounts rows"; exit 1; }
   total=$((total + n))
 done
-[ "$total" = 200000 ] || { echo "pgbench_accounts rows: $total, want 200000"; exit 1; }
-echo "ok   pgbench -i -s 2 through shardgate: 200000 accounts split over 3 shards"
+[ "$total" = 1000000 ] || { echo "pgbench_accounts rows: $total, want 1000000"; exit 1; }
+echo "ok   pgbench -i -s 10 through shardgate: 1000000 accounts split over 3 shards"
 # pgbench -S in each protocol mode: zero failed transactions.
 for mode in simple extended prepared; do
-  out=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -S -M "$mode" -c 4 -j 2 -t 500 app 2>&1) ||
+  out=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -S -M "$mode" -c 8 -j 2 -t 500 app 2>&1) ||
     { echo "$out"; echo "pgbench -S -M $mode failed"; exit 1; }
   grep -q "number of failed transactions: 0 " <<<"$out" || { echo "$out"; exit 1; }
   echo "ok   pgbench -S -M $mode: 0 failed transactions"
