@@ -299,3 +299,46 @@ async fn schema_changes_and_keyless_writes_through_the_extended_protocol() {
         .unwrap();
     assert_eq!(r.get::<_, String>(0), "y");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_fetch_in_pieces_with_max_rows() {
+    let (_shards, proxy) = setup("pool_size = 2").await;
+    let mut c = proxy.client().await;
+    for id in 1..=10i64 {
+        c.execute(
+            "INSERT INTO accounts VALUES ($1, $2)",
+            &[&format!("acc{id:02}"), &(id as i32)],
+        )
+        .await
+        .unwrap();
+    }
+    let tx = c.transaction().await.unwrap();
+    // A keyed statement and one that touches no table, each read two rows at a time.
+    let st = tx
+        .prepare("SELECT balance FROM accounts WHERE login = $1")
+        .await
+        .unwrap();
+    let portal = tx.bind(&st, &[&"acc07"]).await.unwrap();
+    let first = tx.query_portal(&portal, 2).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].get::<_, i32>(0), 7);
+    let st = tx
+        .prepare("SELECT g FROM generate_series(1, 5) g")
+        .await
+        .unwrap();
+    let portal = tx.bind(&st, &[]).await.unwrap();
+    let mut sizes = Vec::new();
+    let mut seen = Vec::new();
+    loop {
+        // Execute with max_rows: PortalSuspended relayed, the same portal continued.
+        let rows = tx.query_portal(&portal, 2).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        sizes.push(rows.len());
+        seen.extend(rows.iter().map(|r| r.get::<_, i32>(0)));
+    }
+    assert_eq!(sizes, [2, 2, 1]);
+    assert_eq!(seen, [1, 2, 3, 4, 5]);
+    tx.commit().await.unwrap();
+}

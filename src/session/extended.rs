@@ -266,6 +266,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         };
+        // Portals live on the connection that bound them, including those of statements that
+        // could have run anywhere: Execute must find them there.
+        for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
+            if let Ok(bind) = protocol::decode_bind(m.frame.body()) {
+                self.portals.insert(bind.portal.to_owned(), shard);
+            }
+        }
         let expects = self.build(&msgs, refused_at, sync, &mut conn);
         if let Err(e) = conn.flush().await {
             return self.batch_broken(shard, conn, e).await;

@@ -24,11 +24,12 @@ public class JdbcDriver {
             try (Statement s = c.createStatement()) {
                 s.execute("DROP TABLE IF EXISTS e2e_jdbc");
                 s.execute("CREATE TABLE e2e_jdbc (user_id bigint, id int, price numeric(10,2), label text, "
-                        + "data bytea, at timestamptz, tag uuid, note text, PRIMARY KEY (user_id, id))");
+                        + "data bytea, at timestamptz, tag uuid, note text, doc jsonb, tags text[], PRIMARY KEY (user_id, id))");
             }
             c.setAutoCommit(false); // JDBC sends BEGIN itself, pipelined with the first statement
             try (PreparedStatement p = c.prepareStatement(
-                    "INSERT INTO e2e_jdbc (user_id, id, price, label, data, at, tag, note) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")) {
+                    "INSERT INTO e2e_jdbc (user_id, id, price, label, data, at, tag, note, doc, tags) "
+                    + "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?::jsonb, ?)")) {
                 for (int i = 1; i <= 30; i++) {
                     p.setLong(1, userOf(i));
                     p.setInt(2, i);
@@ -38,6 +39,8 @@ public class JdbcDriver {
                     p.setTimestamp(6, new Timestamp(1704110400000L + i * 86400000L));
                     p.setObject(7, new UUID(0, i));
                     p.setNull(8, Types.VARCHAR);
+                    p.setString(9, "{\"i\": " + i + ", \"nested\": [" + i + ", null]}");
+                    p.setArray(10, c.createArrayOf("text", new String[] {"t" + i, "x"}));
                     if (p.executeUpdate() != 1) {
                         System.out.println("FAIL insert " + i);
                         System.exit(1);
@@ -47,7 +50,7 @@ public class JdbcDriver {
             c.commit();
             check(true, "30 typed rows inserted in one transaction across shards");
             try (PreparedStatement q = c.prepareStatement(
-                    "SELECT price, label, data, at, tag, note FROM e2e_jdbc WHERE user_id = ? AND id = ?")) {
+                    "SELECT price, label, data, at, tag, note, doc->>'i', tags FROM e2e_jdbc WHERE user_id = ? AND id = ?")) {
                 for (int i = 1; i <= 30; i++) {
                     q.setLong(1, userOf(i));
                     q.setInt(2, i);
@@ -59,6 +62,8 @@ public class JdbcDriver {
                                 && r.getTimestamp(4).getTime() == 1704110400000L + i * 86400000L
                                 && r.getObject(5).equals(new UUID(0, i))
                                 && r.getString(6) == null
+                                && r.getString(7).equals(String.valueOf(i))
+                                && java.util.Arrays.equals((String[]) r.getArray(8).getArray(), new String[] {"t" + i, "x"})
                                 && !r.next();
                         if (!ok) {
                             System.out.println("FAIL row " + i);
@@ -68,7 +73,7 @@ public class JdbcDriver {
                 }
             }
             c.commit();
-            check(true, "numeric, text, bytea, timestamptz, uuid and NULL round-trip with server-side prepares");
+            check(true, "numeric, text, bytea, timestamptz, uuid, jsonb, arrays and NULL round-trip with server-side prepares");
             try (PreparedStatement p = c.prepareStatement("INSERT INTO e2e_jdbc (user_id, id) VALUES (?, ?)")) {
                 p.setLong(1, userOf(1));
                 p.setInt(2, 1);
