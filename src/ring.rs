@@ -169,15 +169,18 @@ mod tests {
     const SPREAD_BOUND: f64 = 1.05;
 
     pub(super) fn ring_of(names: &[&str], vnodes: u32) -> Ring {
-        let shards: Vec<ShardConfig> = names
+        Ring::new(&shards_named(names), vnodes)
+    }
+
+    fn shards_named(names: &[&str]) -> Vec<ShardConfig> {
+        names
             .iter()
             .map(|n| ShardConfig {
                 name: (*n).into(),
                 url: String::new(),
                 weight: 1,
             })
-            .collect();
-        Ring::new(&shards, vnodes)
+            .collect()
     }
 
     /// Placement of s0, s1, s2 at the default vnodes, computed once and cross-checked against an
@@ -261,14 +264,7 @@ mod tests {
                 ba.shard_name(ba.shard_for_hash(h))
             );
         }
-        let mut shards: Vec<ShardConfig> = ["a", "b"]
-            .iter()
-            .map(|n| ShardConfig {
-                name: (*n).into(),
-                url: String::new(),
-                weight: 1,
-            })
-            .collect();
+        let mut shards = shards_named(&["a", "b"]);
         shards[1].weight = 3;
         let ring = Ring::new(&shards, 1280);
         assert_eq!(ring.point_count(), 4 * 1280);

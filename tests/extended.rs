@@ -175,40 +175,29 @@ async fn prepared_statements_survive_connection_pooling() {
 async fn transactions_mix_simple_control_and_extended_statements() {
     let (_shards, proxy) = setup("pool_size = 4").await;
     let mut c = proxy.client().await;
-    let ring = proxy.ctx.ring.load();
-    let a = 1i64;
-    let b = (2..1000i64)
-        .find(|k| ring.shard_for_key(&Key::Int(*k)) != ring.shard_for_key(&Key::Int(a)))
-        .unwrap();
-    let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO users VALUES ($1, 'a')", &[&a])
-        .await
-        .unwrap();
-    tx.execute("INSERT INTO users VALUES ($1, 'b')", &[&b])
-        .await
-        .unwrap();
-    tx.rollback().await.unwrap();
-    assert_eq!(affected(&c, "SELECT * FROM users").await, 0);
-    let tx = c.transaction().await.unwrap();
-    tx.execute("INSERT INTO users VALUES ($1, 'a')", &[&a])
-        .await
-        .unwrap();
-    tx.execute("INSERT INTO users VALUES ($1, 'b')", &[&b])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-    assert_eq!(affected(&c, "SELECT * FROM users").await, 2);
+    let (a, b) = proxy.keys_on_two_shards();
+    // The same two-shard transaction, rolled back and then committed.
+    for (commit, rows) in [(false, 0), (true, 2)] {
+        let tx = c.transaction().await.unwrap();
+        for (key, name) in [(a, "a"), (b, "b")] {
+            tx.execute("INSERT INTO users VALUES ($1, $2)", &[&key, &name])
+                .await
+                .unwrap();
+        }
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        assert_eq!(affected(&c, "SELECT * FROM users").await, rows);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_control_and_set_through_the_extended_protocol() {
     let (_shards, proxy) = setup("pool_size = 2").await;
     let c = proxy.client().await;
-    let ring = proxy.ctx.ring.load();
-    let a = 1i64;
-    let b = (2..1000i64)
-        .find(|k| ring.shard_for_key(&Key::Int(*k)) != ring.shard_for_key(&Key::Int(a)))
-        .unwrap();
+    let (a, b) = proxy.keys_on_two_shards();
     // BEGIN/ROLLBACK/COMMIT as prepared statements, as JDBC and pgbench -M prepared send them.
     c.execute("BEGIN", &[]).await.unwrap();
     c.execute("INSERT INTO users VALUES ($1, 'a')", &[&a])

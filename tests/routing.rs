@@ -265,12 +265,7 @@ async fn refusals_and_postgres_errors_keep_the_session_usable() {
 async fn transactions_span_shards_and_roll_back_together() {
     let (shards, proxy) = setup().await;
     let c = proxy.client().await;
-    let ring = proxy.ctx.ring.load();
-    // Two keys on different shards.
-    let a = 1i64;
-    let b = (2..1000)
-        .find(|k| ring.shard_for_key(&Key::Int(*k)) != ring.shard_for_key(&Key::Int(a)))
-        .unwrap();
+    let (a, b) = proxy.keys_on_two_shards();
     c.batch_execute(&format!(
         "BEGIN; INSERT INTO users (id) VALUES ({a}); INSERT INTO users (id) VALUES ({b}); ROLLBACK"
     ))

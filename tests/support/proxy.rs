@@ -45,6 +45,16 @@ impl Proxy {
         )
     }
 
+    /// Two integer keys that the ring places on different shards.
+    pub fn keys_on_two_shards(&self) -> (i64, i64) {
+        let ring = self.ctx.ring.load();
+        let home = ring.shard_for_key(&shardgate::ring::Key::Int(1));
+        let other = (2..)
+            .find(|k| ring.shard_for_key(&shardgate::ring::Key::Int(*k)) != home)
+            .expect("more than one shard");
+        (1, other)
+    }
+
     /// A tokio-postgres client connected through the proxy.
     pub async fn client(&self) -> Client {
         let (client, conn) = tokio_postgres::connect(&self.url(), NoTls)
