@@ -17,6 +17,7 @@ fn config() -> Config {
             vnodes: 256,
             connect_timeout_ms: 1,
             pool_timeout_ms: 1,
+            gather_memory_mb: 256,
         },
         auth: None,
         shards: (0..4)

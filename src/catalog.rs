@@ -133,6 +133,7 @@ mod tests {
                 vnodes: 1,
                 connect_timeout_ms: 1,
                 pool_timeout_ms: 1,
+                gather_memory_mb: 1,
             },
             auth: None,
             shards: vec![],

@@ -51,6 +51,9 @@ pub struct ProxyConfig {
     /// How long a statement waits for a free pooled connection, milliseconds.
     #[serde(default = "default_pool_timeout_ms")]
     pub pool_timeout_ms: u64,
+    /// Memory one multi-shard query may use to merge its rows (groups, sorted rows), MB.
+    #[serde(default = "default_gather_memory_mb")]
+    pub gather_memory_mb: u64,
 }
 
 pub fn default_max_client_connections() -> usize {
@@ -70,6 +73,9 @@ pub fn default_connect_timeout_ms() -> u64 {
 }
 pub fn default_pool_timeout_ms() -> u64 {
     30000
+}
+pub fn default_gather_memory_mb() -> u64 {
+    256
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Copy, Default)]

@@ -4,6 +4,7 @@ use crate::backend::{self, Backend, Cancels};
 use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::error::Error;
+use crate::gather::collate::Collation;
 use crate::ring::Ring;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -23,6 +24,8 @@ pub struct Context {
     pub cancels: Cancels,
     /// Connected clients (for max_client_connections).
     pub clients: AtomicUsize,
+    /// The shards' database collation, which orders text when rows of several shards merge.
+    pub collation: ArcSwap<Collation>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -40,6 +43,7 @@ impl Context {
             backend,
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
+            collation: ArcSwap::from_pointee(Collation::bytewise()),
             server_params: Mutex::new(None),
         }))
     }
@@ -54,6 +58,10 @@ impl Context {
         }
         self.catalog.store(Arc::new(next));
         self.catalog_version.fetch_add(1, Ordering::Release);
+        let name = backend::discover_collation(&self.backend).await?;
+        if name != self.collation.load().name() {
+            self.collation.store(Arc::new(Collation::new(&name)?));
+        }
         Ok(())
     }
 

@@ -37,6 +37,12 @@ pub enum Error {
     UnknownStatement { name: String },
     /// The current transaction is aborted (25P02).
     TransactionAborted,
+    /// A value the proxy computed (a sum across shards) does not fit its type (22003).
+    OutOfRange { message: String },
+    /// A negative LIMIT (2201W) or OFFSET (2201X) bound to a parameter.
+    NegativeLimit { offset: bool },
+    /// Merging a multi-shard result needed more proxy memory than `gather_memory_mb` (53200).
+    GatherMemory { limit_mb: u64 },
     /// An invalid or inconsistent shards.toml; never sent to clients as such.
     Config { message: String },
     /// Any other internal failure (XX000).
@@ -78,6 +84,10 @@ impl Error {
             Error::Encoding => "22021",
             Error::UnknownStatement { .. } => "26000",
             Error::TransactionAborted => "25P02",
+            Error::OutOfRange { .. } => "22003",
+            Error::GatherMemory { .. } => "53200",
+            Error::NegativeLimit { offset: false } => "2201W",
+            Error::NegativeLimit { offset: true } => "2201X",
             Error::Config { .. } => "F0000",
             Error::Internal { .. } => "XX000",
         }
@@ -95,6 +105,10 @@ impl Error {
             Error::PoolTimeout { .. } => {
                 Some("raise [proxy] pool_size or shorten the transactions that hold connections".into())
             }
+            Error::GatherMemory { .. } => Some(
+                "narrow the query (WHERE, fewer groups, a LIMIT with ORDER BY), or raise [proxy] gather_memory_mb"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -130,6 +144,13 @@ impl fmt::Display for Error {
             Error::TransactionAborted => write!(
                 f,
                 "current transaction is aborted, commands ignored until end of transaction block"
+            ),
+            Error::OutOfRange { message } => write!(f, "{message}"),
+            Error::NegativeLimit { offset: false } => write!(f, "LIMIT must not be negative"),
+            Error::NegativeLimit { offset: true } => write!(f, "OFFSET must not be negative"),
+            Error::GatherMemory { limit_mb } => write!(
+                f,
+                "merging this multi-shard result needs more than {limit_mb} MB of proxy memory"
             ),
             Error::Config { message } => write!(f, "{message}"),
             Error::Internal { message } => write!(f, "internal error: {message}"),

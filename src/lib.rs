@@ -10,6 +10,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod error;
+pub mod gather;
 pub mod localpg;
 pub mod protocol;
 pub mod ring;

@@ -54,6 +54,26 @@ pub async fn discover_keys(backend: &Backend, catalog: &Catalog) -> Result<Vec<K
     Err(last_err.unwrap_or_else(|| Error::internal("no shards")))
 }
 
+/// The collation of the shards' database (`datcollate`), asked of the first reachable shard.
+pub async fn discover_collation(backend: &Backend) -> Result<String, Error> {
+    let sql = "SELECT datcollate FROM pg_catalog.pg_database WHERE datname = current_database()";
+    let mut last_err = None;
+    for i in 0..backend.len() {
+        let rows = match backend.checkout(ShardId(i as u16)).await {
+            Ok(mut conn) => conn.query_rows(sql).await,
+            Err(e) => Err(e),
+        };
+        match rows {
+            Ok(rows) => {
+                let name = rows.first().and_then(|r| r.first().cloned().flatten());
+                return Ok(name.unwrap_or_else(|| "C".into()));
+            }
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::internal("no shards")))
+}
+
 fn match_rows(
     wanted: &[(&crate::catalog::TableRule, &String)],
     rows: &[Vec<Option<String>>],

@@ -7,7 +7,7 @@ mod discover;
 
 pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
-pub use discover::discover_keys;
+pub use discover::{discover_collation, discover_keys};
 
 use crate::config::Config;
 use crate::error::Error;

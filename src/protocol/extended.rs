@@ -33,6 +33,9 @@ pub struct BindMsg<'a> {
     statement_at: std::ops::Range<usize>,
     pub formats: Vec<i16>,
     pub params: Vec<Option<&'a [u8]>>,
+    /// Where the parameter formats begin, and where the result formats begin, in the body.
+    params_at: usize,
+    results_at: usize,
 }
 
 impl BindMsg<'_> {
@@ -52,6 +55,7 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
     let start = body.len() - b.len();
     let statement = take_cstr(&mut b)?;
     let statement_at = start..start + statement.len();
+    let params_at = body.len() - b.len();
     let nf = take_i16(&mut b)?;
     let mut formats = Vec::with_capacity(nf.max(0) as usize);
     for _ in 0..nf {
@@ -76,7 +80,51 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
         statement_at,
         formats,
         params,
+        params_at,
+        results_at: body.len() - b.len(),
     })
+}
+
+/// The client's Bind for the unnamed portal and statement, with `extra` more result columns
+/// in text format when the client listed a format per column (a merge's hidden columns).
+pub fn put_bind_unnamed(out: &mut BytesMut, body: &[u8], bind: &BindMsg<'_>, extra: usize) {
+    let params = &body[bind.params_at..bind.results_at];
+    let mut results: Vec<i16> = Vec::new();
+    let mut r = &body[bind.results_at..];
+    if let Ok(n) = take_i16(&mut r) {
+        for _ in 0..n {
+            results.push(take_i16(&mut r).unwrap_or(0));
+        }
+    }
+    if results.len() > 1 {
+        results.extend(std::iter::repeat_n(0, extra));
+    }
+    out.put_u8(b'B');
+    out.put_i32((4 + 2 + params.len() + 2 + 2 * results.len()) as i32);
+    out.put_u8(0);
+    out.put_u8(0);
+    out.put_slice(params);
+    out.put_i16(results.len() as i16);
+    for f in results {
+        out.put_i16(f);
+    }
+}
+
+/// An Execute of the unnamed portal for all its rows.
+pub fn put_execute_all(out: &mut BytesMut) {
+    out.put_u8(b'E');
+    out.put_i32(9);
+    out.put_u8(0);
+    out.put_i32(0);
+}
+
+/// The row limit of an Execute (0: all rows).
+pub fn max_rows_of_execute(body: &[u8]) -> i32 {
+    let mut b = body;
+    match take_cstr(&mut b) {
+        Ok(_) => take_i32(&mut b).unwrap_or(0),
+        Err(_) => 0,
+    }
 }
 
 /// A copy of a Bind message naming another prepared statement.

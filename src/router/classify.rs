@@ -2,8 +2,9 @@
 
 use super::decide::decide;
 use super::keys::fold;
+use super::rewrite::{self, Refusal};
 use super::tables::{Ctx, Role, Walker};
-use super::{insert, shape, SessionCommand, Target, TxnCommand};
+use super::{insert, MergePlan, SessionCommand, Target, TxnCommand};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use sqlparser::ast::{
@@ -18,7 +19,8 @@ pub(super) struct Planned {
     pub writes: bool,
     pub ddl: bool,
     pub no_transaction: bool,
-    pub not_mergeable: Option<String>,
+    pub not_mergeable: Option<Refusal>,
+    pub merge: Option<std::sync::Arc<MergePlan>>,
     pub replicated: bool,
     pub inserts: bool,
 }
@@ -31,6 +33,7 @@ impl Planned {
             ddl: false,
             no_transaction: false,
             not_mergeable: None,
+            merge: None,
             replicated: false,
             inserts: false,
         }
@@ -123,7 +126,11 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 writes: *analyze && inner.writes,
                 ddl: false,
                 no_transaction: false,
-                not_mergeable: many.then(|| "EXPLAIN across shards".to_string()),
+                not_mergeable: many.then(|| Refusal {
+                    what: "EXPLAIN across shards".into(),
+                    hint: rewrite::KEY_HINT.into(),
+                }),
+                merge: None,
                 replicated: false,
                 // Only EXPLAIN ANALYZE inserts the rows; a plain EXPLAIN of a NULL key is harmless.
                 inserts: *analyze && inner.inserts,
@@ -179,7 +186,12 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
             };
             let mut inner = query_plan(q, text, catalog);
             if matches!(inner.target, Target::Keys(_) | Target::All | Target::Bound(_)) {
-                inner.not_mergeable = Some("a cursor across shards".into());
+                inner.not_mergeable = Some(Refusal {
+                    what: "a cursor across shards".into(),
+                    hint: "fetch the rows with a plain query, or add a condition on the shard key"
+                        .into(),
+                });
+                inner.merge = None;
             }
             inner
         }
@@ -314,12 +326,16 @@ pub(super) fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
         return Planned::write_to(&w.refs, &written);
     }
     let target = decide(&w.refs, &Role::Other);
-    let not_mergeable = match target {
-        Target::Keys(_) | Target::All | Target::Bound(_) => shape::reason(q),
-        _ => None,
+    let (merge, not_mergeable) = match target {
+        Target::Keys(_) | Target::All | Target::Bound(_) => match rewrite::plan(q) {
+            Ok(m) => (m.map(std::sync::Arc::new), None),
+            Err(r) => (None, Some(r)),
+        },
+        _ => (None, None),
     };
     Planned {
         not_mergeable,
+        merge,
         writes: w.refs.nested_write,
         ..Planned::read(target)
     }

@@ -50,7 +50,12 @@ pub(super) fn decide(refs: &Refs, written: &Role) -> Target {
         }
         return bound(refs, keys);
     }
-    if refs.occs.len() == 1 && refs.occs[0].ctx == Ctx::Top {
+    let top = refs
+        .occs
+        .iter()
+        .all(|o| o.ctx == Ctx::Top && o.keys.is_none());
+    if top && (refs.occs.len() == 1 || refs.occs.iter().all(|o| o.colocated)) {
+        // One sharded table, or tables joined on their keys: each shard joins its own rows.
         return Target::All;
     }
     Target::Reject(refusal(refs))

@@ -226,6 +226,15 @@ impl Classes {
         self.sets[r].push(lits);
     }
 
+    /// The class of a column, if any fact mentions it.
+    pub fn class_of(&mut self, binding: usize, col: &str) -> Option<usize> {
+        let n = self
+            .nodes
+            .iter()
+            .position(|(b, c)| *b == binding && c == col)?;
+        Some(self.find(n))
+    }
+
     /// The constant sets that constrain a column, if any.
     pub fn sets_of(&mut self, binding: usize, col: &str) -> &[Vec<Lit>] {
         let Some(n) = self

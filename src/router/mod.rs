@@ -3,6 +3,7 @@
 //!
 //! INTERFACE FROZEN FOR HELPERS.
 
+mod aggregate;
 mod classify;
 mod copy;
 mod decide;
@@ -10,6 +11,9 @@ mod dml;
 mod fallback;
 mod insert;
 mod keys;
+mod limit;
+mod merge;
+mod rewrite;
 mod scope;
 mod shape;
 mod split;
@@ -20,6 +24,8 @@ mod tests;
 mod tests_bound;
 #[cfg(test)]
 mod tests_insert;
+#[cfg(test)]
+mod tests_merge;
 #[cfg(test)]
 mod tests_params;
 #[cfg(test)]
@@ -33,6 +39,10 @@ use crate::ring::{Key, Ring, ShardId};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::Range;
+use std::sync::Arc;
+
+pub use merge::{Agg, CmpOp, Grouping, MergePlan, Operand, Pred, SortKey};
+pub use rewrite::Refusal;
 
 /// Beyond this many operator tokens in one statement, sqlparser's trees get deep enough to
 /// overflow the stack when they are dropped: such statements are not parsed at all.
@@ -56,9 +66,12 @@ pub struct StatementPlan {
     pub ddl: bool,
     /// Must not run inside a transaction block (VACUUM, CREATE INDEX CONCURRENTLY, CREATE DATABASE...).
     pub no_transaction: bool,
-    /// Why concatenating several shards' rows would NOT be exact, if so (ORDER BY, LIMIT,
-    /// aggregates, DISTINCT, GROUP BY, window functions, ...). None: concatenation is exact.
-    pub not_mergeable: Option<String>,
+    /// Why the rows of several shards cannot be combined exactly, if so (a window function,
+    /// an aggregate the proxy cannot combine, ...): the statement must stay on one shard.
+    pub not_mergeable: Option<Refusal>,
+    /// How the rows of several shards combine when concatenating them is not exact (ORDER BY,
+    /// LIMIT, aggregates, GROUP BY, DISTINCT). None: concatenation is exact.
+    pub merge: Option<Arc<MergePlan>>,
     /// A write to a reference table: every shard holds a copy, so the client sees one copy's
     /// answer (its rows and count), not their sum.
     pub replicated: bool,
@@ -214,6 +227,7 @@ pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
                 ddl: planned.ddl,
                 no_transaction: planned.no_transaction,
                 not_mergeable: planned.not_mergeable,
+                merge: planned.merge,
                 replicated: planned.replicated,
                 inserts: planned.inserts,
             }
@@ -368,11 +382,12 @@ fn mergeable(stmt: &StatementPlan, route: Route, ring: &Ring) -> Result<Route, E
         _ => ring.shard_count(),
     };
     match &stmt.not_mergeable {
-        Some(reason) if spread > 1 => Err(Error::Unsupported {
-            message: format!("{reason} is not supported yet: this statement would run on {spread} shards"),
-            hint: Some(
-                "add a condition on the shard key (e.g. WHERE id = ...) so the statement runs on one shard".into(),
+        Some(r) if spread > 1 => Err(Error::Unsupported {
+            message: format!(
+                "shardgate cannot combine {} exactly: this statement would run on {spread} shards",
+                r.what
             ),
+            hint: Some(r.hint.clone()),
         }),
         _ => Ok(route),
     }

@@ -82,6 +82,7 @@ impl Walker<'_> {
                 _ => {}
             }
         }
+        self.colocate(&scope, &mut classes);
         for (b, binding) in scope.bindings.iter().enumerate() {
             let Some(o) = binding.occ else { continue };
             let occ = &mut self.refs.occs[o];
@@ -98,6 +99,37 @@ impl Walker<'_> {
                 }
                 None => occ.untyped_pin = true,
             }
+        }
+    }
+}
+
+impl Walker<'_> {
+    /// Marks the scope's sharded occurrences colocated when all of them are joined on their
+    /// keys (one equality class) and their keys have one type, so equal keys hash alike.
+    fn colocate(&mut self, scope: &Scope<'_>, classes: &mut Classes) {
+        let occs: Vec<(usize, usize)> = scope
+            .bindings
+            .iter()
+            .enumerate()
+            .filter_map(|(b, bnd)| bnd.occ.map(|o| (b, o)))
+            .collect();
+        if occs.len() < 2 {
+            return;
+        }
+        let mut class = None;
+        let mut key_type = None;
+        for &(b, o) in &occs {
+            let occ = &self.refs.occs[o];
+            let Some(ty) = occ.key_type else { return };
+            let Some(c) = classes.class_of(b, &occ.key) else {
+                return;
+            };
+            if *class.get_or_insert(c) != c || *key_type.get_or_insert(ty) != ty {
+                return;
+            }
+        }
+        for (_, o) in occs {
+            self.refs.occs[o].colocated = true;
         }
     }
 }

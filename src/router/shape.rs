@@ -1,10 +1,8 @@
-//! Mergeability: whether concatenating several shards' rows gives exactly what one PostgreSQL
-//! would return for a query, and if not, why (the reason names the clause in the refusal).
+//! Finding aggregate and window calls in a query, which decide how its rows from several
+//! shards combine.
 
 use super::keys::fold;
-use sqlparser::ast::{
-    Distinct, Expr, Function, GroupByExpr, ObjectNamePart, Query, SetExpr, Visit, Visitor,
-};
+use sqlparser::ast::{Expr, Function, ObjectNamePart, Query, Select, Visit, Visitor};
 use std::ops::ControlFlow;
 
 const AGGREGATES: &[&str] = &[
@@ -51,69 +49,56 @@ const AGGREGATES: &[&str] = &[
     "any_value",
 ];
 
-/// Why a query's rows from several shards cannot simply be concatenated; None if they can.
-pub(super) fn reason(q: &Query) -> Option<String> {
-    if q.order_by.is_some() {
-        return Some("ORDER BY across shards".into());
-    }
-    if q.limit_clause.is_some() {
-        return Some("LIMIT/OFFSET across shards".into());
-    }
-    if q.fetch.is_some() {
-        return Some("FETCH FIRST across shards".into());
-    }
-    body_reason(&q.body)
+pub(super) fn is_aggregate(name: &str) -> bool {
+    AGGREGATES.contains(&name) || name.starts_with("regr_")
 }
 
-fn body_reason(body: &SetExpr) -> Option<String> {
-    match body {
-        SetExpr::Query(q) => reason(q),
-        SetExpr::SetOperation { op, .. } => Some(format!("{op} across shards")),
-        SetExpr::Select(s) => {
-            match &s.distinct {
-                Some(Distinct::Distinct) => return Some("DISTINCT across shards".into()),
-                Some(Distinct::On(_)) => return Some("DISTINCT ON across shards".into()),
-                _ => {}
-            }
-            let grouped = match &s.group_by {
-                GroupByExpr::All(_) => true,
-                GroupByExpr::Expressions(exprs, _) => !exprs.is_empty(),
-            };
-            if grouped {
-                return Some("GROUP BY across shards".into());
-            }
-            if s.having.is_some() {
-                return Some("HAVING across shards".into());
-            }
-            let mut finder = CallFinder::default();
-            let _ = s.projection.visit(&mut finder);
-            finder.found
-        }
-        _ => None,
+/// The first aggregate called in an expression outside nested subqueries (those run per
+/// row on the shard), by name.
+pub(super) fn has_aggregate(e: &Expr) -> Option<String> {
+    let mut finder = CallFinder {
+        windows: false,
+        ..CallFinder::default()
+    };
+    let _ = e.visit(&mut finder);
+    finder.found
+}
+
+/// The first window function of a query's select list or ORDER BY, by name.
+pub(super) fn has_window(s: &Select, q: &Query) -> Option<String> {
+    let mut finder = CallFinder {
+        windows: true,
+        ..CallFinder::default()
+    };
+    let _ = s.projection.visit(&mut finder);
+    if finder.found.is_none() {
+        let _ = q.order_by.visit(&mut finder);
     }
+    finder.found
 }
 
 /// Finds an aggregate or window call in a select list, outside nested subqueries (those run
 /// per row on the shard and are judged by where their tables live).
 #[derive(Default)]
 struct CallFinder {
+    /// Looking for window functions (else for aggregates).
+    windows: bool,
     nesting: usize,
     found: Option<String>,
 }
 
-fn call_reason(f: &Function) -> Option<String> {
+/// The function's name if it is a window call (`windows`) or an aggregate call.
+fn call_name(f: &Function, windows: bool) -> Option<String> {
     let name = match f.name.0.last()? {
         ObjectNamePart::Identifier(i) => fold(i),
         ObjectNamePart::Function(_) => return None,
     };
-    if f.over.is_some() {
-        return Some(format!("window function {name}() across shards"));
+    if windows {
+        return f.over.is_some().then_some(name);
     }
-    let aggregate = AGGREGATES.contains(&name.as_str())
-        || name.starts_with("regr_")
-        || !f.within_group.is_empty()
-        || f.filter.is_some();
-    aggregate.then(|| format!("aggregate {name}() across shards"))
+    let aggregate = f.over.is_none()
+        && (is_aggregate(&name) || !f.within_group.is_empty() || f.filter.is_some());
+    aggregate.then_some(name)
 }
 
 impl Visitor for CallFinder {
@@ -132,7 +117,7 @@ impl Visitor for CallFinder {
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
         if self.nesting == 0 {
             if let Expr::Function(f) = expr {
-                if let Some(why) = call_reason(f) {
+                if let Some(why) = call_name(f, self.windows) {
                     self.found = Some(why);
                     return ControlFlow::Break(());
                 }

@@ -38,6 +38,9 @@ pub(super) struct Occ {
     pub params: Vec<keys::Param>,
     /// Constants constrain the key but its type is not known yet.
     pub untyped_pin: bool,
+    /// Joined on equal keys with every other sharded table of its scope: their matching rows
+    /// live on the same shard.
+    pub colocated: bool,
 }
 
 /// What a FROM item or write target turned out to be.
@@ -142,6 +145,7 @@ impl<'c> Walker<'c> {
                         keys: None,
                         params: Vec::new(),
                         untyped_pin: false,
+                        colocated: false,
                     });
                     Role::Sharded(self.refs.occs.len() - 1)
                 }
@@ -293,13 +297,33 @@ impl<'c> Walker<'c> {
         scope: &mut Scope<'a>,
         ctx: Ctx,
     ) -> Role {
+        let before = self.refs.occs.len();
         let first = self.factor(&twj.relation, scope, ctx);
         for join in &twj.joins {
+            let left_sharded = self.refs.occs.len() > before;
+            let mark = self.refs.occs.len();
             self.factor(&join.relation, scope, ctx);
+            let right_sharded = self.refs.occs.len() > mark;
             use JoinOperator as J;
             let (constraint, outer) = match &join.join_operator {
                 J::Join(c) | J::Inner(c) | J::CrossJoin(c) | J::StraightJoin(c) => (c, false),
                 J::Left(c) | J::LeftOuter(c) | J::Right(c) | J::RightOuter(c) | J::FullOuter(c) => {
+                    // A side without sharded rows is the same on every shard: kept whole by an
+                    // outer join against sharded rows, its unmatched rows would come back once
+                    // per shard.
+                    let (keeps_left, keeps_right) = match &join.join_operator {
+                        J::Left(_) | J::LeftOuter(_) => (true, false),
+                        J::Right(_) | J::RightOuter(_) => (false, true),
+                        _ => (true, true),
+                    };
+                    if (keeps_left && !left_sharded && right_sharded)
+                        || (keeps_right && !right_sharded && left_sharded)
+                    {
+                        self.fail(Error::unsupported(
+                            "an outer join that keeps all rows of a reference table (or of rows that are not sharded) against a sharded table would repeat the unmatched rows once per shard",
+                            "put the sharded table on the kept side (users LEFT JOIN countries), use an inner join, or add a condition on the shard key",
+                        ));
+                    }
                     (c, true)
                 }
                 // Non-PostgreSQL join kinds: their conditions pin nothing.

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Makes the statement's backends reachable by the client's CancelRequest while it runs.
-struct Cancellable(Arc<Running>);
+pub(super) struct Cancellable(Arc<Running>);
 
 impl Cancellable {
-    fn new(running: &Arc<Running>, conns: &[&PooledConn]) -> Self {
+    pub(super) fn new(running: &Arc<Running>, conns: &[&PooledConn]) -> Self {
         for c in conns {
             running.add(c.cancel_key());
         }
@@ -133,6 +133,25 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             _ => Combine::Concat,
         };
+        if let Some(plan) = stmt.merge.clone() {
+            let shards = match &route {
+                Route::Shards(v) if v.len() > 1 => Some(v.clone()),
+                Route::All => Some(
+                    (0..self.ctx.backend.len())
+                        .map(|i| ShardId(i as u16))
+                        .collect(),
+                ),
+                _ => None,
+            };
+            if let Some(shards) = shards {
+                let mut request = bytes::BytesMut::new();
+                protocol::put_query(&mut request, &plan.shard_sql);
+                let limits = (plan.limit, plan.offset);
+                return self
+                    .exec_gather(shards, plan, &request, true, true, limits)
+                    .await;
+            }
+        }
         let ok = match route {
             Route::Any => self.exec_any(sql).await?,
             Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], sql).await?,

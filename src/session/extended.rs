@@ -18,9 +18,9 @@ const MAX_BATCH: usize = 1000;
 /// A statement a client prepared, as the proxy keeps it.
 pub struct Prepared {
     sql: Arc<str>,
-    types: Vec<u32>,
+    pub(super) types: Vec<u32>,
     hash: u64,
-    plan: Arc<QueryPlan>,
+    pub(super) plan: Arc<QueryPlan>,
     /// Its name on backend connections: the same for every client preparing the same text and
     /// types, so a pooled connection prepares it once.
     backend_name: String,
@@ -163,8 +163,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             b'B' => match protocol::decode_bind(f.body()) {
                 Ok(b) => {
                     let st = self.stmts.get(b.statement).cloned();
+                    self.gather_portals.remove(b.portal);
                     match &st {
-                        Some(s) if s.local() => {
+                        Some(s) if s.local() || self.gather_bind(s, &b, f) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());
                             (true, st)
                         }
@@ -205,6 +206,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         match m.frame.tag {
             b'P' => protocol::put_empty(&mut self.out, b'1'),
             b'B' => protocol::put_empty(&mut self.out, b'2'),
+            b'D' | b'E' if self.gather_portal(&m.frame).is_some() => {
+                self.run_gather_portal(&m.frame).await?;
+            }
             b'D' => {
                 if body.first() == Some(&b'S') {
                     // ParameterDescription: these statements take no parameters.
@@ -218,6 +222,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         self.stmts.remove(name);
                     } else {
                         self.local_portals.remove(name);
+                        self.gather_portals.remove(name);
                     }
                 }
                 protocol::put_empty(&mut self.out, b'3');
@@ -406,8 +411,29 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             name: bind.statement.to_owned(),
         })?;
         let portal = bind.portal.to_owned();
+        let route = match self.bind_route(&prepared, &bind)? {
+            Some(r) => r,
+            None => return Ok((portal, None)),
+        };
+        match route {
+            Route::Any => Ok((portal, None)),
+            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
+            _ => Err(Error::unsupported(
+                "writes that span shards and return rows are not supported through the extended query protocol yet",
+                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
+            )),
+        }
+    }
+
+    /// Where a bound statement goes; None for an empty or multi-statement string (PostgreSQL
+    /// says what is wrong with it).
+    pub(super) fn bind_route(
+        &self,
+        prepared: &Prepared,
+        bind: &protocol::BindMsg<'_>,
+    ) -> Result<Option<Route>, Error> {
         let [stmt] = prepared.plan.statements.as_slice() else {
-            return Ok((portal, None)); // empty or several statements: PostgreSQL says what's wrong
+            return Ok(None);
         };
         let ring = self.ctx.ring.load();
         let route = match &stmt.target {
@@ -429,14 +455,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             _ => router::route(stmt, &ring)?,
         };
-        match route {
-            Route::Any => Ok((portal, None)),
-            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
-            _ => Err(Error::unsupported(
-                "statements that span shards are not supported through the extended query protocol yet",
-                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
-            )),
-        }
+        Ok(Some(route))
     }
 
     /// The bytes for the shard and what to do with each answer.
@@ -522,6 +541,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 impl Prepared {
     fn local(&self) -> bool {
         self.local
+    }
+
+    /// The text of one of its statements.
+    pub(super) fn sql_of(&self, stmt: &router::StatementPlan) -> &str {
+        self.sql.get(stmt.span.clone()).unwrap_or(&self.sql)
     }
 }
 

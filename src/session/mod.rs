@@ -6,7 +6,9 @@ mod copy;
 mod copy_binary;
 mod copy_split;
 mod exec;
+mod ext_gather;
 mod extended;
+mod gather;
 mod settings;
 mod txn;
 
@@ -58,6 +60,8 @@ pub struct Session<S> {
     portals: HashMap<String, ShardId>,
     /// Portals of statements the proxy runs itself (BEGIN, SET... bound through the protocol).
     local_portals: HashMap<String, Arc<extended::Prepared>>,
+    /// Portals of multi-shard reads, run through the gather when executed.
+    gather_portals: HashMap<String, ext_gather::GatherPortal>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
     batch: Vec<Frame>,
     /// The connection of a batch the client flushed but has not synced yet.
@@ -91,6 +95,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             stmts: HashMap::new(),
             portals: HashMap::new(),
             local_portals: HashMap::new(),
+            gather_portals: HashMap::new(),
             batch: Vec::new(),
             ext: None,
             ext_skipping: false,

@@ -1,0 +1,181 @@
+//! Multi-shard reads through the extended protocol: a Bind whose keys span shards becomes a
+//! gather portal, which the proxy describes and executes itself by sending every shard the
+//! rewritten statement with the client's parameters and result formats.
+
+use super::extended::Prepared;
+use super::{Session, Step};
+use crate::error::Error;
+use crate::protocol::{self, Frame};
+use crate::ring::ShardId;
+use crate::router::{MergePlan, Route};
+use bytes::{Bytes, BytesMut};
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+pub(super) struct GatherPortal {
+    stmt: Arc<Prepared>,
+    /// The client's Bind message.
+    bind: Bytes,
+    plan: Arc<MergePlan>,
+    shards: Vec<ShardId>,
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Makes a Bind of a multi-shard read a gather portal; false if it runs on one shard (or
+    /// is not a read the gather can run, whose error then comes from the usual path).
+    pub(super) fn gather_bind(
+        &mut self,
+        st: &Arc<Prepared>,
+        bind: &protocol::BindMsg<'_>,
+        frame: &Frame,
+    ) -> bool {
+        let [stmt] = st.plan.statements.as_slice() else {
+            return false;
+        };
+        if stmt.writes || stmt.not_mergeable.is_some() {
+            return false;
+        }
+        let shards = match self.bind_route(st, bind) {
+            Ok(Some(Route::Shards(v))) if v.len() > 1 => v,
+            Ok(Some(Route::All)) => (0..self.ctx.backend.len())
+                .map(|i| ShardId(i as u16))
+                .collect(),
+            _ => return false,
+        };
+        let sql = st.sql_of(stmt);
+        let plan = stmt.merge.clone().unwrap_or_else(|| {
+            // Concatenation is exact: the plan that merges nothing.
+            Arc::new(MergePlan {
+                shard_sql: sql.to_owned(),
+                hidden: 0,
+                group: None,
+                order: Vec::new(),
+                offset: 0,
+                limit: None,
+                limit_param: None,
+                offset_param: None,
+                distinct: false,
+            })
+        });
+        self.gather_portals.insert(
+            bind.portal.to_owned(),
+            GatherPortal {
+                stmt: st.clone(),
+                bind: frame.bytes.slice(5..),
+                plan,
+                shards,
+            },
+        );
+        true
+    }
+
+    /// The gather portal a Describe or Execute names, if it is one.
+    pub(super) fn gather_portal(&self, frame: &Frame) -> Option<&GatherPortal> {
+        let name = match frame.tag {
+            b'E' => protocol::portal_of_execute(frame.body())?,
+            b'D' => match protocol::decode_target(frame.body()).ok()? {
+                (b'P', name) => name,
+                _ => return None,
+            },
+            _ => return None,
+        };
+        self.gather_portals.get(name)
+    }
+
+    /// Describe (asked of one shard) or Execute (run on every shard, merged) of a gather portal.
+    pub(super) async fn run_gather_portal(&mut self, frame: &Frame) -> Step {
+        let Some(p) = self.gather_portal(frame) else {
+            return Ok(());
+        };
+        let (plan, stmt, bind, shards) = (
+            p.plan.clone(),
+            p.stmt.clone(),
+            p.bind.clone(),
+            p.shards.clone(),
+        );
+        let execute = frame.tag == b'E';
+        if execute && protocol::max_rows_of_execute(frame.body()) > 0 {
+            let _ = self.fail(&Error::unsupported(
+                "fetching the rows of a multi-shard query in batches (Execute with a row limit) is not supported by shardgate yet",
+                "fetch all rows at once (no fetch size), or add a condition on the shard key",
+            ));
+            self.ext_skipping = true;
+            return Ok(());
+        }
+        let Ok(decoded) = protocol::decode_bind(&bind) else {
+            return Ok(());
+        };
+        let limits = match bound_limits(&plan, &decoded, &stmt.types) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = self.fail(&e);
+                self.ext_skipping = true;
+                return Ok(());
+            }
+        };
+        let mut request = BytesMut::new();
+        protocol::put_parse(&mut request, "", &plan.shard_sql, &stmt.types);
+        protocol::put_bind_unnamed(&mut request, &bind, &decoded, plan.hidden);
+        protocol::put_target_message(&mut request, b'D', b'P', "");
+        if execute {
+            protocol::put_execute_all(&mut request);
+        }
+        protocol::put_empty(&mut request, b'S');
+        let shards = if execute {
+            shards
+        } else {
+            shards[..1].to_vec()
+        };
+        let ok = self
+            .exec_gather(shards, plan, &request, !execute, execute, limits)
+            .await?;
+        if !ok {
+            self.ext_skipping = true;
+        }
+        Ok(())
+    }
+}
+
+/// The LIMIT and OFFSET a Bind gives a plan's `LIMIT $n` / `OFFSET $n` (else the plan's own).
+fn bound_limits(
+    plan: &MergePlan,
+    bind: &protocol::BindMsg<'_>,
+    types: &[u32],
+) -> Result<(Option<u64>, u64), Error> {
+    let value = |i: usize, offset: bool| -> Result<Option<u64>, Error> {
+        let Some(raw) = bind.params.get(i).copied().flatten() else {
+            return Ok(None);
+        };
+        let n = if bind.format(i) == 1 {
+            match raw.len() {
+                8 => Some(i64::from_be_bytes(raw.try_into().unwrap_or_default())),
+                4 => Some(i32::from_be_bytes(raw.try_into().unwrap_or_default()) as i64),
+                2 => Some(i16::from_be_bytes(raw.try_into().unwrap_or_default()) as i64),
+                _ => None,
+            }
+        } else {
+            std::str::from_utf8(raw)
+                .ok()
+                .and_then(|t| t.trim().parse::<i64>().ok())
+        };
+        let Some(n) = n else {
+            let ty = types.get(i).copied().unwrap_or(0);
+            return Err(Error::unsupported(
+                format!("parameter ${} of LIMIT or OFFSET (type {ty}) is not a whole number shardgate can read", i + 1),
+                "bind LIMIT and OFFSET as integers",
+            ));
+        };
+        u64::try_from(n)
+            .map(Some)
+            .map_err(|_| Error::NegativeLimit { offset })
+    };
+    let limit = match plan.limit_param {
+        Some(i) => value(i, false)?,
+        None => plan.limit,
+    };
+    let offset = match plan.offset_param {
+        Some(i) => value(i, true)?.unwrap_or(0),
+        None => plan.offset,
+    };
+    Ok((limit, offset))
+}
