@@ -119,8 +119,11 @@ async fn errors_and_refusals_leave_the_connection_usable() {
         .await
         .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "23505");
-    // A statement without a key cannot be answered across shards this way yet: 0A000.
-    let err = c.query("SELECT * FROM users", &[]).await.unwrap_err();
+    // What cannot be combined across shards exactly: 0A000.
+    let err = c
+        .query("SELECT row_number() OVER () FROM users", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "0A000");
     // A syntax error at Parse.
     let err = c.prepare("SELEC 1").await.unwrap_err();
@@ -129,6 +132,61 @@ async fn errors_and_refusals_leave_the_connection_usable() {
     let r = c.query_one("SELECT $1::int + 1", &[&41i32]).await.unwrap();
     assert_eq!(r.get::<_, i32>(0), 42);
     assert_eq!(value(&c, "SELECT name FROM users WHERE id = 1").await, "a");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_shard_reads_with_parameters_are_merged() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    for i in 1..=40i64 {
+        c.execute(
+            "INSERT INTO users VALUES ($1, $2)",
+            &[&i, &format!("u{:02}", i % 7)],
+        )
+        .await
+        .unwrap();
+    }
+    // Keyless, a parameter in WHERE, binary results: every shard, merged.
+    let n: i64 = c
+        .query_one("SELECT count(*) FROM users WHERE name <> $1", &[&"u00"])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 35);
+    // Keys bound to several shards, ordered and cut at the proxy.
+    let rows = c
+        .query(
+            "SELECT id FROM users WHERE id IN ($1, $2, $3, $4) ORDER BY id DESC LIMIT 3",
+            &[&3i64, &30i64, &17i64, &8i64],
+        )
+        .await
+        .unwrap();
+    let ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(ids, [30, 17, 8]);
+    // A prepared statement, executed twice.
+    let stmt = c.prepare("SELECT id FROM users ORDER BY id").await.unwrap();
+    for _ in 0..2 {
+        let all: Vec<i64> = c
+            .query(&stmt, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(all, (1..=40).collect::<Vec<i64>>());
+    }
+    // A parameter in HAVING: the shards evaluate it, the proxy compares.
+    let g = c
+        .query_one(
+            "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > $1::int ORDER BY 1 LIMIT 1",
+            &[&5i32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (g.get::<_, String>(0), g.get::<_, i64>(1)),
+        ("u01".into(), 6)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

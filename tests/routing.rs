@@ -237,12 +237,16 @@ async fn refusals_and_postgres_errors_keep_the_session_usable() {
         sqlstate(&c, "UPDATE users SET id = 2 WHERE id = 1").await,
         "0A000"
     );
-    // Not exact across shards yet: refused with a reason.
-    assert_eq!(sqlstate(&c, "SELECT count(*) FROM users").await, "0A000");
+    // Not exact across shards: refused with a reason.
     assert_eq!(
-        sqlstate(&c, "SELECT * FROM users ORDER BY id LIMIT 1").await,
+        sqlstate(&c, "SELECT rank() OVER (ORDER BY id) FROM users").await,
         "0A000"
     );
+    assert_eq!(
+        sqlstate(&c, "SELECT string_agg(name, ',') FROM users").await,
+        "0A000"
+    );
+    assert_eq!(value(&c, "SELECT count(*) FROM users").await, "1");
     // Tables the config does not list.
     assert_eq!(sqlstate(&c, "INSERT INTO ghosts VALUES (1)").await, "42P01");
     assert_eq!(sqlstate(&c, "SELECT * FROM ghosts").await, "42P01");
@@ -345,8 +349,11 @@ async fn session_settings_follow_the_client_not_the_connection() {
 async fn unsupported_protocol_paths_answer_with_errors_not_hangs() {
     let (_shards, proxy) = setup().await;
     let c = proxy.client().await;
-    // A keyless statement through the extended protocol is refused cleanly for now...
-    let err = c.query("SELECT * FROM users", &[]).await.unwrap_err();
+    // A keyless write returning rows through the extended protocol is refused cleanly...
+    let err = c
+        .query("UPDATE users SET name = name RETURNING id", &[])
+        .await
+        .unwrap_err();
     assert_eq!(err.as_db_error().map(|d| d.code().code()), Some("0A000"));
     // ...and the connection goes on.
     assert_eq!(value(&c, "SELECT 'still here'").await, "still here");

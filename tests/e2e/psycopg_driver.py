@@ -84,6 +84,25 @@ with psycopg.connect(dsn, prepare_threshold=0) as conn:
         check(True, "PostgreSQL's unique violation reaches the driver")
     n = conn.execute("SELECT count(*) FROM e2e_items WHERE user_id = %s", (rows[1][0],)).fetchone()[0]
     check(n >= 1, "connection usable after the rollback")
+    conn.rollback()
+
+    # Keyless, with a parameter, binary and text: every shard's rows merged exactly.
+    for binary in (False, True):
+        with conn.cursor(binary=binary) as cur:
+            cur.execute(
+                "SELECT count(*), sum(price), avg(price), min(label), max(at) FROM e2e_items WHERE id > %s",
+                (10,),
+            )
+            got = cur.fetchone()
+            rest = [r for r in rows if r[1] > 10]
+            total = sum(r[2] for r in rest)
+            avg = (total / len(rest)).quantize(decimal.Decimal("1.0000000000000000"))
+            want = (len(rest), total, avg, min(r[3] for r in rest), max(r[5] for r in rest))
+            check(got == want, f"keyless aggregates merged (binary={binary}): {got}")
+            cur.execute("SELECT id FROM e2e_items ORDER BY price DESC LIMIT %s OFFSET 2", (5,))
+            ids = [r[0] for r in cur.fetchall()]
+            check(ids == [38, 37, 36, 35, 34], f"ORDER BY ... LIMIT merged (binary={binary}): {ids}")
+    conn.rollback()
 
 # Behind the proxy: the shards' parts add up to the whole, and no shard holds everything.
 counts = []
