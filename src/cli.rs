@@ -100,6 +100,11 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
         }
         match router::route(stmt, &ring) {
             Ok(route) => {
+                let spread = match &route {
+                    Route::All => true,
+                    Route::Shards(v) => v.len() > 1,
+                    _ => false,
+                };
                 let place = match route {
                     Route::Any => "any one shard".to_owned(),
                     Route::All => format!("all {} shards", ring.shard_count()),
@@ -114,6 +119,10 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
                         .collect(),
                 };
                 println!("  route: {place}\n  why:   {why}");
+                if let (Some(m), true) = (&stmt.merge, spread) {
+                    println!("  merge: {}", describe_merge(m));
+                    println!("  shards run: {}", m.shard_sql);
+                }
             }
             Err(e) => {
                 println!("  refused: {} (SQLSTATE {})", e, e.sqlstate());
@@ -124,6 +133,49 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// One line on how the gather combines the shards' rows.
+fn describe_merge(m: &router::MergePlan) -> String {
+    let mut parts = Vec::new();
+    if let Some(g) = &m.group {
+        let aggs = g
+            .columns
+            .iter()
+            .filter(|a| **a != router::Agg::First)
+            .count();
+        parts.push(if g.single {
+            format!("{aggs} partial aggregates combined into one row")
+        } else {
+            format!(
+                "groups combined by {} key columns, {aggs} partial aggregates",
+                g.keys.len()
+            )
+        });
+        if g.having.is_some() {
+            parts.push("HAVING evaluated by the proxy".into());
+        }
+    }
+    if !m.order.is_empty() {
+        parts.push(if m.group.is_some() {
+            format!("sorted by {} keys", m.order.len())
+        } else {
+            format!("ordered streams merged on {} keys", m.order.len())
+        });
+    }
+    if m.distinct {
+        parts.push("duplicates dropped".into());
+    }
+    if m.offset > 0 || m.offset_param.is_some() {
+        parts.push("OFFSET applied by the proxy".into());
+    }
+    if m.limit.is_some() || m.limit_param.is_some() {
+        parts.push("LIMIT applied by the proxy".into());
+    }
+    if m.hidden > 0 {
+        parts.push(format!("{} helper columns dropped", m.hidden));
+    }
+    parts.join("; ")
 }
 
 /// `shardgate plan`: the share of keys that moves between shards from one config to another.
