@@ -175,6 +175,26 @@ async fn multi_shard_reads_with_parameters_are_merged() {
             .collect();
         assert_eq!(all, (1..=40).collect::<Vec<i64>>());
     }
+    // A portal fetched 15 rows at a time (a driver's fetch size), inside a transaction.
+    let mut c = c;
+    let tx = c.transaction().await.unwrap();
+    let portal = tx
+        .bind("SELECT id FROM users ORDER BY id DESC", &[])
+        .await
+        .unwrap();
+    let mut fetched = Vec::new();
+    let mut chunks = 0;
+    loop {
+        let rows = tx.query_portal(&portal, 15).await.unwrap();
+        if rows.is_empty() {
+            break;
+        }
+        chunks += 1;
+        fetched.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    assert_eq!(chunks, 3);
+    assert_eq!(fetched, (1..=40).rev().collect::<Vec<i64>>());
+    tx.commit().await.unwrap();
     // A parameter in HAVING: the shards evaluate it, the proxy compares.
     let g = c
         .query_one(

@@ -9,6 +9,7 @@ use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{MergePlan, Route};
 use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -18,6 +19,8 @@ pub(super) struct GatherPortal {
     bind: Bytes,
     plan: Arc<MergePlan>,
     shards: Vec<ShardId>,
+    /// Rows not yet fetched by an Execute with a row limit (the merged result, kept whole).
+    pending: Option<VecDeque<Bytes>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -64,6 +67,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 bind: frame.bytes.slice(5..),
                 plan,
                 shards,
+                pending: None,
             },
         );
         true
@@ -94,13 +98,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             p.shards.clone(),
         );
         let execute = frame.tag == b'E';
-        if execute && protocol::max_rows_of_execute(frame.body()) > 0 {
-            let _ = self.fail(&Error::unsupported(
-                "fetching the rows of a multi-shard query in batches (Execute with a row limit) is not supported by shardgate yet",
-                "fetch all rows at once (no fetch size), or add a condition on the shard key",
-            ));
-            self.ext_skipping = true;
-            return Ok(());
+        let max_rows = if execute {
+            protocol::max_rows_of_execute(frame.body()).max(0) as usize
+        } else {
+            0
+        };
+        let portal = protocol::portal_of_execute(frame.body())
+            .unwrap_or_default()
+            .to_owned();
+        if execute && (max_rows > 0 || p.pending.is_some()) {
+            return self.fetch(&portal, max_rows).await;
         }
         let Ok(decoded) = protocol::decode_bind(&bind) else {
             return Ok(());
@@ -134,6 +141,87 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         Ok(())
     }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Execute with a row limit (a driver's fetch size): the merged rows are collected once,
+    /// then handed out `max_rows` at a time with PortalSuspended, as PostgreSQL does.
+    async fn fetch(&mut self, portal: &str, max_rows: usize) -> Step {
+        let collected = self
+            .gather_portals
+            .get(portal)
+            .is_some_and(|p| p.pending.is_some());
+        if !collected {
+            let whole = Frame {
+                tag: b'E',
+                bytes: execute_all(portal),
+            };
+            let before = std::mem::take(&mut self.out);
+            self.capturing = true;
+            let r = Box::pin(self.run_gather_portal(&whole)).await;
+            self.capturing = false;
+            let captured = std::mem::replace(&mut self.out, before);
+            r?;
+            let mut rows = VecDeque::new();
+            let mut at = 0;
+            while at + 5 <= captured.len() {
+                let len = i32::from_be_bytes([
+                    captured[at + 1],
+                    captured[at + 2],
+                    captured[at + 3],
+                    captured[at + 4],
+                ]) as usize;
+                let end = (at + 1 + len).min(captured.len());
+                match captured[at] {
+                    b'D' => rows.push_back(Bytes::copy_from_slice(&captured[at..end])),
+                    b'C' => {}
+                    // An error (or a notice) goes to the client now.
+                    _ => self.out.extend_from_slice(&captured[at..end]),
+                }
+                at = end;
+            }
+            if self.ext_skipping {
+                return Ok(());
+            }
+            match self.gather_portals.get_mut(portal) {
+                Some(p) => p.pending = Some(rows),
+                None => return Ok(()),
+            }
+        }
+        let Some(rows) = self
+            .gather_portals
+            .get_mut(portal)
+            .and_then(|p| p.pending.as_mut())
+        else {
+            return Ok(());
+        };
+        let n = if max_rows == 0 {
+            rows.len()
+        } else {
+            max_rows.min(rows.len())
+        };
+        let chunk: Vec<Bytes> = rows.drain(..n).collect();
+        let more = !rows.is_empty();
+        for row in chunk {
+            self.out.extend_from_slice(&row);
+        }
+        if more {
+            protocol::put_empty(&mut self.out, b's');
+        } else {
+            protocol::put_command_complete(&mut self.out, &format!("SELECT {n}"));
+        }
+        Ok(())
+    }
+}
+
+/// An Execute message body-and-header for all rows of a portal.
+fn execute_all(portal: &str) -> Bytes {
+    let mut b = BytesMut::new();
+    b.extend_from_slice(b"E");
+    b.extend_from_slice(&((4 + portal.len() + 1 + 4) as i32).to_be_bytes());
+    b.extend_from_slice(portal.as_bytes());
+    b.extend_from_slice(&[0, 0, 0, 0, 0]);
+    b.freeze()
 }
 
 /// The LIMIT and OFFSET a Bind gives a plan's `LIMIT $n` / `OFFSET $n` (else the plan's own).

@@ -46,6 +46,8 @@ pub struct Session<S> {
     client: FrameReader<ReadHalf<S>>,
     writer: WriteHalf<S>,
     out: BytesMut,
+    /// Output is being collected for a suspended portal, not sent: no flushing.
+    capturing: bool,
     plans: LruCache<u64, (Arc<str>, Arc<QueryPlan>)>,
     plans_version: u64,
     txn: Option<Txn>,
@@ -87,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             client,
             writer,
             out: BytesMut::with_capacity(16 * 1024),
+            capturing: false,
             plans: LruCache::new(NonZeroUsize::new(PLAN_CACHE).unwrap_or(NonZeroUsize::MIN)),
             txn: None,
             settings: Settings::from_startup(startup),
@@ -215,7 +218,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Flushes when enough output has accumulated.
     async fn maybe_flush(&mut self) -> Step {
-        if self.out.len() >= FLUSH_AT {
+        if self.out.len() >= FLUSH_AT && !self.capturing {
             self.flush().await
         } else {
             Ok(())
