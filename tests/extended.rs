@@ -409,3 +409,95 @@ async fn portals_fetch_in_pieces_with_max_rows() {
     assert_eq!(seen, [1, 2, 3, 4, 5]);
     tx.commit().await.unwrap();
 }
+
+/// Raw extended-protocol messages, as libpq and JDBC send them (tokio-postgres never sends
+/// Describe for a portal): the answers' message types, in order, up to `syncs` ReadyForQuery.
+async fn raw_exchange(
+    s: &mut tokio::net::TcpStream,
+    msgs: &[(u8, Vec<u8>)],
+    syncs: usize,
+) -> Vec<u8> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut out = Vec::new();
+    for (tag, body) in msgs {
+        out.push(*tag);
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+    s.write_all(&out).await.unwrap();
+    let mut tags = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while tags.iter().filter(|t| **t == b'Z').count() < syncs {
+        let n = s.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "proxy closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        while buf.len() >= 5 {
+            let len = i32::from_be_bytes(buf[1..5].try_into().unwrap()) as usize;
+            if buf.len() < 1 + len {
+                break;
+            }
+            tags.push(buf[0]);
+            buf.drain(..1 + len);
+        }
+    }
+    tags
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portal_describe_comes_before_merged_rows() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    for i in 1..=9i64 {
+        c.execute("INSERT INTO users VALUES ($1, 'x')", &[&i])
+            .await
+            .unwrap();
+    }
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    raw_exchange(&mut s, &[], 1).await;
+    let parse = |sql: &str| {
+        let mut b = vec![0u8];
+        b.extend_from_slice(sql.as_bytes());
+        b.extend_from_slice(&[0, 0, 0]);
+        (b'P', b)
+    };
+    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
+    let describe = (b'D', vec![b'P', 0]);
+    let execute = (b'E', vec![0, 0, 0, 0, 0]);
+    let sync = (b'S', Vec::new());
+    let sql = "SELECT id FROM users ORDER BY id DESC LIMIT 4";
+    // Parse, Bind, Describe portal, Execute, Sync in one batch: the description first.
+    let tags = raw_exchange(
+        &mut s,
+        &[
+            parse(sql),
+            bind.clone(),
+            describe.clone(),
+            execute.clone(),
+            sync.clone(),
+        ],
+        1,
+    )
+    .await;
+    assert_eq!(
+        tags,
+        b"12TDDDDCZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+    // Describe alone: asked of one shard.
+    let tags = raw_exchange(
+        &mut s,
+        &[parse(sql), bind.clone(), describe, sync.clone()],
+        1,
+    )
+    .await;
+    assert_eq!(tags, b"12TZ".to_vec(), "{}", String::from_utf8_lossy(&tags));
+    let tags = raw_exchange(&mut s, &[bind, execute, sync], 1).await;
+    assert_eq!(
+        tags,
+        b"2DDDDCZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+}

@@ -86,6 +86,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.gather_portals.get(name)
     }
 
+    /// A Describe of a gather portal followed by an Execute of it for all rows: the Execute
+    /// will send the RowDescription first.
+    pub(super) fn describe_with_next_execute(
+        &mut self,
+        frame: &Frame,
+        next: Option<&Frame>,
+    ) -> bool {
+        let Some(next) = next else { return false };
+        let described = match protocol::decode_target(frame.body()) {
+            Ok((b'P', name)) if frame.tag == b'D' => name,
+            _ => return false,
+        };
+        let joined = next.tag == b'E'
+            && protocol::portal_of_execute(next.body()) == Some(described)
+            && protocol::max_rows_of_execute(next.body()) == 0
+            && self
+                .gather_portals
+                .get(described)
+                .is_some_and(|p| p.pending.is_none());
+        if joined {
+            self.describe_next = Some(described.to_owned());
+        }
+        joined
+    }
+
     /// Describe (asked of one shard) or Execute (run on every shard, merged) of a gather portal.
     pub(super) async fn run_gather_portal(&mut self, frame: &Frame) -> Step {
         let Some(p) = self.gather_portal(frame) else {
@@ -133,8 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         } else {
             shards[..1].to_vec()
         };
+        let describe = !execute || self.describe_next.take().is_some_and(|p| p == portal);
         let ok = self
-            .exec_gather(shards, plan, &request, !execute, execute, limits)
+            .exec_gather(shards, plan, &request, describe, execute, limits)
             .await?;
         if !ok {
             self.ext_skipping = true;

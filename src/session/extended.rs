@@ -100,18 +100,29 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let frames = std::mem::take(&mut self.batch);
         let segments = self.segment(frames);
         let count = segments.len();
-        for (i, seg) in segments.into_iter().enumerate() {
+        let mut segments = segments.into_iter().enumerate().peekable();
+        while let Some((i, seg)) = segments.next() {
             if self.ext_skipping {
                 break;
             }
             match seg {
                 Segment::Local(m) => {
                     self.close_open_batch().await?;
+                    let next = match segments.peek() {
+                        Some((_, Segment::Local(n))) => Some(&n.frame),
+                        _ => None,
+                    };
+                    if self.describe_with_next_execute(&m.frame, next) {
+                        // The Execute right after answers this Describe with its own rows'
+                        // description: one round trip to the shards instead of two.
+                        continue;
+                    }
                     self.run_local(m).await?;
                 }
                 Segment::Shard(msgs) => self.run_segment(msgs, sync || i + 1 < count).await?,
             }
         }
+        self.describe_next = None;
         if sync {
             self.close_open_batch().await?;
         }

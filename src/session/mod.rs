@@ -64,6 +64,8 @@ pub struct Session<S> {
     local_portals: HashMap<String, Arc<extended::Prepared>>,
     /// Portals of multi-shard reads, run through the gather when executed.
     gather_portals: HashMap<String, ext_gather::GatherPortal>,
+    /// A gather portal whose Describe the following Execute answers.
+    describe_next: Option<String>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
     batch: Vec<Frame>,
     /// The connection of a batch the client flushed but has not synced yet.
@@ -99,6 +101,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             portals: HashMap::new(),
             local_portals: HashMap::new(),
             gather_portals: HashMap::new(),
+            describe_next: None,
             batch: Vec::new(),
             ext: None,
             ext_skipping: false,
