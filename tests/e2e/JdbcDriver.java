@@ -89,6 +89,31 @@ public class JdbcDriver {
                     check(r.next() && r.getLong(1) >= 1, "connection usable after the rollback");
                 }
             }
+            // Keyless: every shard, merged; the fetch size makes the proxy hand out the rows
+            // 7 at a time (PortalSuspended).
+            try (PreparedStatement q = c.prepareStatement("SELECT id FROM e2e_jdbc WHERE id > ? ORDER BY id")) {
+                q.setFetchSize(7);
+                q.setInt(1, 5);
+                try (ResultSet r = q.executeQuery()) {
+                    int n = 0, prev = 0;
+                    boolean ordered = true;
+                    while (r.next()) {
+                        int id = r.getInt(1);
+                        ordered &= id > prev;
+                        prev = id;
+                        n++;
+                    }
+                    check(n == 25 && ordered, "keyless ORDER BY merged, fetched 7 rows at a time");
+                }
+            }
+            try (PreparedStatement q = c.prepareStatement("SELECT count(*), sum(price), avg(price) FROM e2e_jdbc")) {
+                try (ResultSet r = q.executeQuery()) {
+                    check(r.next() && r.getLong(1) == 30
+                            && r.getBigDecimal(2).compareTo(new BigDecimal("469.65")) == 0
+                            && r.getBigDecimal(3).toPlainString().equals("15.6550000000000000"),
+                        "keyless count, sum and avg merged with PostgreSQL's numeric scale");
+                }
+            }
             c.commit();
         }
         System.out.println("jdbc end-to-end: all passed");

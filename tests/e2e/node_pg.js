@@ -67,6 +67,13 @@ function check(cond, what) {
   }
   const r = await c.query("SELECT count(*)::int AS n FROM e2e_node WHERE user_id = $1", [(2 * 7919) % 1000]);
   check(r.rows[0].n >= 1, "connection usable after the error");
+  // Keyless, with parameters: every shard, merged (node-pg's Describe + Execute of a portal).
+  const agg = await c.query("SELECT count(*) AS n, sum(price) AS s, max(id) AS m FROM e2e_node WHERE id > $1", [5]);
+  const a = agg.rows[0];
+  check(a.n === "25" && a.s === "454.50" && a.m === 30, `keyless aggregates merged: ${JSON.stringify(a)}`);
+  const top = await c.query("SELECT id FROM e2e_node ORDER BY price DESC LIMIT 3 OFFSET $1", [1]);
+  const ids = top.rows.map((x) => x.id).join(",");
+  check(ids === "29,28,27", `ORDER BY ... LIMIT merged: ${ids}`);
   await c.end();
   console.log("node-pg end-to-end: all passed");
 })().catch((e) => {
