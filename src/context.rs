@@ -60,7 +60,11 @@ impl Context {
         self.catalog_version.fetch_add(1, Ordering::Release);
         let name = backend::discover_collation(&self.backend).await?;
         if name != self.collation.load().name() {
-            self.collation.store(Arc::new(Collation::new(&name)?));
+            let coll = Collation::new(&name).unwrap_or_else(|e| {
+                tracing::warn!("{e}; multi-shard queries that order text will be refused");
+                Collation::missing(&name)
+            });
+            self.collation.store(Arc::new(coll));
         }
         Ok(())
     }

@@ -16,6 +16,8 @@ pub struct Collation {
     name: String,
     /// None: plain byte order, PostgreSQL's "C" behaviour.
     locale: Option<Locale>,
+    /// The shards' collation is not installed here: text cannot be ordered as they order it.
+    missing: bool,
 }
 
 struct Locale(libc::locale_t);
@@ -51,7 +53,21 @@ impl Collation {
         Collation {
             name: "C".into(),
             locale: None,
+            missing: false,
         }
+    }
+
+    /// A collation this host lacks: merges that must order text refuse (see `is_missing`).
+    pub fn missing(name: &str) -> Collation {
+        Collation {
+            name: name.into(),
+            locale: None,
+            missing: true,
+        }
+    }
+
+    pub fn is_missing(&self) -> bool {
+        self.missing
     }
 
     pub fn new(datcollate: &str) -> Result<Collation, Error> {
@@ -59,6 +75,7 @@ impl Collation {
             return Ok(Collation {
                 name: datcollate.into(),
                 locale: None,
+                missing: false,
             });
         }
         let unknown = || {
@@ -78,6 +95,7 @@ impl Collation {
         Ok(Collation {
             name: datcollate.into(),
             locale: Some(Locale(loc)),
+            missing: false,
         })
     }
 
@@ -177,6 +195,7 @@ mod tests {
         let libc_c = Collation {
             name: "C.UTF-8 via libc".into(),
             locale: Some(Locale(loc)),
+            missing: false,
         };
         let long = "z".repeat(200);
         let words: Vec<Vec<u8>> = [

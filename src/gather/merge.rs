@@ -123,6 +123,9 @@ impl Gather {
                 bad.column
             )));
         }
+        if self.coll.is_missing() {
+            self.refuse_text_order()?;
+        }
         let mut msg = BytesMut::new();
         rows::put_description(&mut msg, &shown);
         Ok(msg)
@@ -136,6 +139,32 @@ impl Gather {
         if self.plan.offset_param.is_some() {
             self.offset = offset;
         }
+    }
+
+    /// Without the shards' collation, text cannot be ordered (ORDER BY, min, max) as they
+    /// would order it.
+    fn refuse_text_order(&self) -> Result<(), Error> {
+        let text = |i: usize| {
+            let c = &self.cols[i];
+            matches!(c.kind, Kind::Text | Kind::Bpchar) && !c.bytewise
+        };
+        let sorted = self.order.iter().any(|k| !k.bytewise && text(k.column));
+        let best = self.plan.group.as_ref().is_some_and(|g| {
+            g.columns
+                .iter()
+                .enumerate()
+                .any(|(i, a)| matches!(a, Agg::Min | Agg::Max) && text(i))
+        });
+        if sorted || best || self.plan.group.as_ref().is_some_and(|g| g.having.is_some()) {
+            return Err(Error::unsupported(
+                format!(
+                    "ordering text across shards needs the shards' collation \"{}\", which is not installed on the shardgate host",
+                    self.coll.name()
+                ),
+                "install that locale on the proxy's host (see `locale -a`), or order by the text with COLLATE \"C\"",
+            ));
+        }
+        Ok(())
     }
 
     /// Rows stream from the shards in order and are merged as they come.

@@ -290,3 +290,25 @@ fn a_sum_past_bigint_is_out_of_range() {
     let e = run(plan(Some(g), vec![], 0, None), &fields, shards).unwrap_err();
     assert_eq!(e.sqlstate(), "22003");
 }
+
+#[test]
+fn text_order_without_the_shards_collation_is_refused() {
+    let fields = [field("name", 25), field("n", 23)];
+    let mut g = Gather::new(
+        Arc::new(plan(None, vec![key(0, false, false)], 0, None)),
+        Arc::new(Collation::missing("xx_XX.UTF-8")),
+        1,
+        2,
+    );
+    let e = g.describe(&description(&fields)).unwrap_err();
+    assert_eq!(e.sqlstate(), "0A000");
+    assert!(e.to_string().contains("xx_XX.UTF-8"), "{e}");
+    // Ordering numbers needs no collation.
+    let mut g = Gather::new(
+        Arc::new(plan(None, vec![key(1, false, false)], 0, None)),
+        Arc::new(Collation::missing("xx_XX.UTF-8")),
+        1,
+        2,
+    );
+    assert!(g.describe(&description(&fields)).is_ok());
+}
