@@ -78,7 +78,9 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
             Target::All => "no shard key value pins it to one shard".to_owned(),
             Target::Split(s) => format!("multi-row INSERT: {} rows split by key", s.keys.len()),
             Target::Bound(b) => {
-                let params: Vec<String> = b.params.iter().map(|i| format!("${}", i + 1)).collect();
+                let params = b.params.iter().map(|i| format!("${}", i + 1));
+                let arrays = b.arrays.iter().map(|i| format!("${} (an array)", i + 1));
+                let params: Vec<String> = params.chain(arrays).collect();
                 format!("bind parameters {} hold the key", params.join(", "))
             }
             Target::Transaction(c) => format!("transaction control ({c:?}), handled by the proxy"),

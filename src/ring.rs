@@ -2,9 +2,11 @@
 //!
 //! INTERFACE FROZEN FOR HELPERS: the public items below are used across the crate.
 
+mod array;
 mod key;
 mod movement;
 
+pub use array::{array_from_binary, array_from_text, ArrayKeys, MAX_ARRAY_KEYS};
 pub use key::{oid, Key, KeyError};
 pub use movement::{movement, Movement};
 

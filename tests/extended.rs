@@ -501,3 +501,101 @@ async fn portal_describe_comes_before_merged_rows() {
         String::from_utf8_lossy(&tags)
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_array_parameters_reach_only_the_owning_shards() {
+    let (shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    let insert = c
+        .prepare("INSERT INTO users (id, name) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    for id in 1..=40i64 {
+        c.execute(&insert, &[&id, &format!("n{id}")]).await.unwrap();
+    }
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let sql = "SELECT id FROM users WHERE id = ANY($1) ORDER BY id";
+    // An IN list as drivers bind it: keys on several shards, gathered and ordered.
+    let rows = c.query(sql, &[&vec![3i64, 17, 30]]).await.unwrap();
+    assert_eq!(ids(rows), [3, 17, 30]);
+    let ring = proxy.ctx.ring.load_full();
+    let shard_of = |k: i64| ring.shard_for_key(&Key::Int(k)).0 as usize;
+    // Keys on two shards: rows with the same keys planted on the third would come back if it
+    // were asked.
+    let (a, b) = proxy.keys_on_two_shards();
+    let spare = (0..3)
+        .find(|&s| s != shard_of(a) && s != shard_of(b))
+        .unwrap();
+    let two: Vec<i64> = (1..=40).filter(|&k| shard_of(k) != spare).collect();
+    let direct = shards.client(spare).await;
+    for k in &two {
+        direct
+            .execute("INSERT INTO users VALUES ($1, 'impostor')", &[k])
+            .await
+            .unwrap();
+    }
+    let named = "SELECT id, name FROM users WHERE id = ANY($1) ORDER BY id";
+    let rows = c.query(named, &[&two]).await.unwrap();
+    let got: Vec<(i64, String)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+    let want: Vec<(i64, String)> = two.iter().map(|&k| (k, format!("n{k}"))).collect();
+    assert_eq!(got, want);
+    // int4 elements, cast.
+    let two32: Vec<i32> = two.iter().map(|&k| k as i32).collect();
+    let rows = c
+        .query(
+            "SELECT id FROM users WHERE id = ANY($1::int[]) ORDER BY id",
+            &[&two32],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(rows), two);
+    // NULL elements, an empty array, a NULL array: only the keys that are there.
+    let with_nulls: Vec<Option<i64>> = vec![None, Some(two[0]), None];
+    assert_eq!(ids(c.query(sql, &[&with_nulls]).await.unwrap()), [two[0]]);
+    assert!(c
+        .query(sql, &[&Vec::<i64>::new()])
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(c.query(sql, &[&None::<Vec<i64>>]).await.unwrap().is_empty());
+    // Text keys.
+    for login in ["ada", "bob", "cy", "dee"] {
+        c.execute("INSERT INTO accounts VALUES ($1, 1)", &[&login])
+            .await
+            .unwrap();
+    }
+    let rows = c
+        .query(
+            "SELECT login FROM accounts WHERE login = ANY($1) ORDER BY login",
+            &[&vec!["dee", "ada", "zed"]],
+        )
+        .await
+        .unwrap();
+    let logins: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(logins, ["ada", "dee"]);
+    // A write by an array of keys on one shard runs there.
+    let home: Vec<i64> = (1..=40).filter(|&k| shard_of(k) == 0).collect();
+    assert!(home.len() >= 3, "{home:?}");
+    let n = c
+        .execute(
+            "UPDATE users SET name = 'home' WHERE id = ANY($1)",
+            &[&home[..2].to_vec()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    // Keys on shard 0 only: with the other shards stopped, the query still succeeds.
+    shards.stop_shard(1);
+    shards.stop_shard(2);
+    let rows = c.query(sql, &[&home]).await.unwrap();
+    assert_eq!(ids(rows), home);
+    let with_nulls: Vec<Option<i64>> = home.iter().map(|&k| Some(k)).chain([None]).collect();
+    assert_eq!(ids(c.query(sql, &[&with_nulls]).await.unwrap()), home);
+    // While a statement that needs a stopped shard fails: they are really down.
+    let elsewhere = (1..=40).find(|&k| shard_of(k) != 0).unwrap();
+    assert!(c.query(sql, &[&vec![home[0], elsewhere]]).await.is_err());
+    assert!(c.query("SELECT id FROM users", &[]).await.is_err());
+    let rows = c.query(sql, &[&home[..1].to_vec()]).await.unwrap();
+    assert_eq!(ids(rows), home[..1]);
+}

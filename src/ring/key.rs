@@ -173,7 +173,7 @@ fn type_name(type_oid: u32) -> String {
 }
 
 /// The input as quoted in an error message, shortened so a huge parameter cannot flood the log.
-fn quoted(text: &str) -> String {
+pub(super) fn quoted(text: &str) -> String {
     const SHOWN: usize = 64;
     match text.char_indices().nth(SHOWN) {
         Some((cut, _)) => format!("\"{}...\"", &text[..cut]),
@@ -182,7 +182,7 @@ fn quoted(text: &str) -> String {
 }
 
 /// PostgreSQL's isspace() in the C locale, which int8in uses to trim its input.
-fn is_pg_space(b: u8) -> bool {
+pub(super) fn is_pg_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 

@@ -329,7 +329,8 @@ pub(super) fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
     // One key always lives on one shard: nothing to merge, nothing to plan.
     let one_key = match &target {
         Target::Keys(k) => k.len() == 1,
-        Target::Bound(b) => b.literals.len() + b.params.len() == 1,
+        // An array parameter may hold keys of several shards.
+        Target::Bound(b) => b.arrays.is_empty() && b.literals.len() + b.params.len() == 1,
         _ => false,
     };
     let (merge, not_mergeable) = match target {

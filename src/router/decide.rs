@@ -83,16 +83,18 @@ fn bound(refs: &Refs, literals: Vec<Key>) -> Target {
     };
     let mut all: Vec<_> = with_params().flat_map(|o| o.params.iter()).collect();
     all.sort_by_key(|p| p.at);
-    let mut params: Vec<usize> = Vec::with_capacity(all.len());
+    let (mut params, mut arrays): (Vec<usize>, Vec<usize>) = (Vec::new(), Vec::new());
     for p in all {
-        if !params.contains(&p.index) {
-            params.push(p.index);
+        let list = if p.array { &mut arrays } else { &mut params };
+        if !list.contains(&p.index) {
+            list.push(p.index);
         }
     }
     Target::Bound(BoundKeys {
         key_type,
         literals,
         params,
+        arrays,
     })
 }
 

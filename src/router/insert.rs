@@ -161,6 +161,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
             key_type: ty,
             literals,
             params,
+            arrays: Vec::new(),
         }));
     }
     if row_keys.windows(2).all(|w| w[0] == w[1]) {

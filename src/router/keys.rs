@@ -3,7 +3,7 @@
 
 use crate::config::KeyType;
 use crate::ring::Key;
-use sqlparser::ast::{BinaryOperator, Expr, Ident, InTarget, UnaryOperator, Value};
+use sqlparser::ast::{BinaryOperator, DataType, Expr, Ident, InTarget, UnaryOperator, Value};
 
 /// What a value expression is, as far as placing a row goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,6 +25,8 @@ pub(super) struct Param {
     /// Where it stands in the text (line, column), so keys can be listed in order of appearance
     /// whatever order the scopes were walked in.
     pub at: (u64, u64),
+    /// The parameter is an array of keys (`key = ANY($n)`), not one key.
+    pub array: bool,
 }
 
 /// Folds an identifier as PostgreSQL does: unquoted to lower case (ASCII only, as in UTF-8
@@ -53,6 +55,7 @@ pub(super) fn literal(expr: &Expr) -> Lit {
                     Some(n) if n >= 1 => Lit::Param(Param {
                         index: n - 1,
                         at: (v.span.start.line, v.span.start.column),
+                        array: false,
                     }),
                     _ => Lit::Other,
                 }
@@ -140,7 +143,8 @@ pub(super) fn fact(expr: &Expr) -> Option<Fact> {
             let lits = list.iter().map(constant).collect::<Option<Vec<_>>>()?;
             Some(Fact::OneOf(col, lits))
         }
-        // `id = ANY(ARRAY[1, 2])`, as drivers send IN lists.
+        // `id = ANY(ARRAY[1, 2])`, and `id = ANY($1)` (`$1::bigint[]`...) with an array bound
+        // to `$1`, as drivers send IN lists.
         Expr::AnyOp {
             left,
             compare_op: BinaryOperator::Eq,
@@ -148,16 +152,39 @@ pub(super) fn fact(expr: &Expr) -> Option<Fact> {
             ..
         } => {
             let col = column(left)?;
-            let Expr::Array(array) = strip_nested(right) else {
-                return None;
-            };
-            let lits = array
-                .elem
-                .iter()
-                .map(constant)
-                .collect::<Option<Vec<_>>>()?;
-            Some(Fact::OneOf(col, lits))
+            match strip_nested(right) {
+                Expr::Array(array) => {
+                    let lits = array
+                        .elem
+                        .iter()
+                        .map(constant)
+                        .collect::<Option<Vec<_>>>()?;
+                    Some(Fact::OneOf(col, lits))
+                }
+                other => {
+                    let p = array_param(other)?;
+                    Some(Fact::OneOf(col, vec![Lit::Param(p)]))
+                }
+            }
         }
+        _ => None,
+    }
+}
+
+/// `$n`, bare or cast to array types (`$1::bigint[]`), whose value is then an array. A cast of
+/// the elements keeps their values, as for scalar parameters; a parameter cast to anything else
+/// first (`$1::text::bigint[]`) is not an array itself, and pins nothing.
+fn array_param(e: &Expr) -> Option<Param> {
+    match strip_nested(e) {
+        Expr::Cast {
+            expr,
+            data_type: DataType::Array(_),
+            ..
+        } => array_param(expr),
+        e @ Expr::Value(_) => match literal(e) {
+            Lit::Param(p) => Some(Param { array: true, ..p }),
+            _ => None,
+        },
         _ => None,
     }
 }
@@ -249,7 +276,8 @@ impl Classes {
     }
 }
 
-/// What a key column is pinned to: literal keys and parameters whose values are keys.
+/// What a key column is pinned to: literal keys and parameters whose values are keys (or arrays
+/// of keys).
 #[derive(Debug, Default)]
 pub(super) struct Pin {
     pub keys: Vec<Key>,

@@ -13,6 +13,7 @@ mod insert;
 mod keys;
 mod limit;
 mod merge;
+mod resolve;
 mod rewrite;
 mod scope;
 mod shape;
@@ -35,13 +36,14 @@ mod tests_route;
 
 use crate::catalog::Catalog;
 use crate::error::Error;
-use crate::ring::{Key, Ring, ShardId};
+use crate::ring::{ArrayKeys, Key, Ring, ShardId};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::Range;
 use std::sync::Arc;
 
 pub use merge::{Agg, CmpOp, Grouping, MergePlan, Operand, Pred, SortKey};
+pub use resolve::{route, route_bound};
 pub use rewrite::Refusal;
 
 /// Beyond this many operator tokens in one statement, sqlparser's trees get deep enough to
@@ -117,6 +119,8 @@ pub struct BoundKeys {
     pub literals: Vec<Key>,
     /// 0-based indices of the parameters that hold keys (`$1` is 0), deduplicated, in order of appearance.
     pub params: Vec<usize>,
+    /// 0-based indices of the parameters that hold arrays of keys (`key = ANY($1)`), likewise.
+    pub arrays: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -284,130 +288,4 @@ fn copy_with_booleans(text: &str) -> Option<String> {
         out.push_str(rest);
     }
     Some(out)
-}
-
-/// Resolves a statement plan under a ring. Rejects a multi-shard route of a statement whose
-/// results cannot be concatenated exactly (`not_mergeable`), with 0A000.
-///
-/// A split INSERT whose rows all land on one shard still comes back as `Route::Split` with one
-/// entry (the rendered text equals the original but for whitespace between rows).
-pub fn route(stmt: &StatementPlan, ring: &Ring) -> Result<Route, Error> {
-    let route = match &stmt.target {
-        Target::Any | Target::Transaction(_) | Target::Session(_) => return Ok(Route::Any),
-        Target::Reject(e) => return Err(e.clone()),
-        Target::All | Target::CopyIn(_) => Route::All,
-        Target::Keys(keys) => {
-            let mut shards: Vec<ShardId> = keys.iter().map(|k| ring.shard_for_key(k)).collect();
-            shards.sort_unstable();
-            shards.dedup();
-            if shards.is_empty() {
-                // Keys are never empty; if they were, no row matches and any shard answers.
-                return Ok(Route::Any);
-            }
-            Route::Shards(shards)
-        }
-        Target::Split(split) => return Ok(split_route(split, ring)),
-        Target::Bound(_) => return Err(Error::internal("parameters needed")),
-    };
-    mergeable(stmt, route, ring)
-}
-
-/// Resolves a `Target::Bound` statement once its parameters are known. `param(i)` gives the key
-/// decoded from parameter i, `None` if it is NULL, `Some(Err(msg))` if it cannot be decoded as the key type.
-///
-/// A NULL key in a WHERE clause matches no row, so it adds no shard; if no shard remains, shard 0
-/// answers (with no rows). A NULL key of an INSERT cannot be placed, nor can parameterized INSERT
-/// rows that land on several shards. Any other target is resolved by `route`.
-pub fn route_bound(
-    stmt: &StatementPlan,
-    ring: &Ring,
-    param: &mut dyn FnMut(usize) -> Option<Result<Key, String>>,
-) -> Result<Route, Error> {
-    let Target::Bound(bound) = &stmt.target else {
-        return route(stmt, ring);
-    };
-    let mut shards: Vec<ShardId> = bound
-        .literals
-        .iter()
-        .map(|k| ring.shard_for_key(k))
-        .collect();
-    for &i in &bound.params {
-        match param(i) {
-            Some(Ok(key)) => shards.push(ring.shard_for_key(&key)),
-            Some(Err(msg)) => {
-                return Err(Error::unsupported(
-                    format!(
-                        "parameter ${} holds the shard key but cannot be read as one: {msg}",
-                        i + 1
-                    ),
-                    format!(
-                        "bind the shard key as a {} value",
-                        insert::type_name(bound.key_type)
-                    ),
-                ))
-            }
-            None if stmt.inserts => {
-                return Err(Error::unsupported(
-                    format!(
-                        "a NULL shard key cannot be placed on a shard (parameter ${} is NULL)",
-                        i + 1
-                    ),
-                    "give the shard key a value",
-                ))
-            }
-            None => {}
-        }
-    }
-    shards.sort_unstable();
-    shards.dedup();
-    if shards.is_empty() {
-        shards.push(ShardId(0));
-    }
-    if stmt.inserts && shards.len() > 1 {
-        return Err(Error::unsupported(
-            format!(
-                "the rows of this INSERT belong on {} different shards, and shardgate cannot split an INSERT whose keys are parameters",
-                shards.len()
-            ),
-            "insert rows of different shards in separate statements, or write the keys as constants",
-        ));
-    }
-    mergeable(stmt, Route::Shards(shards), ring)
-}
-
-/// Refuses a multi-shard route of a statement whose results cannot be concatenated exactly.
-fn mergeable(stmt: &StatementPlan, route: Route, ring: &Ring) -> Result<Route, Error> {
-    let spread = match &route {
-        Route::Shards(s) => s.len(),
-        _ => ring.shard_count(),
-    };
-    match &stmt.not_mergeable {
-        Some(r) if spread > 1 => Err(Error::Unsupported {
-            message: format!(
-                "shardgate cannot combine {} exactly: this statement would run on {spread} shards",
-                r.what
-            ),
-            hint: Some(r.hint.clone()),
-        }),
-        _ => Ok(route),
-    }
-}
-
-fn split_route(split: &SplitInsert, ring: &Ring) -> Route {
-    let mut rows: Vec<(ShardId, usize)> = split
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, k)| (ring.shard_for_key(k), i))
-        .collect();
-    // Stable by (shard, row): rows keep their order within a shard.
-    rows.sort_unstable();
-    let per_shard = rows
-        .chunk_by(|a, b| a.0 == b.0)
-        .map(|group| {
-            let indices: Vec<usize> = group.iter().map(|&(_, i)| i).collect();
-            (group[0].0, split.template.render(&indices))
-        })
-        .collect();
-    Route::Split(per_shard)
 }

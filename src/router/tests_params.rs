@@ -16,6 +16,7 @@ fn int_bound(literals: &[i64], params: &[usize]) -> BoundKeys {
         key_type: KeyType::Int,
         literals: ints(literals),
         params: params.to_vec(),
+        arrays: vec![],
     }
 }
 
@@ -51,6 +52,7 @@ fn where_parameters_bind_the_key() {
             key_type: KeyType::Text,
             literals: vec![],
             params: vec![0],
+            arrays: vec![],
         }
     );
     let p = one("SELECT * FROM users WHERE id = $1");
@@ -59,9 +61,21 @@ fn where_parameters_bind_the_key() {
 
 #[test]
 fn unusable_parameters_change_nothing() {
-    // An array parameter would need decoding an array: left to every shard.
-    target_is("SELECT * FROM users WHERE id = ANY($1)", "all");
     target_is("SELECT * FROM users WHERE id = $1 OR id = $2", "all");
+    target_is("SELECT * FROM users WHERE id = ANY($1) OR id = 3", "all");
+    target_is("SELECT * FROM users WHERE id <> ANY($1)", "all");
+    target_is("SELECT * FROM users WHERE id = ALL($1)", "all");
+    target_is("SELECT * FROM users WHERE id = ANY($1 || $2)", "all");
+    target_is("SELECT * FROM users WHERE id = ANY('{1,2}')", "all");
+    // A parameter that is not itself an array (its text is cast) is not read.
+    target_is(
+        "SELECT * FROM users WHERE id = ANY($1::text::bigint[])",
+        "all",
+    );
+    target_is(
+        "SELECT * FROM users WHERE id = ANY(string_to_array($1, ','))",
+        "all",
+    );
     target_is("SELECT * FROM users WHERE id > $1", "all");
     target_is("SELECT * FROM users WHERE id = $1 + 1", "all");
     target_is("SELECT * FROM users WHERE id <> $1", "all");
@@ -142,6 +156,7 @@ fn parameters_pin_through_joins() {
             key_type: KeyType::Int,
             literals: vec![Key::Text("x".into())],
             params: vec![0],
+            arrays: vec![],
         }
     );
     unsupported(
@@ -241,5 +256,78 @@ fn inserts_bind_the_key() {
     unsupported(
         "INSERT INTO users (id) VALUES ($1) ON CONFLICT (id) DO UPDATE SET id = $2",
         "cannot change the shard key",
+    );
+}
+
+fn arrays_bound(literals: &[i64], params: &[usize], arrays: &[usize]) -> BoundKeys {
+    BoundKeys {
+        arrays: arrays.to_vec(),
+        ..int_bound(literals, params)
+    }
+}
+
+#[test]
+fn array_parameters_bind_the_key() {
+    for sql in [
+        "SELECT * FROM users WHERE id = ANY($1)",
+        "SELECT * FROM users WHERE id = ANY($1::bigint[])",
+        "SELECT * FROM users WHERE id = ANY($1::int[])",
+        "SELECT * FROM users WHERE id = ANY($1::int8[])",
+        "SELECT * FROM users WHERE id = ANY(CAST($1 AS integer[]))",
+        "SELECT * FROM users WHERE id = ANY($1::int4[]::int8[])",
+        "SELECT * FROM users WHERE id = ANY(($1)::bigint ARRAY)",
+        "SELECT * FROM users WHERE id = SOME($1)",
+        "SELECT * FROM users WHERE (id = ANY(($1)))",
+        "SELECT * FROM users u WHERE u.id = ANY($1) AND name = $2",
+        "UPDATE users SET name = 'x' WHERE id = ANY($1)",
+        "DELETE FROM users WHERE id = ANY($1)",
+        "SELECT * FROM orders o JOIN users u ON o.user_id = u.id WHERE u.id = ANY($1)",
+    ] {
+        assert_eq!(bound(sql), arrays_bound(&[], &[], &[0]), "{sql}");
+    }
+    assert_eq!(
+        bound("SELECT * FROM accounts WHERE name = ANY($1::text[])"),
+        BoundKeys {
+            key_type: KeyType::Text,
+            literals: vec![],
+            params: vec![],
+            arrays: vec![0],
+        }
+    );
+    // With scalar keys: the union of all of them.
+    assert_eq!(
+        bound("SELECT * FROM users WHERE id = ANY($2) AND id IN ($1, 7) AND id = ANY($2)"),
+        arrays_bound(&[7], &[0], &[1])
+    );
+    assert_eq!(
+        bound("SELECT * FROM users u, orders o WHERE u.id = ANY($1) AND o.user_id = $2"),
+        arrays_bound(&[], &[1], &[0])
+    );
+    // Literals alone bound the key exactly.
+    assert_eq!(
+        keys("SELECT * FROM users WHERE id = ANY($1) AND id IN (1, 2)"),
+        ints(&[1, 2])
+    );
+    assert_eq!(
+        keys("SELECT * FROM users WHERE id = ANY(ARRAY[1, 2])"),
+        ints(&[1, 2])
+    );
+    // An array may span shards, alone or with one other key: their rows are merged.
+    for sql in [
+        "SELECT id FROM users WHERE id = ANY($1) ORDER BY id LIMIT 2",
+        "SELECT id FROM users WHERE id = ANY($1) AND id = $2 ORDER BY id LIMIT 2",
+        "SELECT count(*) FROM users u, orders o WHERE u.id = ANY($1) AND o.user_id = 7",
+    ] {
+        assert!(one(sql).merge.is_some(), "{sql}");
+    }
+    assert!(
+        one("SELECT id FROM users WHERE id = $1 ORDER BY id LIMIT 2")
+            .merge
+            .is_none()
+    );
+    // INSERT keys are never arrays.
+    assert_eq!(
+        bound("INSERT INTO users (id, name) VALUES ($1, $2)"),
+        int_bound(&[], &[0])
     );
 }

@@ -6,7 +6,7 @@ use super::{Session, Step};
 use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
-use crate::ring::{Key, ShardId};
+use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, ShardId};
 use crate::router::{self, QueryPlan, Route, Target};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -462,7 +462,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         }
                     })
                 };
-                router::route_bound(stmt, &ring, &mut param)?
+                let mut array = |i: usize| -> Option<Result<ArrayKeys, String>> {
+                    let value = (*bind.params.get(i)?)?;
+                    let declared = prepared.types.get(i).copied().unwrap_or(0);
+                    // A parameter declared as text is the array's text form even in binary.
+                    let textual = bind.format(i) != 1
+                        || matches!(declared, oid::TEXT | oid::VARCHAR | oid::UNKNOWN);
+                    Some(if textual {
+                        match std::str::from_utf8(value) {
+                            Ok(text) => array_from_text(ty, text).map_err(|e| e.0),
+                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
+                        }
+                    } else {
+                        array_from_binary(ty, value).map_err(|e| e.0)
+                    })
+                };
+                router::route_bound(stmt, &ring, &mut param, &mut array)?
             }
             _ => router::route(stmt, &ring)?,
         };
