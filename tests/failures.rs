@@ -144,3 +144,46 @@ async fn a_cancel_request_stops_the_statement_on_its_shard() {
         .unwrap();
     assert_eq!(value(&c, "SELECT 'untouched'").await, "untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_killed_mid_gather_leaves_no_half_read_connection_in_the_pool() {
+    // One pooled connection per shard: the next client gets exactly the connections the
+    // killed one used.
+    let shards = Shards::start(2).await;
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 1", TABLES).await;
+    let c = proxy.client().await;
+    c.simple_query("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+    let (a, b) = proxy.keys_on_two_shards();
+    // k0 on the first shard, which the proxy reads first; k1 on the second.
+    let first = proxy.ctx.ring.load().shard_for_key(&Key::Int(a)).0 == 0;
+    let (k0, k1) = if first { (a, b) } else { (b, a) };
+    affected(
+        &c,
+        &format!("INSERT INTO users VALUES ({k0}, 'a'), ({k1}, 'b')"),
+    )
+    .await;
+    drop(c);
+    // The first shard answers after 1 s, the second after 3 s; the client leaves while the
+    // proxy waits for the first, so the second's answer has not even started to arrive.
+    let sql = format!(
+        "SELECT count(*) FROM users WHERE (SELECT true FROM pg_sleep(CASE WHEN users.id = {k0} THEN 1 ELSE 3 END))"
+    );
+    let victim = support::proxy::send_and_keep_socket(proxy.addr, &sql).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    drop(victim);
+    // Every later answer is the answer to its own question.
+    let c = proxy.client().await;
+    for n in 0..5 {
+        assert_eq!(
+            value(&c, "SELECT count(*) FROM users").await,
+            "2",
+            "round {n}"
+        );
+        assert_eq!(
+            value(&c, &format!("SELECT name FROM users WHERE id = {k1}")).await,
+            "b"
+        );
+    }
+}

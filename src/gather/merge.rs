@@ -169,7 +169,7 @@ impl Gather {
 
     /// Rows stream from the shards in order and are merged as they come.
     pub fn ordered(&self) -> bool {
-        self.plan.group.is_none() && !self.order.is_empty()
+        self.plan.group.is_none() && !self.plan.order.is_empty()
     }
 
     /// No more rows are wanted.

@@ -310,9 +310,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let mut first_error: Option<Frame> = None;
         let mut broken: Option<Error> = None;
         let mut done = Vec::with_capacity(conns.len());
-        for (i, (shard, mut conn)) in conns.into_iter().enumerate() {
+        let mut pending: VecDeque<(ShardId, PooledConn)> = conns.into();
+        let mut i = 0;
+        while let Some((shard, mut conn)) = pending.pop_front() {
             loop {
-                let frame = match self.recv(&mut conn).await? {
+                let received = match self.recv(&mut conn).await {
+                    Ok(r) => r,
+                    Err(gone) => {
+                        // The client left: the other shards' answers are unread, so their
+                        // connections must not go back to the pool.
+                        for (_, c) in &mut pending {
+                            c.broken = true;
+                        }
+                        return Err(gone);
+                    }
+                };
+                let frame = match received {
                     Recv::Frame(f) => f,
                     Recv::Broken(e) => {
                         broken.get_or_insert(self.unavailable(shard, e));
@@ -351,6 +364,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
             done.push((shard, conn));
+            i += 1;
         }
         self.restore(done);
         if let Some(e) = broken {

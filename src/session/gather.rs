@@ -78,20 +78,62 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let keys: Vec<&PooledConn> = open.iter().map(|s| &s.conn).collect();
         let _cancellable = super::exec::Cancellable::new(&self.running, &keys);
         drop(keys);
-        let ordered = plan.group.is_none() && !plan.order.is_empty();
         let limit_mb = self.ctx.config.load().proxy.gather_memory_mb;
         let mut g = Gather::new(plan, self.ctx.collation.load_full(), limit_mb, open.len());
         g.bind_limits(limits.0, limits.1);
+        let merged = self.merge(&mut open, &mut g, describe, execute).await;
+        let failure = match merged {
+            Ok(f) => f,
+            Err(gone) => {
+                // The client left mid-merge: the shards' answers are unread, so none of these
+                // connections may go back to the pool.
+                for s in &mut open {
+                    s.conn.broken = true;
+                }
+                return Err(gone);
+            }
+        };
+        if let Err(gone) = self.drain(&mut open).await {
+            for s in &mut open {
+                s.conn.broken = true;
+            }
+            return Err(gone);
+        }
+        self.restore_shards(open);
+        match failure {
+            None => {
+                if execute {
+                    crate::protocol::put_command_complete(&mut self.out, &g.tag());
+                }
+                Ok(true)
+            }
+            Some(Failure::Frame(f)) => {
+                self.out.extend_from_slice(&f.bytes);
+                if let Some(t) = &mut self.txn {
+                    t.failed = true;
+                }
+                Ok(false)
+            }
+            Some(Failure::Error(e)) => self.fail(&e),
+        }
+    }
+
+    /// Reads the shards' rows into the gather; the reason it stopped early, if it did.
+    async fn merge(
+        &mut self,
+        open: &mut [Shard],
+        g: &mut Gather,
+        describe: bool,
+        execute: bool,
+    ) -> Step<Option<Failure>> {
+        let ordered = g.ordered();
         let mut described = !describe;
         let mut failure = None;
         if ordered {
             let mut want: Vec<usize> = (0..open.len()).rev().collect();
             'merge: loop {
                 while let Some(i) = want.pop() {
-                    match self
-                        .next_event(&mut open[i], &mut g, &mut described, i)
-                        .await?
-                    {
+                    match self.next_event(&mut open[i], g, &mut described, i).await? {
                         Ev::Row(body) => {
                             if let Err(e) = g.push(i, body, &mut self.out) {
                                 failure = Some(Failure::Error(e));
@@ -122,7 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         } else {
             'shards: for (i, shard) in open.iter_mut().enumerate() {
                 loop {
-                    match self.next_event(shard, &mut g, &mut described, i).await? {
+                    match self.next_event(shard, g, &mut described, i).await? {
                         Ev::Row(body) => {
                             if let Err(e) = g.push(i, body, &mut self.out) {
                                 failure = Some(Failure::Error(e));
@@ -148,24 +190,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         }
-        self.drain(&mut open).await?;
-        self.restore_shards(open);
-        match failure {
-            None => {
-                if execute {
-                    crate::protocol::put_command_complete(&mut self.out, &g.tag());
-                }
-                Ok(true)
-            }
-            Some(Failure::Frame(f)) => {
-                self.out.extend_from_slice(&f.bytes);
-                if let Some(t) = &mut self.txn {
-                    t.failed = true;
-                }
-                Ok(false)
-            }
-            Some(Failure::Error(e)) => self.fail(&e),
-        }
+        Ok(failure)
     }
 
     /// The next row of one shard, or the end of its answer. Its RowDescription (the first
