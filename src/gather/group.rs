@@ -9,6 +9,7 @@ use crate::router::Agg;
 use std::collections::HashSet;
 
 const INT8: u32 = 20;
+const INT4: u32 = 23;
 const NUMERIC: u32 = 1700;
 const FLOAT4: u32 = 700;
 const FLOAT8: u32 = 701;
@@ -143,7 +144,9 @@ pub fn output_oid(agg: Agg, partial_oid: u32) -> u32 {
             Kind::Float4 | Kind::Float8 => FLOAT8,
             _ => NUMERIC,
         },
-        Agg::Count | Agg::CountDistinct { .. } => INT8,
+        // A count's partial type is bigint, or the integer type it was cast to.
+        Agg::Count => partial_oid,
+        Agg::CountDistinct { .. } => INT8,
         _ => partial_oid,
     }
 }
@@ -155,6 +158,11 @@ pub fn finish(acc: &Acc, agg: Agg, col: &Col, accs: &[Acc]) -> Result<Option<Vec
         (Acc::First(v), _) => return Ok(v.clone().flatten()),
         (Acc::Nothing, _) => return Ok(None),
         (Acc::Best(b), _) => return Ok(b.as_ref().map(|(_, raw)| raw.clone())),
+        (Acc::Count(n), _) if col.oid == INT4 && i32::try_from(*n).is_err() => {
+            return Err(Error::OutOfRange {
+                message: "integer out of range".into(),
+            })
+        }
         (Acc::Count(n), _) => Value::Int(*n),
         (Acc::Distinct(set), _) => Value::Int(set.len() as i64),
         (Acc::Bool(b), _) => match b {

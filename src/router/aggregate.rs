@@ -34,6 +34,13 @@ pub(super) fn plan(b: &mut Builder<'_>, _q: &Query) -> Result<Grouping, Refusal>
         let Some(name) = has_aggregate(expr) else {
             continue;
         };
+        if let Some(f) = integer_count(expr) {
+            // count(...)::int: the shards' counts come cast, and the proxy's total keeps the
+            // cast's type (an int4 past its range is PostgreSQL's own "integer out of range").
+            let (_, agg) = partial(b, f)?;
+            b.columns[i] = agg;
+            continue;
+        }
         let Some(f) = bare_aggregate(expr) else {
             return refuse(
                 format!("the expression {expr} over aggregate {name}() across shards"),
@@ -194,6 +201,24 @@ fn bool_or(cond: &Expr) -> Expr {
     })
 }
 
+/// `count(...)` cast to an integer type (`count(*)::int`, as node-pg users write it).
+fn integer_count(e: &Expr) -> Option<&Function> {
+    use sqlparser::ast::DataType as T;
+    let Expr::Cast {
+        expr, data_type, ..
+    } = e
+    else {
+        return None;
+    };
+    let integer = matches!(
+        data_type,
+        T::Int(_) | T::Integer(_) | T::Int4(_) | T::BigInt(_) | T::Int8(_)
+    );
+    let f = bare_aggregate(expr)?;
+    let plain = argument(f).is_ok_and(|(_, distinct)| !distinct);
+    (integer && plain && function_name(f) == "count").then_some(f)
+}
+
 fn renamed(f: &Function, to: &str) -> Function {
     let mut g = f.clone();
     g.name = ObjectName::from(vec![Ident::new(to)]);
@@ -303,7 +328,7 @@ fn operand(b: &mut Builder<'_>, e: &Expr) -> Result<Operand, Refusal> {
     if let Some(lit) = literal(e) {
         return Ok(lit);
     }
-    if let Some(f) = bare_aggregate(e) {
+    if let Some(f) = bare_aggregate(e).or_else(|| integer_count(e)) {
         return Ok(Operand::Column(aggregate_column(b, f)?));
     }
     if has_aggregate(e).is_some() {

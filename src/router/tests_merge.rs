@@ -143,6 +143,17 @@ fn aggregates_become_partials() {
 }
 
 #[test]
+fn an_integer_cast_of_count_keeps_its_type() {
+    let m = merge("SELECT count(*)::int, count(x)::bigint FROM users");
+    assert_eq!(
+        m.shard_sql,
+        "SELECT count(*)::INT, count(x)::BIGINT FROM users"
+    );
+    assert_eq!(m.group.unwrap().columns, [Agg::Count, Agg::Count]);
+    assert!(refused("SELECT sum(x)::int FROM users").contains("over aggregate sum()"));
+}
+
+#[test]
 fn joins_on_the_key_across_shards_are_merged() {
     let m =
         merge("SELECT u.name, count(*) FROM users u JOIN users v ON v.id = u.id GROUP BY u.name");

@@ -108,6 +108,8 @@ const ENGINE: &[&str] = &[
     // aggregates
     "SELECT count(*) FROM users",
     "SELECT count(*) FROM orders",
+    "SELECT count(*)::int, count(city)::bigint AS c FROM users",
+    "SELECT city, count(*)::integer AS n FROM users GROUP BY city HAVING count(*)::int > 3 ORDER BY n DESC, city",
     "SELECT count(city), count(age), count(*) FROM users",
     "SELECT count(DISTINCT id) FROM users",
     "SELECT count(DISTINCT city), count(DISTINCT age), count(DISTINCT ratio) FROM users",
