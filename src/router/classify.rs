@@ -326,15 +326,9 @@ pub(super) fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
         return Planned::write_to(&w.refs, &written);
     }
     let target = decide(&w.refs, &Role::Other);
-    // One key always lives on one shard: nothing to merge, nothing to plan.
-    let one_key = match &target {
-        Target::Keys(k) => k.len() == 1,
-        // An array parameter may hold keys of several shards.
-        Target::Bound(b) => b.arrays.is_empty() && b.literals.len() + b.params.len() == 1,
-        _ => false,
-    };
     let (merge, not_mergeable) = match target {
-        _ if one_key => (None, None),
+        // One key always lives on one shard: nothing to merge, nothing to plan.
+        _ if target.single_key() => (None, None),
         Target::Keys(_) | Target::All | Target::Bound(_) => match rewrite::plan(q) {
             Ok(m) => (m.map(std::sync::Arc::new), None),
             Err(r) => (None, Some(r)),

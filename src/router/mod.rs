@@ -106,6 +106,18 @@ pub enum Target {
     Reject(Error),
 }
 
+impl Target {
+    /// Exactly one key value (a literal, or one scalar parameter): one shard under any ring.
+    pub fn single_key(&self) -> bool {
+        match self {
+            Target::Keys(k) => k.len() == 1,
+            // An array parameter may hold keys of several shards.
+            Target::Bound(b) => b.arrays.is_empty() && b.literals.len() + b.params.len() == 1,
+            _ => false,
+        }
+    }
+}
+
 /// Keys that are partly or wholly bind parameters, known only at Bind time.
 ///
 /// For an INSERT of several rows, these are the keys of all rows: the rows are not split

@@ -7,7 +7,7 @@ use super::{Session, Step};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
-use crate::router::{MergePlan, Route};
+use crate::router::{MergePlan, Route, Target};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -35,7 +35,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let [stmt] = st.plan.statements.as_slice() else {
             return false;
         };
-        if stmt.writes || stmt.not_mergeable.is_some() {
+        // One key, or none at all, is one shard: the usual relay, without routing twice.
+        let one_shard = match &stmt.target {
+            Target::Keys(_) | Target::Bound(_) => stmt.target.single_key(),
+            Target::All => false,
+            _ => true,
+        };
+        if one_shard || stmt.writes || stmt.not_mergeable.is_some() {
             return false;
         }
         let shards = match self.bind_route(st, bind) {
