@@ -13,33 +13,10 @@ demo_port=16542
 port=16543
 shard_port=25543
 
-"$bin" demo --dir "$work/demo" --port "$demo_port" --shard-port "$shard_port" >"$work/demo.log" 2>&1 &
-demo=$!
-proxy=
-cleanup() {
-  [ -n "$proxy" ] && kill -INT "$proxy" 2>/dev/null || true
-  kill -INT "$demo" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  grep -q "Connect with" "$work/demo.log" && break
-  kill -0 "$demo" 2>/dev/null || { cat "$work/demo.log"; exit 1; }
-  sleep 0.5
-done
-
-sed -e "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$work/demo/shards.toml" >"$work/shards.toml"
-for t in "pgbench_accounts aid" "pgbench_tellers tid" "pgbench_branches bid" "pgbench_history aid"; do
-  set -- $t
-  printf '\n[[tables]]\nname = "%s"\nshard_key = "%s"\n' "$1" "$2" >>"$work/shards.toml"
-done
-"$bin" --config "$work/shards.toml" >"$work/proxy.log" 2>&1 &
-proxy=$!
-for _ in $(seq 1 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
+. "$(cd "$(dirname "$0")/.." && pwd)/tests/e2e/demo.sh"
+demo_start
+shard_pgbench_tables
+proxy_start
 
 # The same data twice: one unsharded database on the first shard's server, and the 3 shards.
 psql -X -q -h 127.0.0.1 -p "$shard_port" -U postgres -d app -c 'CREATE DATABASE whole' >/dev/null

@@ -16,37 +16,13 @@ if ! python3 -c 'import psycopg' 2>/dev/null; then
   python3 -m pip install -q --disable-pip-version-check 'psycopg[binary]>=3.1' 2>&1 | grep -v 'as the .root. user' || true
 fi
 
-"$bin" demo --dir "$work/demo" --port "$demo_port" --shard-port "$shard_port" >"$work/demo.log" 2>&1 &
-demo=$!
-proxy=
-cleanup() {
-  [ -n "$proxy" ] && kill -INT "$proxy" 2>/dev/null || true
-  kill -INT "$demo" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  grep -q "Connect with" "$work/demo.log" && break
-  kill -0 "$demo" 2>/dev/null || { cat "$work/demo.log"; exit 1; }
-  sleep 0.5
-done
-grep -q "Connect with" "$work/demo.log" || { cat "$work/demo.log"; echo "demo did not come up"; exit 1; }
-
-sed -e "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$work/demo/shards.toml" >"$work/shards.toml"
-printf '\n[[tables]]\nname = "e2e_items"\nshard_key = "user_id"\n' >>"$work/shards.toml"
-printf '\n[[tables]]\nname = "e2e_node"\nshard_key = "user_id"\n' >>"$work/shards.toml"
-printf '\n[[tables]]\nname = "e2e_jdbc"\nshard_key = "user_id"\n' >>"$work/shards.toml"
-for t in "pgbench_accounts aid" "pgbench_tellers tid" "pgbench_branches bid" "pgbench_history aid"; do
-  set -- $t
-  printf '\n[[tables]]\nname = "%s"\nshard_key = "%s"\n' "$1" "$2" >>"$work/shards.toml"
-done
-"$bin" --config "$work/shards.toml" >"$work/proxy.log" 2>&1 &
-proxy=$!
-for _ in $(seq 1 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
+. "$here/demo.sh"
+demo_start
+shard_table e2e_items user_id
+shard_table e2e_node user_id
+shard_table e2e_jdbc user_id
+shard_pgbench_tables
+proxy_start
 
 python3 "$here/psycopg_driver.py" "$port" "$shard_port" $((shard_port + 1)) $((shard_port + 2))
 

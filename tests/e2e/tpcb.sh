@@ -21,38 +21,10 @@ shard_port=25453
 shards=("$shard_port" $((shard_port + 1)) $((shard_port + 2)))
 t0=$(date +%s)
 
-"$bin" demo --dir "$work/demo" --port "$demo_port" --shard-port "$shard_port" >"$work/demo.log" 2>&1 &
-demo=$!
-proxy=
-cleanup() {
-  if [ -n "$proxy" ]; then kill -INT "$proxy" 2>/dev/null || true; fi
-  kill -INT "$demo" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-for _ in $(seq 1 120); do
-  grep -q "Connect with" "$work/demo.log" && break
-  kill -0 "$demo" 2>/dev/null || { cat "$work/demo.log"; exit 1; }
-  sleep 0.5
-done
-grep -q "Connect with" "$work/demo.log" || { cat "$work/demo.log"; echo "demo did not come up"; exit 1; }
-
-sed -e "s/^listen = .*/listen = \"127.0.0.1:$port\"/" "$work/demo/shards.toml" >"$work/shards.toml"
-while read -r table key; do
-  printf '\n[[tables]]\nname = "%s"\nshard_key = "%s"\n' "$table" "$key" >>"$work/shards.toml"
-done <<'TABLES'
-pgbench_accounts aid
-pgbench_tellers tid
-pgbench_branches bid
-pgbench_history aid
-TABLES
-"$bin" --config "$work/shards.toml" >"$work/proxy.log" 2>&1 &
-proxy=$!
-for _ in $(seq 1 50); do
-  (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
-  sleep 0.2
-done
+. "$(cd "$(dirname "$0")" && pwd)/demo.sh"
+demo_start
+shard_pgbench_tables
+proxy_start
 
 export PGCONNECT_TIMEOUT=10
 q() { # q PORT DB SQL: one value
