@@ -13,15 +13,7 @@ const SHARDS: usize = 3;
 const ROWS: usize = 10_000;
 
 fn field(name: &str, oid: u32) -> Field {
-    Field {
-        name: name.into(),
-        table: 0,
-        attnum: 0,
-        oid,
-        typlen: -1,
-        typmod: -1,
-        format: 0,
-    }
+    Field::computed(name, oid)
 }
 
 fn description(fields: &[Field]) -> Vec<u8> {

@@ -2,18 +2,12 @@
 //! it finally holds, typed and encoded as PostgreSQL would have computed it on one server.
 
 use super::numeric::Numeric;
+use super::value::oid::{BOOL, FLOAT4, FLOAT8, INT4, INT8, NUMERIC};
 use super::value::{self, Kind, Value};
 use super::Col;
 use crate::error::Error;
 use crate::router::Agg;
 use std::collections::HashSet;
-
-const INT8: u32 = 20;
-const INT4: u32 = 23;
-const NUMERIC: u32 = 1700;
-const FLOAT4: u32 = 700;
-const FLOAT8: u32 = 701;
-const BOOL: u32 = 16;
 
 /// A running sum in the partial's own type.
 #[derive(Debug, Clone)]

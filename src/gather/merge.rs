@@ -96,7 +96,11 @@ impl Gather {
                     self.out[i] = Col::new(oid, fields[i].format);
                     if let Some(f) = shown.get_mut(i) {
                         f.oid = oid;
-                        f.typlen = if oid == 701 || oid == 20 { 8 } else { -1 };
+                        f.typlen = if oid == value::oid::FLOAT8 || oid == value::oid::INT8 {
+                            8
+                        } else {
+                            -1
+                        };
                         f.typmod = -1;
                         f.table = 0;
                         f.attnum = 0;
@@ -400,12 +404,14 @@ impl Gather {
     }
 }
 
+const INTERVAL: u32 = 1186;
+
 /// Appends a value's grouping key. Types the proxy cannot read compare by their bytes, which
 /// PostgreSQL prints canonically for most of them; interval is refused, as equal intervals
 /// print differently ('1 day' = '24 hours').
 fn key_of(c: &Col, raw: Option<&[u8]>, key: &mut Vec<u8>) -> Result<(), Error> {
     match c.kind {
-        Kind::Other(1186) => Err(Error::unsupported(
+        Kind::Other(INTERVAL) => Err(Error::unsupported(
             "grouping or DISTINCT on an interval across shards is not supported by shardgate",
             "group by a text or numeric form of the interval, or add a condition on the shard key",
         )),

@@ -9,15 +9,7 @@ use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
 
 fn field(name: &str, oid: u32) -> Field {
-    Field {
-        name: name.as_bytes().to_vec(),
-        table: 0,
-        attnum: 0,
-        oid,
-        typlen: -1,
-        typmod: -1,
-        format: 0,
-    }
+    Field::computed(name, oid)
 }
 
 fn description(fields: &[Field]) -> Vec<u8> {

@@ -33,8 +33,8 @@ impl Col {
             oid,
             kind: value::Kind::of(oid),
             format,
-            bpchar: oid == 1042,
-            bytewise: oid == 19,
+            bpchar: oid == value::oid::BPCHAR,
+            bytewise: oid == value::oid::NAME,
         }
     }
 }

@@ -17,6 +17,21 @@ pub struct Field {
     pub format: i16,
 }
 
+impl Field {
+    /// A computed column (no table behind it), in text format.
+    pub fn computed(name: &str, oid: u32) -> Field {
+        Field {
+            name: name.as_bytes().to_vec(),
+            table: 0,
+            attnum: 0,
+            oid,
+            typlen: -1,
+            typmod: -1,
+            format: 0,
+        }
+    }
+}
+
 fn malformed(what: &str) -> Error {
     Error::Protocol {
         message: format!("a shard sent a malformed {what}"),
