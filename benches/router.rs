@@ -18,6 +18,7 @@ fn config() -> Config {
             connect_timeout_ms: 1,
             pool_timeout_ms: 1,
             gather_memory_mb: 256,
+            recovery_interval_ms: 10_000,
         },
         auth: None,
         shards: (0..4)

@@ -134,6 +134,7 @@ mod tests {
                 connect_timeout_ms: 1,
                 pool_timeout_ms: 1,
                 gather_memory_mb: 1,
+                recovery_interval_ms: 10_000,
             },
             auth: None,
             shards: vec![],

@@ -54,6 +54,9 @@ pub struct ProxyConfig {
     /// Memory one multi-shard query may use to merge its rows (groups, sorted rows), MB.
     #[serde(default = "default_gather_memory_mb")]
     pub gather_memory_mb: u64,
+    /// How often in-doubt two-phase transactions are looked for and resolved, milliseconds.
+    #[serde(default = "default_recovery_interval_ms")]
+    pub recovery_interval_ms: u64,
 }
 
 pub fn default_max_client_connections() -> usize {
@@ -76,6 +79,9 @@ pub fn default_pool_timeout_ms() -> u64 {
 }
 pub fn default_gather_memory_mb() -> u64 {
     256
+}
+pub fn default_recovery_interval_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Copy, Default)]
@@ -184,6 +190,8 @@ pub struct RateLimitConfig {
 
 /// The `[[rate_limits]] per` values the proxy knows how to bucket by.
 pub const RATE_LIMIT_KEYS: [&str; 4] = ["user", "client_ip", "database", "table"];
+/// Longest shard name, in bytes: it is part of two-phase transaction ids (at most 199 bytes).
+pub const MAX_SHARD_NAME: usize = 63;
 /// Bounds that keep a typo (an extra zero) from building a ring of millions of points.
 pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_VNODES: u32 = 10000;

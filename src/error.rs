@@ -37,6 +37,11 @@ pub enum Error {
     UnknownStatement { name: String },
     /// The current transaction is aborted (25P02).
     TransactionAborted,
+    /// The transaction lost its connection to a shard; only ROLLBACK can end it (25P02).
+    TransactionLost { shard: String },
+    /// The connection to a shard broke while committing over several shards, and the outcome
+    /// could not be learned yet (08007); recovery finishes the transaction either way.
+    CommitUnknown { shard: String, gid: String },
     /// A value the proxy computed (a sum across shards) does not fit its type (22003).
     OutOfRange { message: String },
     /// A negative LIMIT (2201W) or OFFSET (2201X) bound to a parameter.
@@ -84,6 +89,8 @@ impl Error {
             Error::Encoding => "22021",
             Error::UnknownStatement { .. } => "26000",
             Error::TransactionAborted => "25P02",
+            Error::CommitUnknown { .. } => "08007",
+            Error::TransactionLost { .. } => "25P02",
             Error::OutOfRange { .. } => "22003",
             Error::GatherMemory { .. } => "53200",
             Error::NegativeLimit { offset: false } => "2201W",
@@ -144,6 +151,17 @@ impl fmt::Display for Error {
             Error::TransactionAborted => write!(
                 f,
                 "current transaction is aborted, commands ignored until end of transaction block"
+            ),
+            Error::TransactionLost { shard } => write!(
+                f,
+                "current transaction is aborted: its part on shard \"{shard}\" was lost with the \
+                 connection; only ROLLBACK can end it"
+            ),
+            Error::CommitUnknown { shard, gid } => write!(
+                f,
+                "lost the connection to shard \"{shard}\" while committing; whether the \
+                 transaction committed is not known yet (shardgate finishes it as transaction \
+                 {gid} when the shard is reachable: all of it commits or none of it does)"
             ),
             Error::OutOfRange { message } => write!(f, "{message}"),
             Error::NegativeLimit { offset: false } => write!(f, "LIMIT must not be negative"),

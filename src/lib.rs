@@ -41,5 +41,8 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         tracing::warn!("could not read the shards' catalog at startup: {e}");
     }
     let server = Server::bind(ctx.clone()).await?;
+    // In-doubt two-phase transactions a previous run left are resolved now and then
+    // periodically; the task ends when the server closes the pools.
+    tokio::spawn(backend::recovery::run(ctx.clone()));
     Ok((ctx, server))
 }

@@ -4,10 +4,15 @@
 mod cancel;
 mod conn;
 mod discover;
+pub mod recovery;
+mod reply;
+pub mod twophase;
 
 pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
 pub use discover::{discover_collation, discover_keys};
+pub use reply::{exchange, Reply};
+pub use twophase::TwoPhase;
 
 use crate::config::Config;
 use crate::error::Error;
@@ -59,6 +64,8 @@ pub struct Shard {
 /// The pools of all shards, in `ShardId` order.
 pub struct Backend {
     shards: Vec<Shard>,
+    /// Two-phase commit across these shards.
+    pub twophase: TwoPhase,
 }
 
 impl Backend {
@@ -80,7 +87,10 @@ impl Backend {
             .map_err(|e| Error::config(format!("shard {}: {e}", s.name)))?;
             shards.push(Shard { target, pool });
         }
-        Ok(Backend { shards })
+        Ok(Backend {
+            twophase: TwoPhase::new(shards.len()),
+            shards,
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -99,6 +109,19 @@ impl Backend {
         &self.shards[id.0 as usize].target.name
     }
 
+    /// The shard of this name.
+    pub fn find(&self, name: &str) -> Option<ShardId> {
+        self.shards
+            .iter()
+            .position(|s| s.target.name == name)
+            .map(|i| ShardId(i as u16))
+    }
+
+    /// True once `close` ran.
+    pub fn is_closed(&self) -> bool {
+        self.shards.first().is_none_or(|s| s.pool.is_closed())
+    }
+
     /// A connection to the shard, from the pool or newly made.
     pub async fn checkout(&self, id: ShardId) -> Result<PooledConn, Error> {
         let shard = self.shard(id);
@@ -112,6 +135,12 @@ impl Backend {
                 detail: other.to_string(),
             },
         })
+    }
+
+    /// A new connection outside the pool, for the proxy's own work while a transaction holds
+    /// the pooled ones (a pool of one must not wait on itself).
+    pub async fn connect_direct(&self, id: ShardId) -> Result<ServerConn, Error> {
+        ServerConn::connect(&self.shard(id).target).await
     }
 
     /// Closes every pool (idle connections are dropped; loans end when returned).

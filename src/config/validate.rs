@@ -1,7 +1,7 @@
 //! Validation of a parsed shards.toml: semantic checks, identifier folding, and the line numbers
 //! that let every error point at the offending line.
 
-use super::{parse_postgres_url, Config, MAX_VNODES, MAX_WEIGHT, RATE_LIMIT_KEYS};
+use super::{parse_postgres_url, Config, MAX_SHARD_NAME, MAX_VNODES, MAX_WEIGHT, RATE_LIMIT_KEYS};
 use crate::error::Error;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -69,6 +69,14 @@ impl Config {
             let here = |field| [K("shards"), I(i), K(field)];
             if shard.name.is_empty() {
                 return Err(at.err(&here("name"), "a shard name must not be empty"));
+            }
+            // It is part of two-phase transaction ids, which PostgreSQL limits to 199 bytes.
+            if shard.name.len() > MAX_SHARD_NAME {
+                let msg = format!(
+                    "shard name {:?} is longer than {MAX_SHARD_NAME} bytes",
+                    shard.name
+                );
+                return Err(at.err(&here("name"), msg));
             }
             if self.shards[..i].iter().any(|s| s.name == shard.name) {
                 let msg = format!("shard name {:?} is used twice", shard.name);

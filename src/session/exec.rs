@@ -477,6 +477,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     ) -> Step<bool> {
         backend::discard(conn);
         let err = self.unavailable(shard, e);
+        self.mark_lost(shard);
         self.fail(&err)
     }
 

@@ -201,6 +201,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Ends the reply to one Query with ReadyForQuery and sends everything buffered.
     async fn ready(&mut self) -> Step {
+        self.settle_lost().await;
         let status = match &self.txn {
             Some(t) if t.failed => b'E',
             Some(_) => b'T',

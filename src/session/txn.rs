@@ -1,15 +1,16 @@
 //! A client's transaction across shards: which backend connections it holds, how a shard joins
-//! it late, and how it ends. (Commit over several shards is sequential here; two-phase commit
-//! arrives with the transactions work.)
+//! it late, and how it ends (natively on one shard, by two-phase commit on several).
 
 use super::settings::{Settings, UNKNOWN};
 use super::{Session, Step};
-use crate::backend::{self, PooledConn};
+use crate::backend::twophase::{Failure, Outcome};
+use crate::backend::{self, PooledConn, Reply};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{SessionCommand, StatementPlan, Target, TxnCommand};
 use bytes::BytesMut;
+use futures_util::future::join_all;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub struct Txn {
@@ -20,6 +21,9 @@ pub struct Txn {
     /// SAVEPOINT/RELEASE/ROLLBACK TO and SET commands, replayed on shards that join later.
     replay: Vec<String>,
     pub failed: bool,
+    /// A shard's connection broke inside the transaction: its part is gone, so only ROLLBACK
+    /// can end it (not even ROLLBACK TO SAVEPOINT).
+    pub lost: Option<ShardId>,
     /// Settings when the transaction began: a rollback undoes SETs made inside it.
     settings_before: Settings,
     settings_changed: bool,
@@ -34,6 +38,7 @@ impl Txn {
             begin: begin.to_owned(),
             replay: Vec::new(),
             failed: false,
+            lost: None,
             settings_before: settings,
             settings_changed: false,
             ddl: false,
@@ -98,9 +103,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub(super) fn release(&mut self, shard: ShardId, conn: PooledConn) {
         if conn.broken {
             backend::discard(conn);
-            if let Some(t) = &mut self.txn {
-                t.failed = true;
-            }
+            self.mark_lost(shard);
+            return;
+        }
+        if self.txn.is_none() && conn.status != b'I' {
+            // Never hand a connection inside a transaction to the pool.
+            tracing::warn!(
+                "a connection to shard \"{}\" was still in a transaction; discarded",
+                self.ctx.backend.name(shard)
+            );
+            backend::discard(conn);
             return;
         }
         match &mut self.txn {
@@ -146,6 +158,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Some(t) => t.conns.iter().map(|(s, _)| *s).collect(),
         };
         let rollback_to = starts_with_words(sql, &["rollback"]);
+        if let Some(shard) = self.txn.as_ref().and_then(|t| t.lost) {
+            let shard = self.ctx.backend.name(shard).to_owned();
+            self.error(&Error::TransactionLost { shard });
+            return Ok(false);
+        }
         let ok = if shards.is_empty() {
             let tag = sql
                 .split_whitespace()
@@ -224,11 +241,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Ok(c) => c,
                 Err(e) => return self.fail(&e),
             };
-            let result = collect(&mut conn, sql).await;
+            let result = backend::exchange(&mut conn, sql).await;
             self.release(*shard, conn);
             match result {
-                Ok((None, tag)) => last_tag = tag.or(last_tag),
-                Ok((Some(err), _)) => {
+                Ok(Reply { error: None, tag }) => last_tag = tag.or(last_tag),
+                Ok(Reply {
+                    error: Some(err), ..
+                }) => {
                     if ok {
                         self.out.extend_from_slice(&err.bytes);
                     }
@@ -245,29 +264,46 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Ok(ok)
     }
 
-    /// Ends the transaction on every shard in it. With `report`, the client sees COMMIT or
-    /// ROLLBACK (or the error that made the commit fail). Returns whether it committed.
+    /// Ends the transaction on every shard in it: one shard commits natively, several through
+    /// two-phase commit. With `report`, the client sees COMMIT or ROLLBACK (or the error that
+    /// made the commit fail). Returns whether it committed.
     pub(super) async fn end_txn(&mut self, commit: bool, report: bool) -> Step<bool> {
-        let Some(txn) = self.txn.take() else {
+        let Some(mut txn) = self.txn.take() else {
             return Ok(!commit);
         };
         let commit = commit && !txn.failed;
-        let mut ok = true;
-        for (shard, mut conn) in txn.conns {
-            let sql = if commit && ok { "COMMIT" } else { "ROLLBACK" };
-            match collect(&mut conn, sql).await {
-                Ok((Some(err), _)) if sql == "COMMIT" => {
-                    ok = false;
-                    self.out.extend_from_slice(&err.bytes);
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    if sql == "COMMIT" {
-                        ok = false;
-                        self.error(&e);
+        let ok = if !commit {
+            rollback(&mut txn.conns).await;
+            true
+        } else if txn.conns.len() > 1 {
+            let backend = &self.ctx.backend;
+            match backend.twophase.commit(backend, &mut txn.conns).await {
+                Outcome::Committed { pending } => {
+                    for shard in pending {
+                        self.notice(
+                            "01000",
+                            &format!(
+                                "the transaction committed, but shard \"{shard}\" has not \
+                                 applied its part yet; shardgate applies it when the shard is \
+                                 reachable again"
+                            ),
+                        );
                     }
+                    true
+                }
+                Outcome::Aborted(Failure::Shard(frame)) => {
+                    self.out.extend_from_slice(&frame.bytes);
+                    false
+                }
+                Outcome::Aborted(Failure::Proxy(e)) | Outcome::Unknown(e) => {
+                    self.error(&e);
+                    false
                 }
             }
+        } else {
+            self.commit_one(&mut txn.conns).await
+        };
+        for (shard, mut conn) in txn.conns {
             if txn.settings_changed {
                 conn.settings = UNKNOWN;
             }
@@ -284,6 +320,56 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             protocol::put_command_complete(&mut self.out, tag);
         }
         Ok(commit && ok)
+    }
+
+    /// COMMIT of a transaction on at most one shard, natively.
+    async fn commit_one(&mut self, conns: &mut [(ShardId, PooledConn)]) -> bool {
+        let Some((shard, conn)) = conns.first_mut() else {
+            return true;
+        };
+        match backend::exchange(conn, "COMMIT").await {
+            Ok(r) if r.is("COMMIT") => true,
+            Ok(r) => {
+                match r.error {
+                    Some(frame) => self.out.extend_from_slice(&frame.bytes),
+                    // A transaction the shard had already aborted answers COMMIT with ROLLBACK.
+                    None => self.error(&Error::TransactionLost {
+                        shard: self.ctx.backend.name(*shard).to_owned(),
+                    }),
+                }
+                if conn.status != b'I' {
+                    let _ = backend::exchange(conn, "ROLLBACK").await;
+                }
+                false
+            }
+            Err(e) => {
+                self.error(&e);
+                false
+            }
+        }
+    }
+
+    /// A connection of the open transaction broke: the transaction can only end in ROLLBACK,
+    /// which happens on the other shards at once (see `settle_lost`).
+    pub(super) fn mark_lost(&mut self, shard: ShardId) {
+        if let Some(t) = &mut self.txn {
+            t.failed = true;
+            t.lost.get_or_insert(shard);
+        }
+    }
+
+    /// Rolls back the other shards of a transaction that lost a shard, so their locks go now
+    /// rather than when the client gets to its ROLLBACK.
+    pub(super) async fn settle_lost(&mut self) {
+        if let Some(t) = &mut self.txn {
+            if t.lost.is_some() && !t.conns.is_empty() {
+                let mut conns = std::mem::take(&mut t.conns);
+                rollback(&mut conns).await;
+                for (shard, conn) in conns {
+                    self.release(shard, conn);
+                }
+            }
+        }
     }
 
     /// The client left: roll back whatever it had open so its connections go back clean.
@@ -314,30 +400,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 }
 
-/// Runs `sql` and reads the answer to its end: (the first error, the last CommandComplete).
-async fn collect(
-    conn: &mut PooledConn,
-    sql: &str,
-) -> Result<(Option<Frame>, Option<Frame>), Error> {
-    let lost = |conn: &PooledConn, e: std::io::Error| Error::ShardUnavailable {
-        shard: conn.shard.clone(),
-        detail: format!("connection lost: {e}"),
-    };
-    conn.send_query(sql);
-    if let Err(e) = conn.flush().await {
-        return Err(lost(conn, e));
-    }
-    let (mut err, mut tag) = (None, None);
-    loop {
-        let frame = match conn.recv().await {
-            Ok(f) => f,
-            Err(e) => return Err(lost(conn, e)),
-        };
-        match frame.tag {
-            b'Z' => return Ok((err, tag)),
-            b'E' if err.is_none() => err = Some(frame),
-            b'C' => tag = Some(frame),
-            _ => {}
-        }
-    }
+/// Rolls back every connection of a transaction, in parallel; a connection that cannot is
+/// discarded when released (it is broken).
+async fn rollback(conns: &mut [(ShardId, PooledConn)]) {
+    join_all(
+        conns
+            .iter_mut()
+            .map(|(_, c)| backend::exchange(c, "ROLLBACK")),
+    )
+    .await;
 }

@@ -364,7 +364,7 @@ pub async fn load(client: &Client, data: &Data, side: &str, reversed: bool) {
     client
         .batch_execute(SCHEMA)
         .await
-        .unwrap_or_else(|e| panic!("{side}: schema: {e}"));
+        .unwrap_or_else(|e| panic!("{side}: schema: {e:?}"));
     for table in [&data.countries, &data.users, &data.orders] {
         let mut inserts = table.inserts(500, reversed);
         if reversed {

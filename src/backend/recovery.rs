@@ -1,0 +1,248 @@
+//! In-doubt two-phase transactions: looked for on every shard at startup and periodically,
+//! committed or rolled back by their decision record; decision records no longer needed are
+//! removed.
+
+use super::reply::exchange;
+use super::twophase::{Gid, TwoPhase, ABORT_RECORD_TTL};
+use super::{discover::quote_literal, Backend};
+use crate::context::Context;
+use crate::error::Error;
+use crate::ring::ShardId;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A prepared transaction younger than this may still be finished by the proxy that prepared
+/// it; recovery leaves it alone until then (resolving it earlier would be safe, only rude).
+const GRACE: &str = "2 seconds";
+/// Decision records are removed only by a pass shorter than this (see `collect_garbage`).
+const GC_PASS_LIMIT: Duration = Duration::from_secs(10);
+const COMMIT_RECORD_AGE: &str = "30 seconds";
+/// How soon a pass runs again when it left in-doubt transactions waiting.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// What one recovery pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub committed: usize,
+    pub rolled_back: usize,
+    /// In-doubt transactions left for a later pass (too young, in flight, coordinator away).
+    pub waiting: usize,
+    /// Shards that could not be asked.
+    pub unreachable: Vec<String>,
+    /// Decision records removed.
+    pub removed: u64,
+}
+
+/// Runs a pass now and then every `recovery_interval_ms` (every second while something waits),
+/// and when a commit leaves work behind, until the proxy closes its pools.
+pub async fn run(ctx: Arc<Context>) {
+    let tp = &ctx.backend.twophase;
+    while !ctx.backend.is_closed() {
+        // Registered before the pass, so a wake-up during it is not missed.
+        let woken = tp.wake.notified();
+        let report = recover(&ctx.backend).await;
+        if report.committed + report.rolled_back > 0 || report.removed > 0 {
+            tracing::info!(
+                "2PC recovery: {} committed, {} rolled back, {} waiting, {} decision records removed",
+                report.committed,
+                report.rolled_back,
+                report.waiting,
+                report.removed
+            );
+        }
+        let mut wait = Duration::from_millis(ctx.config.load().proxy.recovery_interval_ms.max(10));
+        if report.waiting > 0 {
+            wait = wait.min(RECHECK);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = woken => {}
+        }
+    }
+}
+
+/// One pass over every shard.
+pub async fn recover(backend: &Backend) -> Report {
+    let started = Instant::now();
+    let tp = &backend.twophase;
+    let mut report = Report::default();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut with_table = Vec::new();
+    for i in 0..backend.len() {
+        let shard = ShardId(i as u16);
+        let name = backend.name(shard);
+        let found = async {
+            let mut conn = backend.checkout(shard).await?;
+            let rows = conn
+                .query_rows(&format!(
+                    "SELECT gid, now() - prepared > interval '{GRACE}' FROM pg_prepared_xacts \
+                     WHERE database = current_database() AND left(gid, 3) = 'sg_'"
+                ))
+                .await?;
+            let table = conn
+                .query_rows("SELECT to_regclass('shardgate.txn_decisions') IS NOT NULL")
+                .await?;
+            Ok::<_, Error>((conn, rows, table))
+        }
+        .await;
+        let (mut conn, rows, table) = match found {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::debug!("2PC recovery: shard \"{name}\" not reachable: {e}");
+                report.unreachable.push(name.to_owned());
+                continue;
+            }
+        };
+        if first_is_true(&table) {
+            with_table.push(shard);
+        }
+        for row in rows {
+            let (Some(Some(text)), Some(Some(old))) = (row.first(), row.get(1)) else {
+                continue;
+            };
+            let Some(gid) = Gid::parse(text) else {
+                continue;
+            };
+            seen.insert(gid.txn());
+            if old != "t" || tp.in_flight(&gid) {
+                report.waiting += 1;
+                continue;
+            }
+            let Some(coord) = backend.find(&gid.coordinator) else {
+                tracing::warn!(
+                    "prepared transaction {gid} on shard \"{name}\" names coordinator \"{}\", \
+                     which is not in the config; left for an operator",
+                    gid.coordinator
+                );
+                report.waiting += 1;
+                continue;
+            };
+            let commit = match decide(backend, tp, coord, &gid).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("2PC recovery: {gid} stays in doubt for now: {e}");
+                    report.waiting += 1;
+                    continue;
+                }
+            };
+            let verb = if commit { "COMMIT" } else { "ROLLBACK" };
+            let sql = format!("{verb} PREPARED {}", quote_literal(text));
+            match exchange(&mut conn, &sql).await {
+                Ok(r) if r.error.is_none() || r.sqlstate().as_deref() == Some("42704") => {
+                    tracing::info!("2PC recovery: {verb} PREPARED {gid} on shard \"{name}\"");
+                    if commit {
+                        report.committed += 1;
+                    } else {
+                        report.rolled_back += 1;
+                    }
+                }
+                Ok(r) => {
+                    tracing::warn!("2PC recovery: {sql}: {}", r.message().unwrap_or_default());
+                    report.waiting += 1;
+                }
+                Err(e) => {
+                    tracing::warn!("2PC recovery: {sql}: {e}");
+                    report.waiting += 1;
+                    break;
+                }
+            }
+        }
+    }
+    if report.unreachable.is_empty() && started.elapsed() < GC_PASS_LIMIT {
+        report.removed = collect_garbage(backend, &with_table, &seen).await;
+    }
+    report
+}
+
+/// The decision for `gid`, whose coordinator is `coord`: true to commit. With no decision yet,
+/// records an abort first, so the coordinator can never commit afterwards. Waits (up to a
+/// lock timeout) for a coordinator transaction still open; that wait failing is an `Err`.
+pub async fn decide(
+    backend: &Backend,
+    tp: &TwoPhase,
+    coord: ShardId,
+    gid: &Gid,
+) -> Result<bool, Error> {
+    tp.ensure_table(backend, coord).await?;
+    // Not from the pool: the commit path asks while it holds the coordinator's connection.
+    let mut conn = backend.connect_direct(coord).await?;
+    let lit = quote_literal(&gid.txn());
+    let reply = exchange(
+        &mut conn,
+        &format!(
+            "BEGIN; SET LOCAL lock_timeout = '2s'; \
+             INSERT INTO shardgate.txn_decisions (gid, committed) VALUES ({lit}, false) \
+             ON CONFLICT (gid) DO NOTHING; COMMIT"
+        ),
+    )
+    .await?;
+    if let Some(msg) = reply.message() {
+        if conn.status != b'I' {
+            let _ = exchange(&mut conn, "ROLLBACK").await;
+        }
+        return Err(Error::internal(format!(
+            "recording a decision on shard \"{}\": {msg}",
+            backend.name(coord)
+        )));
+    }
+    // A new statement, so a new snapshot: it sees a coordinator commit the insert waited for.
+    let rows = conn
+        .query_rows(&format!(
+            "SELECT committed FROM shardgate.txn_decisions WHERE gid = {lit}"
+        ))
+        .await?;
+    match rows.first().and_then(|r| r.first()) {
+        Some(Some(v)) => Ok(v == "t"),
+        _ => Err(Error::internal(format!(
+            "the decision record of {gid} vanished on shard \"{}\"",
+            backend.name(coord)
+        ))),
+    }
+}
+
+/// Removes commit records no prepared transaction needs any more, and old abort records.
+///
+/// A commit record is written after all its participants prepared, so one older than the
+/// prepared lists this pass read (`COMMIT_RECORD_AGE` exceeds the pass's length) whose gid is
+/// in none of them has no participant left in doubt. Abort records must outlive any
+/// coordinator that could still try to commit, which phase 1's own limit bounds.
+async fn collect_garbage(backend: &Backend, shards: &[ShardId], seen: &HashSet<String>) -> u64 {
+    let keep = seen
+        .iter()
+        .map(|g| quote_literal(g))
+        .collect::<Vec<_>>()
+        .join(",");
+    let sql = format!(
+        "DELETE FROM shardgate.txn_decisions WHERE \
+         (committed AND at < now() - interval '{COMMIT_RECORD_AGE}' \
+          AND gid <> ALL (ARRAY[{keep}]::text[])) \
+         OR (NOT committed AND at < now() - interval '{ABORT_RECORD_TTL}')"
+    );
+    let mut removed = 0;
+    for &shard in shards {
+        let Ok(mut conn) = backend.checkout(shard).await else {
+            continue;
+        };
+        match exchange(&mut conn, &sql).await {
+            Ok(r) if r.error.is_none() => {
+                removed += r
+                    .tag_text()
+                    .strip_prefix("DELETE ")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .unwrap_or(0);
+            }
+            Ok(r) => tracing::warn!(
+                "removing old decision records on shard \"{}\": {}",
+                backend.name(shard),
+                r.message().unwrap_or_default()
+            ),
+            Err(e) => tracing::warn!("removing old decision records: {e}"),
+        }
+    }
+    removed
+}
+
+fn first_is_true(rows: &[Vec<Option<String>>]) -> bool {
+    matches!(rows.first().and_then(|r| r.first()), Some(Some(v)) if v == "t")
+}

@@ -1,0 +1,391 @@
+//! Two-phase commit of a transaction that reached several shards: transaction ids, the decision
+//! record, and the commit protocol. Resolving what a crash left in doubt is `recovery.rs`.
+//!
+//! The protocol is presumed abort, with the coordinator (the transaction's first shard)
+//! committing in one phase:
+//! 1. every other participant runs `PREPARE TRANSACTION 'gid'`, in parallel (each its own gid,
+//!    as gids are unique per PostgreSQL cluster and several shards may share one);
+//! 2. the coordinator inserts `(txn, committed = true)` into `shardgate.txn_decisions` inside
+//!    its own transaction and commits it. That commit *is* the decision, durable and atomic with
+//!    the coordinator's own writes;
+//! 3. every prepared participant runs `COMMIT PREPARED 'gid'`, in parallel.
+//!
+//! A prepared `sg_` transaction whose transaction has no decision row was never decided.
+//! Recovery rolls it back, after inserting `(txn, committed = false)` first: the primary key then makes
+//! a coordinator that is somehow still running fail its own insert, so it can never commit
+//! after recovery decided to abort (and recovery's insert waits for a coordinator transaction
+//! that is still open, so it cannot overtake one either).
+
+use super::reply::{exchange, Reply};
+use super::{discover::quote_literal, Backend, PooledConn, ServerConn};
+use crate::error::Error;
+use crate::protocol::Frame;
+use crate::ring::ShardId;
+use futures_util::future::join_all;
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Creates the decision table where it is missing (idempotent; run once per shard and process).
+pub const DECISIONS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS shardgate; \
+     CREATE TABLE IF NOT EXISTS shardgate.txn_decisions (\
+       gid text PRIMARY KEY, \
+       committed boolean NOT NULL, \
+       at timestamptz NOT NULL DEFAULT clock_timestamp())";
+
+/// Abort records outlive any coordinator that could still try to commit: phase 1 gives up
+/// after `PHASE_ONE_LIMIT`, far below this.
+pub const ABORT_RECORD_TTL: &str = "1 hour";
+const PHASE_ONE_LIMIT: Duration = Duration::from_secs(600);
+/// How often, and how long apart, a COMMIT/ROLLBACK PREPARED is tried before it is left to
+/// recovery.
+const FINISH_TRIES: u32 = 3;
+const FINISH_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Environment variable naming a point where the proxy kills itself (crash tests only).
+pub const FAILPOINT_ENV: &str = "SHARDGATE_FAILPOINT";
+
+/// A participant's two-phase transaction id:
+/// `sg_<instance>_<sequence>_<participant shard id>_<coordinator shard name>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Gid {
+    pub instance: String,
+    pub seq: u64,
+    pub participant: u16,
+    pub coordinator: String,
+}
+
+impl Gid {
+    pub fn parse(s: &str) -> Option<Gid> {
+        let rest = s.strip_prefix("sg_")?;
+        let mut parts = rest.splitn(4, '_');
+        let instance = parts.next()?;
+        let seq = parts.next()?.parse().ok()?;
+        let participant = parts.next()?.parse().ok()?;
+        let coordinator = parts.next()?;
+        if instance.is_empty() || coordinator.is_empty() {
+            return None;
+        }
+        Some(Gid {
+            instance: instance.to_owned(),
+            seq,
+            participant,
+            coordinator: coordinator.to_owned(),
+        })
+    }
+
+    /// The distributed transaction's id, the key of its decision record: `sg_<instance>_<seq>`.
+    pub fn txn(&self) -> String {
+        format!("sg_{}_{}", self.instance, self.seq)
+    }
+}
+
+impl std::fmt::Display for Gid {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sg_{}_{}_{}_{}",
+            self.instance, self.seq, self.participant, self.coordinator
+        )
+    }
+}
+
+/// Why a transaction did not commit: a shard's own error (relayed as sent) or the proxy's.
+pub enum Failure {
+    Shard(Frame),
+    Proxy(Error),
+}
+
+pub enum Outcome {
+    /// Committed everywhere, except on `pending` shards whose COMMIT PREPARED failed and is
+    /// left to recovery (the decision is durable; their part becomes visible then).
+    Committed { pending: Vec<String> },
+    /// Nothing committed anywhere.
+    Aborted(Failure),
+    /// The decision's outcome could not be learned; recovery finishes it.
+    Unknown(Error),
+}
+
+/// The proxy's two-phase state: its instance id, the transactions it is committing now, and
+/// the shards known to have the decision table.
+pub struct TwoPhase {
+    instance: String,
+    next: AtomicU64,
+    in_flight: Mutex<HashSet<u64>>,
+    ready: Vec<AtomicBool>,
+    failpoint: Option<String>,
+    /// Wakes the recovery task when a commit leaves work for it.
+    pub wake: tokio::sync::Notify,
+}
+
+/// Keeps a gid in the in-flight set (which recovery leaves alone) while its commit runs.
+struct InFlight<'a> {
+    owner: &'a TwoPhase,
+    seq: u64,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.owner.lock().remove(&self.seq);
+    }
+}
+
+impl TwoPhase {
+    pub fn new(shards: usize) -> TwoPhase {
+        TwoPhase {
+            // Random per process, so that ids never repeat across restarts or proxies.
+            instance: format!("{:012x}", rand::random::<u64>() >> 16),
+            next: AtomicU64::new(1),
+            in_flight: Mutex::new(HashSet::new()),
+            ready: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            failpoint: std::env::var(FAILPOINT_ENV).ok().filter(|s| !s.is_empty()),
+            wake: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<u64>> {
+        self.in_flight
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// True for a gid this process is committing right now.
+    pub fn in_flight(&self, gid: &Gid) -> bool {
+        gid.instance == self.instance && self.lock().contains(&gid.seq)
+    }
+
+    /// Dies on the spot, as a crash would, when the crash tests ask for it at `point`.
+    fn failpoint(&self, point: &str) {
+        if self.failpoint.as_deref() == Some(point) {
+            tracing::error!("failpoint {point}: killing the proxy");
+            // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
+            unsafe {
+                libc::kill(libc::getpid(), libc::SIGKILL);
+            }
+        }
+    }
+
+    /// Makes sure `shard` has the decision table (creating it once per process).
+    pub async fn ensure_table(&self, backend: &Backend, shard: ShardId) -> Result<(), Error> {
+        let flag = &self.ready[usize::from(shard.0)];
+        if flag.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut conn = backend.connect_direct(shard).await?;
+        let mut reply = exchange(&mut conn, DECISIONS_DDL).await?;
+        if reply.error.is_some() {
+            // Two proxies creating it at once collide on the catalog; the second try sees it.
+            reply = exchange(&mut conn, DECISIONS_DDL).await?;
+        }
+        if let Some(msg) = reply.message() {
+            return Err(Error::internal(format!(
+                "cannot commit across shards: shard \"{}\" could not create \
+                 shardgate.txn_decisions: {msg}",
+                backend.name(shard)
+            )));
+        }
+        flag.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Commits a transaction open on two or more shards (`conns[0]` coordinates). The
+    /// connections stay with the caller, idle (or broken) whatever happened.
+    pub async fn commit(&self, backend: &Backend, conns: &mut [(ShardId, PooledConn)]) -> Outcome {
+        let Some(((coord_id, coord), others)) = conns.split_first_mut() else {
+            return Outcome::Committed {
+                pending: Vec::new(),
+            };
+        };
+        let coord_id = *coord_id;
+        if let Err(e) = self.ensure_table(backend, coord_id).await {
+            rollback_all(coord, others).await;
+            return Outcome::Aborted(Failure::Proxy(e));
+        }
+        let gid = Gid {
+            instance: self.instance.clone(),
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+            participant: coord_id.0,
+            coordinator: backend.name(coord_id).to_owned(),
+        };
+        self.lock().insert(gid.seq);
+        let _in_flight = InFlight {
+            owner: self,
+            seq: gid.seq,
+        };
+        let started = Instant::now();
+        // Each participant's gid, quoted.
+        let gids: Vec<String> = others
+            .iter()
+            .map(|(s, _)| {
+                let g = Gid {
+                    participant: s.0,
+                    ..gid.clone()
+                };
+                quote_literal(&g.to_string())
+            })
+            .collect();
+        let txn = gid.txn();
+
+        // Phase 1.
+        let replies = join_all(others.iter_mut().zip(&gids).map(|((_, c), g)| async move {
+            exchange(c, &format!("PREPARE TRANSACTION {g}")).await
+        }))
+        .await;
+        let mut failure = None;
+        let mut prepared = vec![false; others.len()];
+        for (i, r) in replies.into_iter().enumerate() {
+            match r {
+                Ok(reply) if reply.is("PREPARE TRANSACTION") => prepared[i] = true,
+                Ok(reply) => {
+                    let shard = backend.name(others[i].0);
+                    failure.get_or_insert_with(|| refused(reply, shard));
+                }
+                Err(e) => {
+                    failure.get_or_insert(Failure::Proxy(e));
+                }
+            }
+        }
+        if failure.is_none() && started.elapsed() > PHASE_ONE_LIMIT {
+            failure = Some(Failure::Proxy(Error::internal(
+                "PREPARE TRANSACTION took too long on some shard; the transaction was rolled back",
+            )));
+        }
+        if let Some(f) = failure {
+            let _ = exchange(coord, "ROLLBACK").await;
+            abort_prepared(backend, others, &prepared, &gids).await;
+            return Outcome::Aborted(f);
+        }
+        self.failpoint("after-prepare");
+
+        // Phase 2: the decision.
+        let sql = format!(
+            "INSERT INTO shardgate.txn_decisions (gid, committed) VALUES ({}, true); COMMIT",
+            quote_literal(&txn)
+        );
+        match exchange(coord, &sql).await {
+            Ok(reply) if reply.is("COMMIT") => {}
+            Ok(reply) => {
+                if coord.status != b'I' {
+                    let _ = exchange(coord, "ROLLBACK").await;
+                }
+                let all = vec![true; others.len()];
+                abort_prepared(backend, others, &all, &gids).await;
+                return Outcome::Aborted(refused(reply, backend.name(coord_id)));
+            }
+            Err(lost) => match super::recovery::decide(backend, self, coord_id, &gid).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    let all = vec![true; others.len()];
+                    abort_prepared(backend, others, &all, &gids).await;
+                    return Outcome::Aborted(Failure::Proxy(lost));
+                }
+                Err(e) => {
+                    tracing::warn!("transaction {txn} left in doubt: {e}");
+                    self.wake.notify_one();
+                    return Outcome::Unknown(Error::CommitUnknown {
+                        shard: backend.name(coord_id).to_owned(),
+                        gid: txn,
+                    });
+                }
+            },
+        }
+        self.failpoint("after-decision");
+
+        // Phase 3.
+        let done = join_all(others.iter_mut().zip(&gids).map(|((s, c), g)| async move {
+            finish(backend, *s, c, &format!("COMMIT PREPARED {g}")).await
+        }))
+        .await;
+        let pending: Vec<String> = others
+            .iter()
+            .zip(done)
+            .filter(|(_, ok)| !ok)
+            .map(|((s, _), _)| backend.name(*s).to_owned())
+            .collect();
+        if !pending.is_empty() {
+            self.wake.notify_one();
+            tracing::warn!(
+                "transaction {txn} committed; COMMIT PREPARED left to recovery on {}",
+                pending.join(", ")
+            );
+        }
+        Outcome::Committed { pending }
+    }
+}
+
+/// A shard's answer that was not the one wanted: its error, or (an aborted transaction answers
+/// PREPARE with a ROLLBACK tag) a proxy error saying so.
+fn refused(reply: Reply, shard: &str) -> Failure {
+    match reply.error {
+        Some(frame) => Failure::Shard(frame),
+        None => Failure::Proxy(Error::internal(format!(
+            "shard \"{shard}\" answered {:?} instead of committing; the transaction was rolled \
+             back on every shard",
+            reply.tag_text()
+        ))),
+    }
+}
+
+/// Rolls back a transaction that never reached phase 1.
+pub async fn rollback_all(coord: &mut PooledConn, others: &mut [(ShardId, PooledConn)]) {
+    let _ = exchange(coord, "ROLLBACK").await;
+    join_all(others.iter_mut().map(|(_, c)| exchange(c, "ROLLBACK"))).await;
+}
+
+/// Undoes phase 1: ROLLBACK PREPARED where the PREPARE may have happened, ROLLBACK where the
+/// transaction is still open. What cannot be reached is left to recovery, which finds no
+/// decision record and rolls it back.
+async fn abort_prepared(
+    backend: &Backend,
+    others: &mut [(ShardId, PooledConn)],
+    prepared: &[bool],
+    gids: &[String],
+) {
+    let work = others.iter_mut().zip(prepared).zip(gids).map(
+        |(((shard, conn), &was_prepared), gid)| async move {
+            if was_prepared || conn.broken {
+                finish(backend, *shard, conn, &format!("ROLLBACK PREPARED {gid}")).await;
+            } else if conn.status != b'I' {
+                let _ = exchange(conn, "ROLLBACK").await;
+            }
+        },
+    );
+    join_all(work).await;
+}
+
+/// Runs COMMIT or ROLLBACK PREPARED, on `conn` and then on fresh connections, a few times.
+/// Returns whether it took effect (or had already: the gid no longer exists).
+async fn finish(backend: &Backend, shard: ShardId, conn: &mut PooledConn, sql: &str) -> bool {
+    let mut fresh: Option<ServerConn> = None;
+    for attempt in 0..FINISH_TRIES {
+        if attempt > 0 {
+            tokio::time::sleep(FINISH_BACKOFF * attempt).await;
+        }
+        let target: &mut ServerConn = if !conn.broken {
+            conn
+        } else {
+            if fresh.as_ref().is_none_or(|c| c.broken) {
+                fresh = backend.connect_direct(shard).await.ok();
+            }
+            match fresh.as_mut() {
+                Some(c) => c,
+                None => continue,
+            }
+        };
+        match exchange(target, sql).await {
+            Ok(r) if r.error.is_none() => return true,
+            // 42704: no such prepared transaction (recovery got there first).
+            Ok(r) if r.sqlstate().as_deref() == Some("42704") => return true,
+            Ok(r) => {
+                tracing::warn!(
+                    "{sql} on shard \"{}\": {}",
+                    backend.name(shard),
+                    r.message().unwrap_or_default()
+                );
+            }
+            Err(e) => tracing::warn!("{sql}: {e}"),
+        }
+    }
+    false
+}
