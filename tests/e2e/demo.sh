@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2154  # the variables below are set by the sourcing script
 # Shared by the end-to-end scripts and bench/gather.sh (sourced, not run): `shardgate demo`'s
 # three shards, and a second proxy serving them with the tables a script lists.
 # Needs $bin, $work, $demo_port, $port and $shard_port set; sets $demo and $proxy.

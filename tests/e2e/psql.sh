@@ -30,7 +30,7 @@ export PGCONNECT_TIMEOUT=10
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d app -c "$1"; }
 fails() { # fails SQLSTATE SQL: the statement must fail with that SQLSTATE
   local out
-  if out=$(PGOPTIONS= psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
+  if out=$(PGOPTIONS='' psql -X -q -A -t -v ON_ERROR_STOP=1 -v VERBOSITY=verbose \
       -h 127.0.0.1 -p "$port" -U postgres -d app -c "\\set VERBOSITY verbose" -c "$2" 2>&1); then
     echo "expected $1 from: $2"; exit 1
   fi

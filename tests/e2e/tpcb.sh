@@ -6,7 +6,10 @@
 # database and through shardgate, back to back. Then the books must balance: sum(abalance) =
 # sum(tbalance) = sum(bbalance) = sum(delta), through the proxy and summed over the shards
 # directly; no failed transaction; one history row per processed transaction; no prepared
-# transaction left on any shard.
+# transaction left on any shard. Then the chaos phase (tests/e2e/chaos.sh): TPC-B through shardgate
+# again while the proxy's backend connections are killed on two shards and the third restarts;
+# afterwards no prepared transaction may be left, the proxy must still answer, and the books must
+# balance as before, on each shard too (only the history row count is not checked).
 # Usage: tests/e2e/tpcb.sh [path/to/shardgate] [seconds per run]
 set -euo pipefail
 
@@ -21,7 +24,9 @@ shard_port=25453
 shards=("$shard_port" $((shard_port + 1)) $((shard_port + 2)))
 t0=$(date +%s)
 
-. "$(cd "$(dirname "$0")" && pwd)/demo.sh"
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=demo.sh
+. "$here/demo.sh"
 demo_start
 shard_pgbench_tables
 proxy_start
@@ -144,4 +149,9 @@ if [ "$bad" != 0 ]; then
   tail -n 50 "$work/proxy.log"
   fail "the books do not balance (see above)"
 fi
+echo "ok   clean phase ($(($(date +%s) - t0))s so far)"
+
+# shellcheck source=chaos.sh
+. "$here/chaos.sh"
+chaos_phase
 echo "tpcb end-to-end: all passed in $(($(date +%s) - t0))s"
