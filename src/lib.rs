@@ -44,5 +44,6 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     // In-doubt two-phase transactions a previous run left are resolved now and then
     // periodically; the task ends when the server closes the pools.
     tokio::spawn(backend::recovery::run(ctx.clone()));
+    tokio::spawn(backend::health::run(ctx.clone()));
     Ok((ctx, server))
 }

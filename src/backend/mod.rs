@@ -4,6 +4,7 @@
 mod cancel;
 mod conn;
 mod discover;
+pub mod health;
 pub mod recovery;
 mod reply;
 pub mod twophase;
@@ -59,6 +60,7 @@ pub type PooledConn = Object<Manager>;
 pub struct Shard {
     pub target: ShardTarget,
     pool: Pool<Manager>,
+    pub health: health::Health,
 }
 
 /// The pools of all shards, in `ShardId` order.
@@ -85,7 +87,11 @@ impl Backend {
             .runtime(deadpool::Runtime::Tokio1)
             .build()
             .map_err(|e| Error::config(format!("shard {}: {e}", s.name)))?;
-            shards.push(Shard { target, pool });
+            shards.push(Shard {
+                target,
+                pool,
+                health: health::Health::default(),
+            });
         }
         Ok(Backend {
             twophase: TwoPhase::new(shards.len()),
@@ -125,8 +131,22 @@ impl Backend {
     /// A connection to the shard, from the pool or newly made.
     pub async fn checkout(&self, id: ShardId) -> Result<PooledConn, Error> {
         let shard = self.shard(id);
+        if let Some(detail) = shard.health.down() {
+            return Err(Error::ShardUnavailable {
+                shard: shard.target.name.clone(),
+                detail,
+            });
+        }
         shard.pool.get().await.map_err(|e| match e {
-            PoolError::Backend(e) => e,
+            PoolError::Backend(e) => {
+                // Only connecting can fail here: the shard does not answer.
+                let name = &shard.target.name;
+                match &e {
+                    Error::ShardUnavailable { detail, .. } => shard.health.mark_down(name, detail),
+                    other => shard.health.mark_down(name, &other.to_string()),
+                }
+                e
+            }
             PoolError::Timeout(managed::TimeoutType::Wait) => Error::PoolTimeout {
                 shard: shard.target.name.clone(),
             },

@@ -1,0 +1,84 @@
+//! Whether each shard answers. A shard is marked down when connecting to it fails; a background
+//! probe connects again every second until it answers. Meanwhile statements that need it fail
+//! at once with 08006, instead of each waiting out a connect timeout (a host that drops packets
+//! would otherwise hold every such client for `connect_timeout_ms`).
+
+use super::Backend;
+use crate::context::Context;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const PROBE_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Default)]
+pub struct Health {
+    down: AtomicBool,
+    /// Why and since when, while down.
+    detail: Mutex<Option<(String, Instant)>>,
+}
+
+impl Health {
+    /// The reason, while the shard is down.
+    pub fn down(&self) -> Option<String> {
+        if !self.down.load(Ordering::Acquire) {
+            return None;
+        }
+        let detail = self.lock().clone();
+        Some(match detail {
+            Some((why, since)) => format!(
+                "down for {:.1}s ({why}); shardgate tries it again every second",
+                since.elapsed().as_secs_f64()
+            ),
+            None => "down".to_owned(),
+        })
+    }
+
+    pub fn mark_down(&self, shard: &str, why: &str) {
+        let mut detail = self.lock();
+        if detail.is_none() {
+            tracing::warn!("shard \"{shard}\" marked down: {why}");
+            *detail = Some((why.to_owned(), Instant::now()));
+        }
+        self.down.store(true, Ordering::Release);
+    }
+
+    fn mark_up(&self) {
+        *self.lock() = None;
+        self.down.store(false, Ordering::Release);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<(String, Instant)>> {
+        self.detail
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Probes the shards marked down, every second, until the proxy closes its pools.
+pub async fn run(ctx: Arc<Context>) {
+    while !ctx.backend.is_closed() {
+        tokio::time::sleep(PROBE_EVERY).await;
+        probe(&ctx.backend).await;
+    }
+}
+
+async fn probe(backend: &Backend) {
+    for i in 0..backend.len() {
+        let id = crate::ring::ShardId(i as u16);
+        let shard = backend.shard(id);
+        if shard.health.down().is_none() {
+            continue;
+        }
+        let answered = match backend.connect_direct(id).await {
+            Ok(mut conn) => super::exchange(&mut conn, "SELECT 1")
+                .await
+                .is_ok_and(|r| r.error.is_none()),
+            Err(_) => false,
+        };
+        if answered {
+            tracing::info!("shard \"{}\" answers again", shard.target.name);
+            shard.health.mark_up();
+        }
+    }
+}
