@@ -38,6 +38,16 @@ pub(super) fn plan(text: &str, parse_error: &str, catalog: &Catalog) -> Planned 
         ["PREPARE", "TRANSACTION", ..] | ["COMMIT" | "ROLLBACK", "PREPARED", ..] => {
             return Planned::read(Target::Transaction(TxnCommand::TwoPhase))
         }
+        // Transaction control in forms sqlparser lacks (`BEGIN ... DEFERRABLE`): the proxy must
+        // still see it, or a shard would hold a transaction the proxy does not know of.
+        ["BEGIN" | "START", ..] => return Planned::read(Target::Transaction(TxnCommand::Begin)),
+        ["ROLLBACK" | "ABORT", "TO", ..] | ["SAVEPOINT" | "RELEASE", ..] => {
+            return Planned::read(Target::Transaction(TxnCommand::Savepoint))
+        }
+        ["COMMIT" | "END", ..] => return Planned::read(Target::Transaction(TxnCommand::Commit)),
+        ["ROLLBACK" | "ABORT", ..] => {
+            return Planned::read(Target::Transaction(TxnCommand::Rollback))
+        }
         ["REINDEX", kind, ..] => {
             return Planned::ddl(has("CONCURRENTLY") || matches!(*kind, "SYSTEM" | "DATABASE"))
         }

@@ -422,6 +422,11 @@ fn transactions_and_session_state() {
         txn("START TRANSACTION ISOLATION LEVEL SERIALIZABLE"),
         TxnCommand::Begin
     );
+    assert_eq!(
+        txn("BEGIN ISOLATION LEVEL SERIALIZABLE READ WRITE DEFERRABLE"),
+        TxnCommand::Begin
+    );
+    assert_eq!(txn("BEGIN ISOLATION LEVEL nonsense"), TxnCommand::Begin);
     assert_eq!(txn("COMMIT"), TxnCommand::Commit);
     assert_eq!(txn("END"), TxnCommand::Commit);
     assert_eq!(txn("ROLLBACK"), TxnCommand::Rollback);
