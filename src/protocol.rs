@@ -290,6 +290,16 @@ pub fn put_backend_key(out: &mut BytesMut, pid: i32, secret: i32) {
     encode(out, &BackendKeyData::new(pid, SecretKey::I32(secret)));
 }
 
+/// The text of `bytes` when they are exactly one simple Query message.
+pub fn whole_query(bytes: &[u8]) -> Option<&str> {
+    let (&tag, rest) = bytes.split_first()?;
+    let len = be_i32(rest, 0)? as usize;
+    if tag != b'Q' || len + 1 != bytes.len() || len < 5 {
+        return None;
+    }
+    std::str::from_utf8(&bytes[5..bytes.len() - 1]).ok()
+}
+
 /// A simple-protocol Query message.
 pub fn put_query(out: &mut BytesMut, sql: &str) {
     out.put_u8(b'Q');

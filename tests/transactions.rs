@@ -336,3 +336,81 @@ async fn a_client_gone_mid_transaction_leaves_every_shard_clean() {
     .unwrap();
     assert_eq!(value(&c, "SELECT count(*) FROM users").await, "2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_joins_a_transaction_in_its_first_statements_round_trip() {
+    let shards = Shards::databases(2).await;
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let c = proxy.client().await;
+    c.simple_query(SCHEMA).await.unwrap();
+    let (a, b) = proxy.keys_on_two_shards();
+
+    // The BEGIN rides in front of the statement, but errors point into the client's own text.
+    c.simple_query("BEGIN").await.unwrap();
+    let err = c
+        .simple_query(&format!("SELECT nosuch FROM users WHERE id = {a}"))
+        .await
+        .unwrap_err();
+    let db = err.as_db_error().unwrap();
+    assert_eq!(db.code().code(), "42703");
+    assert_eq!(
+        db.position(),
+        Some(&tokio_postgres::error::ErrorPosition::Original(8))
+    );
+    c.simple_query("ROLLBACK").await.unwrap();
+
+    // A BEGIN the shards refuse stops the statement it rides with: nothing runs outside the
+    // transaction, through either protocol.
+    for extended in [false, true] {
+        c.simple_query("BEGIN ISOLATION LEVEL nonsense")
+            .await
+            .unwrap();
+        let insert = if extended {
+            c.execute("INSERT INTO users (id) VALUES ($1)", &[&a])
+                .await
+                .map(|_| ())
+        } else {
+            c.batch_execute(&format!("INSERT INTO users (id) VALUES ({a})"))
+                .await
+        };
+        let err = insert.expect_err("the shard refuses the BEGIN");
+        assert_eq!(err.as_db_error().unwrap().code().code(), "42601", "{err}");
+        assert_eq!(sqlstate(&c, "SELECT 1").await, "25P02");
+        c.simple_query("ROLLBACK").await.unwrap();
+        let n: i64 = shards
+            .scalar_each("SELECT count(*) FROM users")
+            .await
+            .iter()
+            .sum();
+        assert_eq!(n, 0, "extended: {extended}");
+    }
+
+    // Savepoints and SET LOCAL made before a shard joined are replayed on it, in the same trip.
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO users (id) VALUES ({a}); SAVEPOINT s; SET LOCAL search_path = nowhere, public"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        value(
+            &c,
+            &format!("SELECT current_setting('search_path') FROM users WHERE id = {a}")
+        )
+        .await,
+        "nowhere, public"
+    );
+    c.execute("INSERT INTO users (id, score) VALUES ($1, 3)", &[&b])
+        .await
+        .unwrap();
+    assert_eq!(
+        value(
+            &c,
+            &format!("SELECT current_setting('search_path') FROM users WHERE id = {b}")
+        )
+        .await,
+        "nowhere, public"
+    );
+    c.simple_query("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    c.simple_query("COMMIT").await.unwrap();
+    assert_eq!(value(&c, "SELECT count(*) FROM users").await, "1");
+}

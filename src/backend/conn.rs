@@ -74,7 +74,7 @@ impl ShardTarget {
 pub struct ServerConn {
     reader: FrameReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
-    out: BytesMut,
+    pub(super) out: BytesMut,
     /// The status of the last ReadyForQuery: b'I', b'T' or b'E'.
     pub status: u8,
     /// Set when the connection can no longer be trusted (I/O error, protocol surprise).
@@ -86,6 +86,8 @@ pub struct ServerConn {
     /// Statements prepared on this connection: backend name → hash of (SQL, parameter types).
     /// The unnamed statement ("") is listed too, until a simple Query replaces it.
     pub prepared: HashMap<String, u64>,
+    /// A transaction's BEGIN riding along with the next request (see `prelude.rs`).
+    pub(super) prelude: super::prelude::Pending,
     pid: i32,
     secret: i32,
     addr: SocketAddr,
@@ -113,6 +115,7 @@ impl ServerConn {
             parameters: Vec::new(),
             settings: 0,
             prepared: HashMap::new(),
+            prelude: Default::default(),
             pid: 0,
             secret: 0,
             addr,
@@ -257,8 +260,15 @@ impl ServerConn {
         }
     }
 
-    /// Queues raw message bytes.
+    /// Queues raw message bytes (a whole simple Query, or extended-protocol messages).
     pub fn send(&mut self, bytes: &[u8]) {
+        if self.has_prelude() {
+            if let Some(sql) = protocol::whole_query(bytes) {
+                let sql = sql.to_owned();
+                return self.send_query(&sql);
+            }
+            self.put_prelude_extended();
+        }
         self.out.extend_from_slice(bytes);
     }
 
@@ -273,7 +283,10 @@ impl ServerConn {
         } else {
             self.prepared.remove("");
         }
-        protocol::put_query(&mut self.out, sql);
+        match self.prelude_text(sql) {
+            Some(text) => protocol::put_query(&mut self.out, &text),
+            None => protocol::put_query(&mut self.out, sql),
+        }
     }
 
     pub async fn flush(&mut self) -> std::io::Result<()> {
@@ -290,6 +303,18 @@ impl ServerConn {
 
     /// The next frame from the server; tracks ReadyForQuery status.
     pub async fn recv(&mut self) -> std::io::Result<Frame> {
+        loop {
+            let frame = self.recv_raw().await?;
+            if self.prelude.swallow == 0 && self.prelude.shift == 0 {
+                return Ok(frame);
+            }
+            if let Some(frame) = self.through_prelude(frame) {
+                return Ok(frame);
+            }
+        }
+    }
+
+    async fn recv_raw(&mut self) -> std::io::Result<Frame> {
         match self.reader.next().await {
             Ok(Some(frame)) => {
                 match frame.tag {

@@ -5,6 +5,7 @@ mod cancel;
 mod conn;
 mod discover;
 pub mod health;
+mod prelude;
 pub mod recovery;
 mod reply;
 pub mod twophase;

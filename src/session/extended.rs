@@ -492,6 +492,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         sync: bool,
         conn: &mut PooledConn,
     ) -> Vec<Expect> {
+        if conn.has_prelude() {
+            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
+            conn.prepared.remove("");
+        }
         let mut out = BytesMut::new();
         let mut expects = Vec::with_capacity(msgs.len() + 1);
         // Statements this batch prepares: the shard has not confirmed them yet.

@@ -86,15 +86,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             conn.settings = fingerprint;
         }
         if let Some(txn) = &self.txn {
-            let mut sql = txn.begin.clone();
-            for r in &txn.replay {
-                sql.push_str("; ");
-                sql.push_str(r);
-            }
-            if let Err(e) = conn.query_rows(&sql).await {
-                backend::discard(conn);
-                return Err(e);
-            }
+            // Joins the transaction in the round trip of the statement that brings it here.
+            let mut stmts = Vec::with_capacity(1 + txn.replay.len());
+            stmts.push(txn.begin.clone());
+            stmts.extend(txn.replay.iter().cloned());
+            conn.set_prelude(stmts);
         }
         Ok(conn)
     }

@@ -1,0 +1,123 @@
+//! A transaction's BEGIN (with the savepoints and SETs replayed after it) sent to a shard that
+//! joins the transaction in the same round trip as the statement that made it join, rather than
+//! in a round trip of its own. `ServerConn::recv` drops the answers to it. If it fails, the
+//! server skips the statement too: the rest of a simple Query string, or an extended batch up
+//! to Sync. So the statement can never run outside the transaction.
+
+use super::ServerConn;
+use crate::protocol::{self, Frame};
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// What is owed for a prelude that went out.
+#[derive(Default)]
+pub(super) struct Pending {
+    /// Statements to send ahead of the next request.
+    pub queued: Vec<String>,
+    /// CommandCompletes of the prelude still to drop.
+    pub swallow: u32,
+    /// Characters of prelude text in front of the client's simple Query: error positions the
+    /// server reports count them, the client's must not.
+    pub shift: u32,
+}
+
+impl ServerConn {
+    /// Runs `stmts` ahead of the next request sent on this connection, in its round trip.
+    pub fn set_prelude(&mut self, stmts: Vec<String>) {
+        self.prelude.queued = stmts;
+    }
+
+    /// True while a prelude waits to be sent (an extended batch must then re-parse the unnamed
+    /// statement, which the prelude replaces).
+    pub fn has_prelude(&self) -> bool {
+        !self.prelude.queued.is_empty()
+    }
+
+    /// The text of a simple Query with the prelude in front, each statement on lines of its
+    /// own so that a comment at the end of one cannot swallow the next.
+    pub(super) fn prelude_text(&mut self, sql: &str) -> Option<String> {
+        if self.prelude.queued.is_empty() {
+            return None;
+        }
+        let stmts = std::mem::take(&mut self.prelude.queued);
+        let mut text = String::new();
+        for s in &stmts {
+            text.push_str(s);
+            text.push_str("\n;\n");
+        }
+        self.prelude.swallow = stmts.len() as u32;
+        self.prelude.shift = text.chars().count() as u32;
+        text.push_str(sql);
+        Some(text)
+    }
+
+    /// Queues the prelude as extended-protocol messages (no Sync: an error in it makes the
+    /// server skip the batch that follows, up to its Sync).
+    pub(super) fn put_prelude_extended(&mut self) {
+        let stmts = std::mem::take(&mut self.prelude.queued);
+        for s in &stmts {
+            protocol::put_parse(&mut self.out, "", s, &[]);
+            // Bind: unnamed portal and statement, no parameters, default result format.
+            self.out.put_u8(b'B');
+            self.out.put_i32(4 + 1 + 1 + 2 + 2 + 2);
+            self.out.put_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+            protocol::put_execute_all(&mut self.out);
+        }
+        self.prepared.remove("");
+        self.prelude.swallow = stmts.len() as u32;
+        self.prelude.shift = 0;
+    }
+
+    /// Filters one frame while a prelude's answers are due: `None` drops it. Error positions
+    /// are moved back to the client's own text.
+    pub(super) fn through_prelude(&mut self, frame: Frame) -> Option<Frame> {
+        if self.prelude.swallow > 0 {
+            match frame.tag {
+                b'C' => {
+                    self.prelude.swallow -= 1;
+                    return None;
+                }
+                // ParseComplete, BindComplete, notices and parameter changes of the prelude.
+                b'1' | b'2' | b'N' | b'S' => return None,
+                // The prelude failed: the server skips the request; the error stands for it.
+                b'E' => self.prelude.swallow = 0,
+                _ => {}
+            }
+        }
+        match frame.tag {
+            b'Z' => {
+                self.prelude.shift = 0;
+                Some(frame)
+            }
+            b'E' | b'N' if self.prelude.shift > 0 => Some(unshift(frame, self.prelude.shift)),
+            _ => Some(frame),
+        }
+    }
+}
+
+/// The error or notice with its position field ('P') moved back by `shift` characters.
+fn unshift(frame: Frame, shift: u32) -> Frame {
+    let fields = protocol::error_fields(frame.body());
+    if !fields.iter().any(|(c, _)| *c == b'P') {
+        return frame;
+    }
+    let mut body = BytesMut::new();
+    for (code, value) in fields {
+        body.put_u8(code);
+        match value.parse::<u32>() {
+            Ok(p) if code == b'P' && p > shift => {
+                body.put_slice((p - shift).to_string().as_bytes())
+            }
+            _ => body.put_slice(value.as_bytes()),
+        }
+        body.put_u8(0);
+    }
+    body.put_u8(0);
+    let mut bytes = BytesMut::with_capacity(body.len() + 5);
+    bytes.put_u8(frame.tag);
+    bytes.put_i32(body.len() as i32 + 4);
+    bytes.put_slice(&body);
+    Frame {
+        tag: frame.tag,
+        bytes: Bytes::from(bytes),
+    }
+}
