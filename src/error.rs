@@ -37,6 +37,9 @@ pub enum Error {
     UnknownStatement { name: String },
     /// The current transaction is aborted (25P02).
     TransactionAborted,
+    /// Recovery of in-doubt transactions rolled this one back before it could commit; retrying
+    /// it is safe (40001).
+    RecoveredAway { txn: String },
     /// The transaction lost its connection to a shard; only ROLLBACK can end it (25P02).
     TransactionLost { shard: String },
     /// The connection to a shard broke while committing over several shards, and the outcome
@@ -91,6 +94,7 @@ impl Error {
             Error::TransactionAborted => "25P02",
             Error::CommitUnknown { .. } => "08007",
             Error::TransactionLost { .. } => "25P02",
+            Error::RecoveredAway { .. } => "40001",
             Error::OutOfRange { .. } => "22003",
             Error::GatherMemory { .. } => "53200",
             Error::NegativeLimit { offset: false } => "2201W",
@@ -151,6 +155,11 @@ impl fmt::Display for Error {
             Error::TransactionAborted => write!(
                 f,
                 "current transaction is aborted, commands ignored until end of transaction block"
+            ),
+            Error::RecoveredAway { txn } => write!(
+                f,
+                "could not commit: transaction {txn} took long enough between its phases that \
+                 shardgate's recovery rolled it back; nothing was committed, retry it"
             ),
             Error::TransactionLost { shard } => write!(
                 f,

@@ -414,3 +414,61 @@ async fn a_shard_joins_a_transaction_in_its_first_statements_round_trip() {
     c.simple_query("COMMIT").await.unwrap();
     assert_eq!(value(&c, "SELECT count(*) FROM users").await, "1");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_transactions_that_write_on_two_shards_need_prepare() {
+    // Prepared transactions disabled: any PREPARE fails, so what commits did not use one.
+    let options = support::Options {
+        settings: vec![("max_prepared_transactions".into(), "0".into())],
+        ..Default::default()
+    };
+    let shards = Shards::start_with(2, options).await;
+    for i in 0..2 {
+        shards
+            .client(i)
+            .await
+            .batch_execute(&format!(
+                "{SCHEMA}; CREATE FUNCTION bump(bigint) RETURNS int LANGUAGE sql AS \
+                 'UPDATE users SET score = score + 1 WHERE id = $1 RETURNING score'"
+            ))
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let c = proxy.client().await;
+    let (a, b) = proxy.keys_on_two_shards();
+    for k in [a, b] {
+        affected(&c, &format!("INSERT INTO users (id) VALUES ({k})")).await;
+    }
+    let scores = || async { value(&c, "SELECT sum(score) FROM users").await };
+
+    // Reads on both shards, read only or not, and a write on one: native commits.
+    c.batch_execute("BEGIN READ ONLY; SELECT count(*) FROM users; COMMIT")
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "BEGIN; SELECT count(*) FROM users; UPDATE users SET score = 5 WHERE id = {a}; COMMIT"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(scores().await, "5");
+
+    // Writes on two shards need PREPARE, which these shards refuse: nothing commits.
+    c.batch_execute(&format!(
+        "BEGIN; UPDATE users SET score = 7 WHERE id = {a}; UPDATE users SET score = 7 WHERE id = {b}"
+    ))
+    .await
+    .unwrap();
+    let err = c.simple_query("COMMIT").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "55000", "{err}");
+    assert_eq!(scores().await, "5");
+
+    // A "read" that writes through a function on both shards is caught at COMMIT (the shards
+    // hold transaction ids), so it is not committed shard by shard either.
+    c.batch_execute("BEGIN; SELECT bump(id) FROM users")
+        .await
+        .unwrap();
+    let err = c.simple_query("COMMIT").await.unwrap_err();
+    assert_eq!(err.as_db_error().unwrap().code().code(), "55000", "{err}");
+    assert_eq!(scores().await, "5");
+}

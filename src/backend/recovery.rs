@@ -8,7 +8,7 @@ use super::{discover::quote_literal, Backend};
 use crate::context::Context;
 use crate::error::Error;
 use crate::ring::ShardId;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -69,6 +69,8 @@ pub async fn recover(backend: &Backend) -> Report {
     let mut report = Report::default();
     let mut seen: HashSet<String> = HashSet::new();
     let mut with_table = Vec::new();
+    // One decision per distributed transaction and pass, however many participants it has.
+    let mut decided: HashMap<String, bool> = HashMap::new();
     for i in 0..backend.len() {
         let shard = ShardId(i as u16);
         let name = backend.name(shard);
@@ -118,8 +120,20 @@ pub async fn recover(backend: &Backend) -> Report {
                 report.waiting += 1;
                 continue;
             };
-            let commit = match decide(backend, tp, coord, &gid).await {
-                Ok(c) => c,
+            if backend.shard(coord).health.down().is_some() {
+                report.waiting += 1;
+                continue;
+            }
+            let known = decided.get(&gid.txn()).copied();
+            let decision = match known {
+                Some(c) => Ok(c),
+                None => decide(backend, tp, coord, &gid).await,
+            };
+            let commit = match decision {
+                Ok(c) => {
+                    decided.insert(gid.txn(), c);
+                    c
+                }
                 Err(e) => {
                     tracing::warn!("2PC recovery: {gid} stays in doubt for now: {e}");
                     report.waiting += 1;
@@ -150,7 +164,7 @@ pub async fn recover(backend: &Backend) -> Report {
         }
     }
     if report.unreachable.is_empty() && started.elapsed() < GC_PASS_LIMIT {
-        report.removed = collect_garbage(backend, &with_table, &seen).await;
+        report.removed = collect_garbage(backend, &with_table, &seen, started).await;
     }
     report
 }
@@ -207,7 +221,12 @@ pub async fn decide(
 /// prepared lists this pass read (`COMMIT_RECORD_AGE` exceeds the pass's length) whose gid is
 /// in none of them has no participant left in doubt. Abort records must outlive any
 /// coordinator that could still try to commit, which phase 1's own limit bounds.
-async fn collect_garbage(backend: &Backend, shards: &[ShardId], seen: &HashSet<String>) -> u64 {
+async fn collect_garbage(
+    backend: &Backend,
+    shards: &[ShardId],
+    seen: &HashSet<String>,
+    started: Instant,
+) -> u64 {
     let keep = seen
         .iter()
         .map(|g| quote_literal(g))
@@ -224,6 +243,10 @@ async fn collect_garbage(backend: &Backend, shards: &[ShardId], seen: &HashSet<S
         let Ok(mut conn) = backend.checkout(shard).await else {
             continue;
         };
+        // The argument above needs the DELETE to start soon after the prepared lists were read.
+        if started.elapsed() >= GC_PASS_LIMIT {
+            break;
+        }
         match exchange(&mut conn, &sql).await {
             Ok(r) if r.error.is_none() => {
                 removed += r

@@ -25,7 +25,7 @@ use futures_util::future::join_all;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Creates the decision table where it is missing (idempotent; run once per shard and process).
 pub const DECISIONS_DDL: &str = "CREATE SCHEMA IF NOT EXISTS shardgate; \
@@ -189,9 +189,51 @@ impl TwoPhase {
         Ok(())
     }
 
-    /// Commits a transaction open on two or more shards (`conns[0]` coordinates). The
+    /// Commits a transaction open on two or more shards. `maybe_writers` are the shards the
+    /// router saw a write (or anything but a read) go to; the others are asked whether they
+    /// hold a transaction id (a write, a row lock) before anything commits. Shards that wrote
+    /// nothing commit natively; two or more that wrote go through two-phase commit. The
     /// connections stay with the caller, idle (or broken) whatever happened.
-    pub async fn commit(&self, backend: &Backend, conns: &mut [(ShardId, PooledConn)]) -> Outcome {
+    pub async fn commit(
+        &self,
+        backend: &Backend,
+        conns: &mut [(ShardId, PooledConn)],
+        maybe_writers: &[ShardId],
+    ) -> Outcome {
+        let checks = join_all(conns.iter_mut().map(|(s, c)| async move {
+            if maybe_writers.contains(s) {
+                return true;
+            }
+            // Only an error (say, a transaction the shard aborted) leaves this unknown:
+            // counted as a writer, its PREPARE then reports it.
+            c.query_rows("SELECT txid_current_if_assigned() IS NOT NULL")
+                .await
+                .map_or(true, |rows| {
+                    !matches!(rows.first().and_then(|r| r.first()), Some(Some(v)) if v == "f")
+                })
+        }))
+        .await;
+        let writers = checks.iter().filter(|w| **w).count();
+        // Writers first, in their order: the first one coordinates.
+        writers_first(conns, &checks);
+        let (written, read) = conns.split_at_mut(writers);
+        if writers <= 1 {
+            return commit_natively(backend, read, written).await;
+        }
+        let outcome = self.commit_writers(backend, written).await;
+        let commit = matches!(outcome, Outcome::Committed { .. });
+        // What the readers did needs no decision; their locks go now.
+        let sql = if commit { "COMMIT" } else { "ROLLBACK" };
+        join_all(read.iter_mut().map(|(_, c)| exchange(c, sql))).await;
+        outcome
+    }
+
+    /// Two-phase commit of the shards that wrote (`conns[0]` coordinates).
+    async fn commit_writers(
+        &self,
+        backend: &Backend,
+        conns: &mut [(ShardId, PooledConn)],
+    ) -> Outcome {
         let Some(((coord_id, coord), others)) = conns.split_first_mut() else {
             return Outcome::Committed {
                 pending: Vec::new(),
@@ -213,7 +255,6 @@ impl TwoPhase {
             owner: self,
             seq: gid.seq,
         };
-        let started = Instant::now();
         // Each participant's gid, quoted.
         let gids: Vec<String> = others
             .iter()
@@ -228,10 +269,27 @@ impl TwoPhase {
         let txn = gid.txn();
 
         // Phase 1.
-        let replies = join_all(others.iter_mut().zip(&gids).map(|((_, c), g)| async move {
+        let phase_one = join_all(others.iter_mut().zip(&gids).map(|((_, c), g)| async move {
             exchange(c, &format!("PREPARE TRANSACTION {g}")).await
-        }))
-        .await;
+        }));
+        let replies = match tokio::time::timeout(PHASE_ONE_LIMIT, phase_one).await {
+            Ok(r) => r,
+            Err(_) => {
+                // Whatever these connections are doing, they are not to be trusted again; a
+                // PREPARE that still completes has no decision record and is rolled back by
+                // recovery.
+                for (_, c) in others.iter_mut() {
+                    c.broken = true;
+                }
+                let _ = exchange(coord, "ROLLBACK").await;
+                let none = vec![false; others.len()];
+                abort_prepared(backend, others, &none, &gids).await;
+                return Outcome::Aborted(Failure::Proxy(Error::internal(
+                    "PREPARE TRANSACTION did not finish in time on some shard; the transaction \
+                     was rolled back",
+                )));
+            }
+        };
         let mut failure = None;
         let mut prepared = vec![false; others.len()];
         for (i, r) in replies.into_iter().enumerate() {
@@ -245,11 +303,6 @@ impl TwoPhase {
                     failure.get_or_insert(Failure::Proxy(e));
                 }
             }
-        }
-        if failure.is_none() && started.elapsed() > PHASE_ONE_LIMIT {
-            failure = Some(Failure::Proxy(Error::internal(
-                "PREPARE TRANSACTION took too long on some shard; the transaction was rolled back",
-            )));
         }
         if let Some(f) = failure {
             let _ = exchange(coord, "ROLLBACK").await;
@@ -271,6 +324,10 @@ impl TwoPhase {
                 }
                 let all = vec![true; others.len()];
                 abort_prepared(backend, others, &all, &gids).await;
+                if reply.sqlstate().as_deref() == Some("23505") {
+                    // Recovery's abort record was there first (see the module comment).
+                    return Outcome::Aborted(Failure::Proxy(Error::RecoveredAway { txn }));
+                }
                 return Outcome::Aborted(refused(reply, backend.name(coord_id)));
             }
             Err(lost) => match super::recovery::decide(backend, self, coord_id, &gid).await {
@@ -311,6 +368,64 @@ impl TwoPhase {
             );
         }
         Outcome::Committed { pending }
+    }
+}
+
+/// Moves the items whose flag is set to the front, keeping the order within both groups.
+fn writers_first<T>(items: &mut [T], flags: &[bool]) {
+    let mut front = 0;
+    for (i, &flag) in flags.iter().enumerate() {
+        if flag {
+            items[front..=i].rotate_right(1);
+            front += 1;
+        }
+    }
+}
+
+/// Commits a transaction in which at most one shard (`written`) wrote: the readers first, then
+/// the writer, each natively. A reader that cannot commit rolls everything back.
+async fn commit_natively(
+    backend: &Backend,
+    read: &mut [(ShardId, PooledConn)],
+    written: &mut [(ShardId, PooledConn)],
+) -> Outcome {
+    let mut failure = None;
+    let replies = join_all(read.iter_mut().map(|(_, c)| exchange(c, "COMMIT"))).await;
+    for ((shard, _), r) in read.iter().zip(replies) {
+        match r {
+            Ok(reply) if reply.is("COMMIT") => {}
+            Ok(reply) => {
+                failure.get_or_insert_with(|| refused(reply, backend.name(*shard)));
+            }
+            Err(e) => {
+                failure.get_or_insert(Failure::Proxy(e));
+            }
+        }
+    }
+    let Some((shard, conn)) = written.first_mut() else {
+        return match failure {
+            Some(f) => Outcome::Aborted(f),
+            None => Outcome::Committed {
+                pending: Vec::new(),
+            },
+        };
+    };
+    if let Some(f) = failure {
+        let _ = exchange(conn, "ROLLBACK").await;
+        return Outcome::Aborted(f);
+    }
+    match exchange(conn, "COMMIT").await {
+        Ok(reply) if reply.is("COMMIT") => Outcome::Committed {
+            pending: Vec::new(),
+        },
+        Ok(reply) => {
+            if conn.status != b'I' {
+                let _ = exchange(conn, "ROLLBACK").await;
+            }
+            Outcome::Aborted(refused(reply, backend.name(*shard)))
+        }
+        // Lost during its own COMMIT: as unknown as PostgreSQL's own client would see it.
+        Err(e) => Outcome::Aborted(Failure::Proxy(e)),
     }
 }
 

@@ -52,11 +52,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             let _ = c.flush().await;
         }
         let mut refused = None;
-        for (_, c) in conns.iter_mut() {
+        // Which shards are now in COPY mode (the others have answered to the end).
+        let mut copying = vec![false; conns.len()];
+        for (i, (_, c)) in conns.iter_mut().enumerate() {
             loop {
                 match c.recv().await {
                     Ok(f) if f.tag == b'G' => {
                         response.get_or_insert(f);
+                        copying[i] = true;
                         break;
                     }
                     Ok(f) if f.tag == b'E' => {
@@ -69,8 +72,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         }
         let Some(response) = response.filter(|_| refused.is_none()) else {
-            self.abort_copy(conns, "COPY refused on another shard")
-                .await;
+            // Only shards in COPY mode answer a CopyFail; waiting on the others would hang.
+            let (mut busy, mut done) = (Vec::new(), Vec::new());
+            for (conn, copying) in conns.into_iter().zip(copying) {
+                if copying {
+                    busy.push(conn);
+                } else {
+                    done.push(conn);
+                }
+            }
+            for (shard, c) in done {
+                self.release(shard, c);
+            }
+            self.abort_copy(busy, "COPY refused on another shard").await;
             match refused {
                 Some(err) => self.out.extend_from_slice(&err.bytes),
                 None => self.error(&Error::internal("no shard accepted the COPY")),

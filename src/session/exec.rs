@@ -112,6 +112,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             self.error(&Error::TransactionAborted);
             return Ok(false);
         }
+        self.reads_only = !stmt.writes && !stmt.ddl;
         let ring = self.ctx.ring.load_full();
         let route = match &stmt.target {
             Target::Reject(e) => return self.fail(e),

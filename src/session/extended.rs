@@ -268,6 +268,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if !needs_backend {
             return self.answer_locally(&msgs, refused_at);
         }
+        if self.ext.is_none() && self.txn.as_ref().is_some_and(|t| t.failed) {
+            // As PostgreSQL: nothing but the transaction's end runs in a failed transaction.
+            let _ = self.fail(&Error::TransactionAborted);
+            self.ext_skipping = true;
+            return Ok(());
+        }
+        self.reads_only = msgs
+            .iter()
+            .filter_map(|m| m.stmt.as_ref())
+            .all(|st| st.plan.statements.iter().all(|s| !s.writes && !s.ddl));
         let (shard, mut conn) = match self.ext.take() {
             Some(pinned) => pinned,
             None => {

@@ -75,6 +75,9 @@ pub struct Session<S> {
     sync_buf: BytesMut,
     /// A COPY ran in this extended-protocol batch (its Sync came before the data).
     copy_ran: bool,
+    /// The statement now running only reads, as far as the router can tell (a hint for the
+    /// commit, which checks it).
+    reads_only: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -107,6 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             ext_skipping: false,
             sync_buf: BytesMut::new(),
             copy_ran: false,
+            reads_only: false,
         }
     }
 

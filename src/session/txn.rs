@@ -24,6 +24,8 @@ pub struct Txn {
     /// A shard's connection broke inside the transaction: its part is gone, so only ROLLBACK
     /// can end it (not even ROLLBACK TO SAVEPOINT).
     pub lost: Option<ShardId>,
+    /// Shards a statement other than a plain read went to (the rest are asked at COMMIT).
+    pub writers: Vec<ShardId>,
     /// Settings when the transaction began: a rollback undoes SETs made inside it.
     settings_before: Settings,
     settings_changed: bool,
@@ -39,6 +41,7 @@ impl Txn {
             replay: Vec::new(),
             failed: false,
             lost: None,
+            writers: Vec::new(),
             settings_before: settings,
             settings_changed: false,
             ddl: false,
@@ -71,6 +74,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// pool with this client's settings applied (joining the transaction if one is open).
     pub(super) async fn acquire(&mut self, shard: ShardId) -> Result<PooledConn, Error> {
         if let Some(txn) = &mut self.txn {
+            if !self.reads_only && !txn.writers.contains(&shard) {
+                txn.writers.push(shard);
+            }
             if let Some(i) = txn.conns.iter().position(|(s, _)| *s == shard) {
                 return Ok(txn.conns.swap_remove(i).1);
             }
@@ -112,6 +118,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return;
         }
         match &mut self.txn {
+            // Idle means the shard holds no transaction (its BEGIN failed with the statement,
+            // or it was rolled back): it is not part of this one, and joins again when needed.
+            Some(_) if conn.status == b'I' => drop(conn),
             Some(t) => t.conns.push((shard, conn)),
             None => drop(conn),
         }
@@ -230,6 +239,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Runs `sql` on the given shards of the transaction, answering once.
     async fn run_everywhere(&mut self, shards: &[ShardId], sql: &str) -> Step<bool> {
+        self.reads_only = true;
         let mut ok = true;
         let mut last_tag: Option<Frame> = None;
         for shard in shards {
@@ -273,7 +283,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             true
         } else if txn.conns.len() > 1 {
             let backend = &self.ctx.backend;
-            match backend.twophase.commit(backend, &mut txn.conns).await {
+            match backend
+                .twophase
+                .commit(backend, &mut txn.conns, &txn.writers)
+                .await
+            {
                 Outcome::Committed { pending } => {
                     for shard in pending {
                         self.notice(
