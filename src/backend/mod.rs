@@ -4,6 +4,8 @@
 mod cancel;
 mod conn;
 mod discover;
+mod ending;
+mod gid;
 pub mod health;
 mod prelude;
 pub mod recovery;
