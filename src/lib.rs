@@ -4,6 +4,7 @@
 //! the proxy in-process.
 
 pub mod backend;
+mod background;
 pub mod catalog;
 pub mod cli;
 pub mod config;
@@ -41,9 +42,7 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         tracing::warn!("could not read the shards' catalog at startup: {e}");
     }
     let server = Server::bind(ctx.clone()).await?;
-    // In-doubt two-phase transactions a previous run left are resolved now and then
-    // periodically; the task ends when the server closes the pools.
-    tokio::spawn(backend::recovery::run(ctx.clone()));
-    tokio::spawn(backend::health::run(ctx.clone()));
+    // In-doubt two-phase transactions a previous run left are resolved from now on.
+    background::spawn(&ctx);
     Ok((ctx, server))
 }

@@ -1,15 +1,12 @@
 //! Whether each shard answers. A shard is marked down when connecting to it fails; a background
-//! probe connects again every second until it answers. Meanwhile statements that need it fail
+//! probe (see `background.rs`) connects again every second until it answers. Meanwhile statements that need it fail
 //! at once with 08006, instead of each waiting out a connect timeout (a host that drops packets
 //! would otherwise hold every such client for `connect_timeout_ms`).
 
 use super::Backend;
-use crate::context::Context;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
-const PROBE_EVERY: Duration = Duration::from_secs(1);
+use std::sync::Mutex;
+use std::time::Instant;
 
 #[derive(Default)]
 pub struct Health {
@@ -55,15 +52,8 @@ impl Health {
     }
 }
 
-/// Probes the shards marked down, every second, until the proxy closes its pools.
-pub async fn run(ctx: Arc<Context>) {
-    while !ctx.backend.is_closed() {
-        tokio::time::sleep(PROBE_EVERY).await;
-        probe(&ctx.backend).await;
-    }
-}
-
-async fn probe(backend: &Backend) {
+/// Connects to each shard marked down; marks up those that answer.
+pub async fn probe(backend: &Backend) {
     for i in 0..backend.len() {
         let id = crate::ring::ShardId(i as u16);
         let shard = backend.shard(id);

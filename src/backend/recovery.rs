@@ -5,11 +5,9 @@
 use super::reply::exchange;
 use super::twophase::{Gid, TwoPhase, ABORT_RECORD_TTL};
 use super::{discover::quote_literal, Backend};
-use crate::context::Context;
 use crate::error::Error;
 use crate::ring::ShardId;
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A prepared transaction younger than this may still be finished by the proxy that prepared
@@ -18,8 +16,6 @@ const GRACE: &str = "2 seconds";
 /// Decision records are removed only by a pass shorter than this (see `collect_garbage`).
 const GC_PASS_LIMIT: Duration = Duration::from_secs(10);
 const COMMIT_RECORD_AGE: &str = "30 seconds";
-/// How soon a pass runs again when it left in-doubt transactions waiting.
-const RECHECK: Duration = Duration::from_secs(1);
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -32,34 +28,6 @@ pub struct Report {
     pub unreachable: Vec<String>,
     /// Decision records removed.
     pub removed: u64,
-}
-
-/// Runs a pass now and then every `recovery_interval_ms` (every second while something waits),
-/// and when a commit leaves work behind, until the proxy closes its pools.
-pub async fn run(ctx: Arc<Context>) {
-    let tp = &ctx.backend.twophase;
-    while !ctx.backend.is_closed() {
-        // Registered before the pass, so a wake-up during it is not missed.
-        let woken = tp.wake.notified();
-        let report = recover(&ctx.backend).await;
-        if report.committed + report.rolled_back > 0 || report.removed > 0 {
-            tracing::info!(
-                "2PC recovery: {} committed, {} rolled back, {} waiting, {} decision records removed",
-                report.committed,
-                report.rolled_back,
-                report.waiting,
-                report.removed
-            );
-        }
-        let mut wait = Duration::from_millis(ctx.config.load().proxy.recovery_interval_ms.max(10));
-        if report.waiting > 0 {
-            wait = wait.min(RECHECK);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = woken => {}
-        }
-    }
 }
 
 /// One pass over every shard.
