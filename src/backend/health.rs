@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
 
+const PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 #[derive(Default)]
 pub struct Health {
     down: AtomicBool,
@@ -60,12 +62,17 @@ pub async fn probe(backend: &Backend) {
         if shard.health.down().is_none() {
             continue;
         }
-        let answered = match backend.connect_direct(id).await {
-            Ok(mut conn) => super::exchange(&mut conn, "SELECT 1")
-                .await
-                .is_ok_and(|r| r.error.is_none()),
-            Err(_) => false,
+        let answer = async {
+            let mut conn = backend.connect_direct(id).await.ok()?;
+            let reply = super::exchange(&mut conn, "SELECT 1").await.ok()?;
+            Some(reply.error.is_none())
         };
+        // A shard that accepts but never answers stays down, without stalling the others.
+        let answered = tokio::time::timeout(PROBE_LIMIT, answer)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false);
         if answered {
             tracing::info!("shard \"{}\" answers again", shard.target.name);
             shard.health.mark_up();

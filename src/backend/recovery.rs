@@ -16,6 +16,9 @@ const GRACE: &str = "2 seconds";
 /// Decision records are removed only by a pass shorter than this (see `collect_garbage`).
 const GC_PASS_LIMIT: Duration = Duration::from_secs(10);
 const COMMIT_RECORD_AGE: &str = "30 seconds";
+/// What one step of a pass (listing a shard, deciding, resolving) may take: a shard that hangs
+/// rather than refuses must not stall recovery for every other shard.
+const STEP_LIMIT: Duration = Duration::from_secs(30);
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub async fn recover(backend: &Backend) -> Report {
         let name = backend.name(shard);
         let found = async {
             let mut conn = backend.checkout(shard).await?;
+            // Dropped mid-answer by the timeout below, it must not go back to the pool.
+            conn.broken = true;
             let rows = conn
                 .query_rows(&format!(
                     "SELECT gid, now() - prepared > interval '{GRACE}' FROM pg_prepared_xacts \
@@ -53,9 +58,12 @@ pub async fn recover(backend: &Backend) -> Report {
             let table = conn
                 .query_rows("SELECT to_regclass('shardgate.txn_decisions') IS NOT NULL")
                 .await?;
+            conn.broken = false;
             Ok::<_, Error>((conn, rows, table))
-        }
-        .await;
+        };
+        let found = tokio::time::timeout(STEP_LIMIT, found)
+            .await
+            .unwrap_or_else(|_| Err(Error::internal("no answer within the recovery step limit")));
         let (mut conn, rows, table) = match found {
             Ok(x) => x,
             Err(e) => {
@@ -95,7 +103,11 @@ pub async fn recover(backend: &Backend) -> Report {
             let known = decided.get(&gid.txn()).copied();
             let decision = match known {
                 Some(c) => Ok(c),
-                None => decide(backend, tp, coord, &gid).await,
+                None => tokio::time::timeout(STEP_LIMIT, decide(backend, tp, coord, &gid))
+                    .await
+                    .unwrap_or_else(|_| {
+                        Err(Error::internal("the coordinator did not answer in time"))
+                    }),
             };
             let commit = match decision {
                 Ok(c) => {
@@ -110,7 +122,11 @@ pub async fn recover(backend: &Backend) -> Report {
             };
             let verb = if commit { "COMMIT" } else { "ROLLBACK" };
             let sql = format!("{verb} PREPARED {}", quote_literal(text));
-            match exchange(&mut conn, &sql).await {
+            conn.broken = true;
+            let done = tokio::time::timeout(STEP_LIMIT, exchange(&mut conn, &sql)).await;
+            let done = done.unwrap_or_else(|_| Err(Error::internal("no answer in time")));
+            conn.broken = done.is_err();
+            match done {
                 Ok(r) if r.error.is_none() || r.sqlstate().as_deref() == Some("42704") => {
                     tracing::info!("2PC recovery: {verb} PREPARED {gid} on shard \"{name}\"");
                     if commit {
@@ -215,7 +231,11 @@ async fn collect_garbage(
         if started.elapsed() >= GC_PASS_LIMIT {
             break;
         }
-        match exchange(&mut conn, &sql).await {
+        conn.broken = true;
+        let done = tokio::time::timeout(STEP_LIMIT, exchange(&mut conn, &sql)).await;
+        let done = done.unwrap_or_else(|_| Err(Error::internal("no answer in time")));
+        conn.broken = done.is_err();
+        match done {
             Ok(r) if r.error.is_none() => {
                 removed += r
                     .tag_text()
