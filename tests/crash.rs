@@ -1,6 +1,7 @@
 //! The proxy killed in the middle of a two-phase commit (the `shardgate` binary, run as a
 //! separate process with a failpoint), then started again: its recovery finishes every in-doubt
-//! transaction as the decision record says, and no prepared transaction is left.
+//! transaction as the decision record says, and no prepared transaction is left. Also the
+//! coordinator's connection lost just before the decision, with the proxy alive.
 
 mod support;
 
@@ -70,13 +71,11 @@ async fn client(port: u16) -> tokio_postgres::Client {
     client
 }
 
-/// Kills the proxy at `failpoint` in the commit of a transaction over two shards, restarts it,
-/// and returns how many of the transaction's two rows exist afterwards (0 or 2 are atomic).
-async fn crash_and_recover(failpoint: &str) -> (usize, Vec<i64>, Vec<i64>) {
+/// Two shards with `users`, a config for a proxy over them, and two keys on different shards.
+async fn setup(dir: &Path) -> (Shards, std::path::PathBuf, u16, i64) {
     let shards = Shards::databases(2).await;
-    let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let config = dir.path().join("shards.toml");
+    let config = dir.join("shards.toml");
     std::fs::write(
         &config,
         format!(
@@ -92,9 +91,8 @@ async fn crash_and_recover(failpoint: &str) -> (usize, Vec<i64>, Vec<i64>) {
     let other = (2..)
         .find(|k| ring.shard_for_key(&Key::Int(*k)) != home)
         .unwrap();
-
-    // Created on the shards directly: through this proxy, the DDL's own two-phase commit would
-    // trip the failpoint.
+    // Created on the shards directly: through a proxy with a failpoint, the DDL's own
+    // two-phase commit would trip it.
     for i in 0..shards.len() {
         shards
             .client(i)
@@ -103,6 +101,14 @@ async fn crash_and_recover(failpoint: &str) -> (usize, Vec<i64>, Vec<i64>) {
             .await
             .unwrap();
     }
+    (shards, config, port, other)
+}
+
+/// Kills the proxy at `failpoint` in the commit of a transaction over two shards, restarts it,
+/// and returns how many of the transaction's two rows exist afterwards (0 or 2 are atomic).
+async fn crash_and_recover(failpoint: &str) -> (usize, Vec<i64>, Vec<i64>) {
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, config, port, other) = setup(dir.path()).await;
     let log = dir.path().join("first.log");
     let mut first = spawn_proxy(&config, port, Some(failpoint), &log).await;
     let c = client(port).await;
@@ -179,4 +185,66 @@ async fn killed_after_the_decision_commits_everywhere() {
         "the decision record says commit: committed everywhere"
     );
     assert_eq!(per_shard, vec![1, 1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_coordinator_lost_before_the_decision_rolls_back_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (shards, config, port, other) = setup(dir.path()).await;
+    let log = dir.path().join("proxy.log");
+    let _proxy = spawn_proxy(&config, port, Some("lose-coordinator"), &log).await;
+    let c = client(port).await;
+    c.batch_execute(&format!(
+        "BEGIN; INSERT INTO users VALUES (1); INSERT INTO users VALUES ({other})"
+    ))
+    .await
+    .unwrap();
+    // The proxy asks the coordinator on a new connection, finds no decision, records the
+    // abort and rolls the prepared participant back: a clear error, nothing left behind.
+    let err = c.batch_execute("COMMIT").await.unwrap_err();
+    let db = err.as_db_error().expect("an error from the proxy");
+    assert_eq!(db.code().code(), "08006", "{db:?}");
+    assert_eq!(
+        shards
+            .scalar_each(
+                "SELECT count(*) FROM pg_prepared_xacts WHERE database = current_database()"
+            )
+            .await,
+        vec![0, 0]
+    );
+    assert_eq!(
+        shards.scalar_each("SELECT count(*) FROM users").await,
+        vec![0, 0]
+    );
+    let mut aborts = 0;
+    for i in 0..shards.len() {
+        let d = shards.client(i).await;
+        let row = d
+            .query_one(
+                "SELECT to_regclass('shardgate.txn_decisions') IS NOT NULL",
+                &[],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, bool>(0) {
+            let n: i64 = d
+                .query_one(
+                    "SELECT count(*) FROM shardgate.txn_decisions WHERE NOT committed",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            aborts += n;
+        }
+    }
+    assert_eq!(aborts, 1, "the abort was recorded on the coordinator");
+    // The client connection still works.
+    assert_eq!(
+        c.query_one("SELECT count(*) FROM users", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0),
+        0
+    );
 }

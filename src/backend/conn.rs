@@ -403,6 +403,12 @@ impl ServerConn {
         )
     }
 
+    /// Closes the sending side without a word, as a network failure would (crash tests only):
+    /// the next send fails and the server ends the session.
+    pub async fn sever(&mut self) {
+        let _ = self.writer.shutdown().await;
+    }
+
     /// Sends Terminate so the server ends the session cleanly.
     pub async fn terminate(mut self) {
         protocol::put_terminate(&mut self.out);

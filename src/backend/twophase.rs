@@ -265,6 +265,9 @@ impl TwoPhase {
             return Outcome::Aborted(f);
         }
         self.failpoint("after-prepare");
+        if self.failpoint.as_deref() == Some("lose-coordinator") {
+            coord.sever().await;
+        }
 
         // Phase 2: the decision.
         let sql = format!(
