@@ -6,7 +6,7 @@
 use crate::error::Error;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use pgwire::messages::response::{
-    CommandComplete, ErrorResponse, ReadyForQuery, TransactionStatus,
+    CommandComplete, ErrorResponse, NoticeResponse, ReadyForQuery, TransactionStatus,
 };
 use pgwire::messages::startup::{Authentication, BackendKeyData, ParameterStatus, SecretKey};
 use pgwire::messages::Message;
@@ -255,6 +255,16 @@ fn put_error_fields(out: &mut BytesMut, severity: &str, err: &Error) {
         fields.push((b'H', hint));
     }
     encode(out, &ErrorResponse::new(fields));
+}
+
+/// A NoticeResponse (`notice`) or ErrorResponse with these fields, e.g. a shard's error with
+/// one field changed.
+pub fn put_fields(out: &mut BytesMut, notice: bool, fields: Vec<(u8, String)>) {
+    if notice {
+        encode(out, &NoticeResponse::new(fields));
+    } else {
+        encode(out, &ErrorResponse::new(fields));
+    }
 }
 
 pub fn put_ready(out: &mut BytesMut, status: u8) {

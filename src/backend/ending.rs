@@ -137,9 +137,7 @@ pub(super) async fn finish(
             }
         };
         match exchange(target, sql).await {
-            Ok(r) if r.error.is_none() => return true,
-            // 42704: no such prepared transaction (recovery got there first).
-            Ok(r) if r.sqlstate().as_deref() == Some("42704") => return true,
+            Ok(r) if r.finished_prepared() => return true,
             Ok(r) => {
                 tracing::warn!(
                     "{sql} on shard \"{}\": {}",

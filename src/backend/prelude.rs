@@ -6,7 +6,7 @@
 
 use super::ServerConn;
 use crate::protocol::{self, Frame};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, BytesMut};
 
 /// What is owed for a prelude that went out.
 #[derive(Default)]
@@ -96,28 +96,19 @@ impl ServerConn {
 
 /// The error or notice with its position field ('P') moved back by `shift` characters.
 fn unshift(frame: Frame, shift: u32) -> Frame {
-    let fields = protocol::error_fields(frame.body());
-    if !fields.iter().any(|(c, _)| *c == b'P') {
+    let mut fields = protocol::error_fields(frame.body());
+    let Some(pos) = fields.iter_mut().find(|(c, _)| *c == b'P') else {
         return frame;
-    }
-    let mut body = BytesMut::new();
-    for (code, value) in fields {
-        body.put_u8(code);
-        match value.parse::<u32>() {
-            Ok(p) if code == b'P' && p > shift => {
-                body.put_slice((p - shift).to_string().as_bytes())
-            }
-            _ => body.put_slice(value.as_bytes()),
+    };
+    if let Ok(p) = pos.1.parse::<u32>() {
+        if p > shift {
+            pos.1 = (p - shift).to_string();
         }
-        body.put_u8(0);
     }
-    body.put_u8(0);
-    let mut bytes = BytesMut::with_capacity(body.len() + 5);
-    bytes.put_u8(frame.tag);
-    bytes.put_i32(body.len() as i32 + 4);
-    bytes.put_slice(&body);
+    let mut bytes = BytesMut::new();
+    protocol::put_fields(&mut bytes, frame.tag == b'N', fields);
     Frame {
         tag: frame.tag,
-        bytes: Bytes::from(bytes),
+        bytes: bytes.freeze(),
     }
 }

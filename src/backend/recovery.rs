@@ -127,7 +127,7 @@ pub async fn recover(backend: &Backend) -> Report {
             let done = done.unwrap_or_else(|_| Err(Error::internal("no answer in time")));
             conn.broken = done.is_err();
             match done {
-                Ok(r) if r.error.is_none() || r.sqlstate().as_deref() == Some("42704") => {
+                Ok(r) if r.finished_prepared() => {
                     tracing::info!("2PC recovery: {verb} PREPARED {gid} on shard \"{name}\"");
                     if commit {
                         report.committed += 1;

@@ -36,6 +36,12 @@ impl Reply {
             .and_then(|f| protocol::error_field(f.body(), b'M'))
     }
 
+    /// A COMMIT/ROLLBACK PREPARED that took effect, or had already: 42704 says the prepared
+    /// transaction no longer exists (another proxy's recovery or a retry got there first).
+    pub fn finished_prepared(&self) -> bool {
+        self.error.is_none() || self.sqlstate().as_deref() == Some("42704")
+    }
+
     /// Succeeded with exactly this final tag.
     pub fn is(&self, tag: &str) -> bool {
         self.error.is_none() && self.tag_text() == tag

@@ -9,7 +9,6 @@ use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{SessionCommand, StatementPlan, Target, TxnCommand};
-use bytes::BytesMut;
 use futures_util::future::join_all;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -391,22 +390,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     pub(super) fn notice(&mut self, code: &str, message: &str) {
-        let mut body = BytesMut::new();
-        for (k, v) in [
+        let fields = [
             (b'S', "WARNING"),
             (b'V', "WARNING"),
             (b'C', code),
             (b'M', message),
-        ] {
-            body.extend_from_slice(&[k]);
-            body.extend_from_slice(v.as_bytes());
-            body.extend_from_slice(&[0]);
-        }
-        body.extend_from_slice(&[0]);
-        self.out.extend_from_slice(b"N");
-        self.out
-            .extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
-        self.out.extend_from_slice(&body);
+        ];
+        let fields = fields.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        protocol::put_fields(&mut self.out, true, fields);
     }
 }
 
