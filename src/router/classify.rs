@@ -23,6 +23,19 @@ pub(super) struct Planned {
     pub merge: Option<std::sync::Arc<MergePlan>>,
     pub replicated: bool,
     pub inserts: bool,
+    /// The listed tables touched (names as in shards.toml); keys belong to the first.
+    pub tables: Tables,
+}
+
+/// Table names of a plan, shared by every use of a cached plan.
+pub type Tables = std::sync::Arc<[std::sync::Arc<str>]>;
+
+/// The tables a walk found, as plan data.
+pub(super) fn tables_of(refs: &super::tables::Refs) -> Tables {
+    refs.tables
+        .iter()
+        .map(|t| std::sync::Arc::from(t.as_str()))
+        .collect()
 }
 
 impl Planned {
@@ -36,6 +49,7 @@ impl Planned {
             merge: None,
             replicated: false,
             inserts: false,
+            tables: std::sync::Arc::new([]),
         }
     }
 
@@ -51,6 +65,7 @@ impl Planned {
         let target = decide(refs, written);
         Planned {
             replicated: matches!(written, Role::Reference(_)) && matches!(target, Target::All),
+            tables: tables_of(refs),
             ..Planned::write(target)
         }
     }
@@ -134,6 +149,7 @@ pub(super) fn plan(stmt: &Statement, text: &str, catalog: &Catalog) -> Planned {
                 replicated: false,
                 // Only EXPLAIN ANALYZE inserts the rows; a plain EXPLAIN of a NULL key is harmless.
                 inserts: *analyze && inner.inserts,
+                tables: inner.tables,
             }
         }
         S::Copy {
@@ -339,6 +355,7 @@ pub(super) fn query_plan(q: &Query, text: &str, catalog: &Catalog) -> Planned {
         not_mergeable,
         merge,
         writes: w.refs.nested_write,
+        tables: tables_of(&w.refs),
         ..Planned::read(target)
     }
 }

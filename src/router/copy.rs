@@ -95,7 +95,10 @@ pub(super) fn copy_in(
         };
         copy.key = Some((index, *ty));
     }
-    Some(Planned::write(Target::CopyIn(copy)))
+    Some(Planned {
+        tables: std::sync::Arc::new([std::sync::Arc::from(rule.name.as_str())]),
+        ..Planned::write(Target::CopyIn(copy))
+    })
 }
 
 /// Every other COPY: `COPY t TO STDOUT` and `COPY (query) TO STDOUT` read like the table or

@@ -41,6 +41,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
         }
         walker.scan(&ins.on);
         walker.scan(&ins.returning);
+        walker.refs.tables.insert(0, rule.name.clone());
         return Planned::write_to(&walker.refs, &Role::Reference(shown));
     };
     if in_with {
@@ -157,31 +158,38 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
                 literals.push(k);
             }
         }
-        return placed(Target::Bound(BoundKeys {
-            key_type: ty,
-            literals,
-            params,
-            arrays: Vec::new(),
-        }));
+        return placed(
+            rule,
+            Target::Bound(BoundKeys {
+                key_type: ty,
+                literals,
+                params,
+                arrays: Vec::new(),
+            }),
+        );
     }
     if row_keys.windows(2).all(|w| w[0] == w[1]) {
         row_keys.truncate(1);
-        return placed(Target::Keys(row_keys));
+        return placed(rule, Target::Keys(row_keys));
     }
     match template(text, values) {
-        Some(template) => placed(Target::Split(SplitInsert {
-            keys: row_keys,
-            template,
-        })),
+        Some(template) => placed(
+            rule,
+            Target::Split(SplitInsert {
+                keys: row_keys,
+                template,
+            }),
+        ),
         None => Planned::write(Target::Reject(Error::internal(
             "could not locate the VALUES rows of a multi-row INSERT",
         ))),
     }
 }
 
-fn placed(target: Target) -> Planned {
+fn placed(rule: &crate::catalog::TableRule, target: Target) -> Planned {
     Planned {
         inserts: true,
+        tables: std::sync::Arc::new([std::sync::Arc::from(rule.name.as_str())]),
         ..Planned::write(target)
     }
 }

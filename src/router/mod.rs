@@ -37,6 +37,7 @@ mod tests_route;
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::ring::{ArrayKeys, Key, Ring, ShardId};
+pub use classify::Tables;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::Range;
@@ -80,6 +81,9 @@ pub struct StatementPlan {
     /// An INSERT ... VALUES placing rows of a sharded table by their keys: a NULL key bound at
     /// Bind time is an error here, where in a WHERE clause it merely matches no row.
     pub inserts: bool,
+    /// The tables of shards.toml the statement touches, by their configured names; its keys
+    /// are counted as the first one's (for the hot-key statistics).
+    pub tables: Tables,
 }
 
 #[derive(Debug, Clone)]
@@ -246,6 +250,7 @@ pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
                 merge: planned.merge,
                 replicated: planned.replicated,
                 inserts: planned.inserts,
+                tables: planned.tables,
             }
         })
         .collect();

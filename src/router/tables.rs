@@ -63,6 +63,8 @@ pub(super) struct Refs {
     pub nested_write: bool,
     /// The table written by `WITH ... UPDATE/DELETE`, the statement's own write.
     pub top_write: Option<Role>,
+    /// The listed tables touched, by their names in shards.toml, in order of appearance.
+    pub tables: Vec<String>,
 }
 
 pub(super) struct Walker<'c> {
@@ -135,25 +137,30 @@ impl<'c> Walker<'c> {
     /// Records a table occurrence.
     pub fn table(&mut self, name: &ObjectName, ctx: Ctx) -> Role {
         match self.classify(name) {
-            Ok((shown, rule)) => match &rule.kind {
-                TableKind::Sharded { key, key_type, .. } => {
-                    self.refs.occs.push(Occ {
-                        name: shown,
-                        key: key.clone(),
-                        key_type: *key_type,
-                        ctx,
-                        keys: None,
-                        params: Vec::new(),
-                        untyped_pin: false,
-                        colocated: false,
-                    });
-                    Role::Sharded(self.refs.occs.len() - 1)
+            Ok((shown, rule)) => {
+                if !self.refs.tables.contains(&rule.name) {
+                    self.refs.tables.push(rule.name.clone());
                 }
-                TableKind::Reference => {
-                    self.refs.references.push(shown.clone());
-                    Role::Reference(shown)
+                match &rule.kind {
+                    TableKind::Sharded { key, key_type, .. } => {
+                        self.refs.occs.push(Occ {
+                            name: shown,
+                            key: key.clone(),
+                            key_type: *key_type,
+                            ctx,
+                            keys: None,
+                            params: Vec::new(),
+                            untyped_pin: false,
+                            colocated: false,
+                        });
+                        Role::Sharded(self.refs.occs.len() - 1)
+                    }
+                    TableKind::Reference => {
+                        self.refs.references.push(shown.clone());
+                        Role::Reference(shown)
+                    }
                 }
-            },
+            }
             Err(Role::Unknown(shown)) => {
                 if self.refs.unknown.is_none() {
                     self.refs.unknown = Some(shown.clone());
