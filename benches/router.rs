@@ -35,6 +35,7 @@ fn config() -> Config {
             reference: false,
         }],
         metrics: None,
+        stats: Default::default(),
         rate_limits: vec![],
     }
 }

@@ -14,6 +14,80 @@ const PROBE_EVERY: Duration = Duration::from_secs(1);
 pub fn spawn(ctx: &Arc<Context>) {
     tokio::spawn(recover(ctx.clone()));
     tokio::spawn(probe(ctx.clone()));
+    tokio::spawn(tick(ctx.clone()));
+    tokio::spawn(stored_rows(ctx.clone()));
+}
+
+/// The statistics' clock and decayed shares advance once a second.
+async fn tick(ctx: Arc<Context>) {
+    while !ctx.backend.is_closed() {
+        for (id, skewed) in ctx.stats.tick() {
+            let shard = ctx.backend.name(id);
+            match skewed {
+                Some(why) => {
+                    let ring = ctx.ring.load();
+                    let hot: Vec<String> = ctx
+                        .stats
+                        .hot_spots(&ring, 50)
+                        .into_iter()
+                        .filter(|h| h.shard == id)
+                        .take(3)
+                        .map(|h| format!("{} {} ({:.0}%)", h.table, h.key, h.share * 100.0))
+                        .collect();
+                    tracing::warn!(shard, hot_keys = %hot.join(", "), "shard skewed: {why}");
+                }
+                None => tracing::info!(shard, "shard no longer skewed"),
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// How often each shard is asked how many rows its sharded tables hold.
+const STORED_ROWS_EVERY: Duration = Duration::from_secs(10);
+
+/// Keeps each shard's stored row count (for the rows skew) fresh, from pg_stat_user_tables:
+/// an estimate PostgreSQL keeps anyway, so asking costs the shard nothing.
+async fn stored_rows(ctx: Arc<Context>) {
+    while !ctx.backend.is_closed() {
+        let tables: Vec<String> = ctx
+            .config
+            .load()
+            .tables
+            .iter()
+            .filter(|t| t.shard_key.is_some())
+            .map(|t| crate::backend::quote_literal(&t.name))
+            .collect();
+        if !tables.is_empty() {
+            let sql = format!(
+                "SELECT coalesce(sum(n_live_tup), 0)::int8 FROM pg_stat_user_tables WHERE relname IN ({})",
+                tables.join(", ")
+            );
+            for i in 0..ctx.backend.len() {
+                let id = crate::ring::ShardId(i as u16);
+                let n = match tokio::time::timeout(Duration::from_secs(5), count(&ctx, id, &sql))
+                    .await
+                {
+                    Ok(Some(n)) => n,
+                    _ => u64::MAX,
+                };
+                ctx.stats
+                    .shard(id)
+                    .stored_rows
+                    .store(n, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(STORED_ROWS_EVERY).await;
+    }
+}
+
+async fn count(ctx: &Context, id: crate::ring::ShardId, sql: &str) -> Option<u64> {
+    if ctx.backend.shard(id).health.down().is_some() {
+        return None;
+    }
+    let mut conn = ctx.backend.checkout(id).await.ok()?;
+    let rows = conn.query_rows(sql).await.ok()?;
+    rows.first()?.first()?.as_ref()?.parse().ok()
 }
 
 /// A recovery pass now, then every `recovery_interval_ms` (every second while something

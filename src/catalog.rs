@@ -144,6 +144,7 @@ mod tests {
                 table("countries", None, true),
             ],
             metrics: None,
+            stats: Default::default(),
             rate_limits: vec![],
         };
         Catalog::from_config(&config)

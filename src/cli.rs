@@ -3,8 +3,8 @@
 use crate::catalog::{Catalog, TableKind};
 use crate::config::{Config, KeyType};
 use crate::error::Error;
+use crate::explain;
 use crate::ring::{self, Ring};
-use crate::router::{self, Route, Target};
 use std::path::Path;
 
 /// `shardgate check`: validates the config and prints how the ring divides the key space.
@@ -61,123 +61,36 @@ pub fn route(path: &Path, sql: &str) -> Result<(), Error> {
             assumed.join(", ")
         );
     }
-    let plan = router::plan(sql, &catalog);
-    if plan.statements.is_empty() {
+    let explained = explain::explain(sql, &catalog, &ring);
+    if explained.is_empty() {
         println!("empty query: answered by the proxy");
     }
-    for (n, stmt) in plan.statements.iter().enumerate() {
-        let text = sql.get(stmt.span.clone()).unwrap_or(sql);
-        println!("statement {}: {}", n + 1, text);
-        let why = match &stmt.target {
-            Target::Any => "touches no sharded or reference table data".to_owned(),
-            Target::Keys(keys) => {
-                let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-                format!("shard key = {}", keys.join(", "))
-            }
-            Target::All if stmt.ddl => "schema change: every shard holds the schema".to_owned(),
-            Target::All => "no shard key value pins it to one shard".to_owned(),
-            Target::Split(s) => format!("multi-row INSERT: {} rows split by key", s.keys.len()),
-            Target::Bound(b) => {
-                let params = b.params.iter().map(|i| format!("${}", i + 1));
-                let arrays = b.arrays.iter().map(|i| format!("${} (an array)", i + 1));
-                let params: Vec<String> = params.chain(arrays).collect();
-                format!("bind parameters {} hold the key", params.join(", "))
-            }
-            Target::Transaction(c) => format!("transaction control ({c:?}), handled by the proxy"),
-            Target::Session(c) => format!("session setting ({c:?}), replayed on every connection"),
-            Target::CopyIn(c) => match c.key {
-                Some((i, _)) => {
-                    format!("COPY FROM STDIN: each row to the shard of column {}", i + 1)
-                }
-                None => {
-                    "COPY FROM STDIN into a reference table: every row to every shard".to_owned()
-                }
-            },
-            Target::Reject(_) => "refused".to_owned(),
-        };
-        if matches!(stmt.target, Target::Bound(_)) {
-            // The shard is only known once the parameters are bound.
-            println!("  route: decided at Bind time\n  why:   {why}");
-            continue;
-        }
-        match router::route(stmt, &ring) {
-            Ok(route) => {
-                let spread = match &route {
-                    Route::All => true,
-                    Route::Shards(v) => v.len() > 1,
-                    _ => false,
-                };
-                let place = match route {
-                    Route::Any => "any one shard".to_owned(),
-                    Route::All => format!("all {} shards", ring.shard_count()),
-                    Route::Shards(v) => v
-                        .iter()
-                        .map(|s| ring.shard_name(*s).to_owned())
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                    Route::Split(parts) => parts
-                        .iter()
-                        .map(|(s, q)| format!("\n    {}: {q}", ring.shard_name(*s)))
-                        .collect(),
-                };
-                println!("  route: {place}\n  why:   {why}");
-                if let (Some(m), true) = (&stmt.merge, spread) {
-                    println!("  merge: {}", describe_merge(m));
-                    println!("  shards run: {}", m.shard_sql);
-                }
-            }
-            Err(e) => {
-                println!("  refused: {} (SQLSTATE {})", e, e.sqlstate());
-                if let Some(h) = e.hint() {
+    for (n, e) in explained.iter().enumerate() {
+        println!("statement {}: {}", n + 1, e.statement);
+        match &e.refused {
+            Some(r) => {
+                println!("  refused: {} (SQLSTATE {})", r.message, r.sqlstate);
+                if let Some(h) = &r.hint {
                     println!("  hint:    {h}");
+                }
+            }
+            None => {
+                let place = match &e.split {
+                    Some(parts) => parts
+                        .iter()
+                        .map(|(s, q)| format!("\n    {s}: {q}"))
+                        .collect(),
+                    None => e.route.clone(),
+                };
+                println!("  route: {place}\n  why:   {}", e.why);
+                if let Some((merge, shard_sql)) = &e.merge {
+                    println!("  merge: {merge}");
+                    println!("  shards run: {shard_sql}");
                 }
             }
         }
     }
     Ok(())
-}
-
-/// One line on how the gather combines the shards' rows.
-fn describe_merge(m: &router::MergePlan) -> String {
-    let mut parts = Vec::new();
-    if let Some(g) = &m.group {
-        let aggs = g
-            .columns
-            .iter()
-            .filter(|a| **a != router::Agg::First)
-            .count();
-        parts.push(if g.single {
-            format!("{aggs} partial aggregates combined into one row")
-        } else {
-            format!(
-                "groups combined by {} key columns, {aggs} partial aggregates",
-                g.keys.len()
-            )
-        });
-        if g.having.is_some() {
-            parts.push("HAVING evaluated by the proxy".into());
-        }
-    }
-    if !m.order.is_empty() {
-        parts.push(if m.group.is_some() {
-            format!("sorted by {} keys", m.order.len())
-        } else {
-            format!("ordered streams merged on {} keys", m.order.len())
-        });
-    }
-    if m.distinct {
-        parts.push("duplicates dropped".into());
-    }
-    if m.offset > 0 || m.offset_param.is_some() {
-        parts.push("OFFSET applied by the proxy".into());
-    }
-    if m.limit.is_some() || m.limit_param.is_some() {
-        parts.push("LIMIT applied by the proxy".into());
-    }
-    if m.hidden > 0 {
-        parts.push(format!("{} helper columns dropped", m.hidden));
-    }
-    parts.join("; ")
 }
 
 /// `shardgate plan`: the share of keys that moves between shards from one config to another.

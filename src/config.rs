@@ -26,6 +26,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: Option<MetricsConfig>,
     #[serde(default)]
+    pub stats: StatsConfig,
+    #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
 }
 
@@ -101,6 +103,10 @@ pub struct AuthConfig {
     pub method: AuthMethod,
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Users allowed into the admin console (database `shardgate`); with `[auth]` present,
+    /// nobody else is.
+    #[serde(default)]
+    pub admin_users: Vec<String>,
 }
 
 #[derive(Clone, Deserialize, PartialEq)]
@@ -178,6 +184,42 @@ pub struct TableConfig {
 #[serde(deny_unknown_fields)]
 pub struct MetricsConfig {
     pub listen: String,
+}
+
+/// `[stats]`: how traffic statistics judge skew and forget the past.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StatsConfig {
+    /// A shard is flagged as skewed when its share of recent keyed statements (or of stored
+    /// rows) exceeds its share of the ring's weight by this factor.
+    #[serde(default = "default_skew_factor")]
+    pub skew_factor: f64,
+    /// Hot keys and traffic shares halve their weight every this many seconds.
+    #[serde(default = "default_half_life_secs")]
+    pub half_life_secs: u64,
+    /// Recent keyed statements (decayed) needed before traffic skew is judged at all.
+    #[serde(default = "default_skew_min_statements")]
+    pub skew_min_statements: u64,
+}
+
+impl Default for StatsConfig {
+    fn default() -> Self {
+        StatsConfig {
+            skew_factor: default_skew_factor(),
+            half_life_secs: default_half_life_secs(),
+            skew_min_statements: default_skew_min_statements(),
+        }
+    }
+}
+
+pub fn default_skew_factor() -> f64 {
+    1.25
+}
+pub fn default_half_life_secs() -> u64 {
+    60
+}
+pub fn default_skew_min_statements() -> u64 {
+    200
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -358,6 +400,31 @@ per = "user"                      # or "client_ip"
 rate = 100                        # statements per second refilled into the bucket
 burst = 20                        # bucket size
 "#;
+
+    #[test]
+    fn stats_section_is_validated() {
+        let base = "[proxy]\nlisten = \"127.0.0.1:6432\"\n[[shards]]\nname = \"s0\"\nurl = \"postgres://u@h/d\"\n";
+        let ok = Config::parse(&format!(
+            "{base}[stats]\nskew_factor = 2.0\nhalf_life_secs = 5\n"
+        ))
+        .unwrap();
+        assert_eq!((ok.stats.skew_factor, ok.stats.half_life_secs), (2.0, 5));
+        assert_eq!(Config::parse(base).unwrap().stats, StatsConfig::default());
+        for (extra, want) in [
+            (
+                "skew_factor = 1.0",
+                "line 7, column 15: [stats] skew_factor must be above 1",
+            ),
+            (
+                "half_life_secs = 0",
+                "line 7, column 18: [stats] half_life_secs must be between 1",
+            ),
+            ("top_k = 3", "line 7, column 1: unknown field `top_k`"),
+        ] {
+            let m = error_of(&format!("{base}[stats]\n{extra}\n"));
+            assert!(m.starts_with(want), "{extra}: got {m}");
+        }
+    }
 
     fn error_of(text: &str) -> String {
         match Config::parse(text) {

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::gather::collate::Collation;
 use crate::ring::Ring;
+use crate::stats::Stats;
 use arc_swap::ArcSwap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,12 +21,16 @@ pub struct Context {
     /// Bumped on every catalog change, so sessions drop plans made under the old one.
     pub catalog_version: AtomicU64,
     pub backend: Backend,
+    /// Traffic counters, hot keys, skew, connected clients.
+    pub stats: Arc<Stats>,
     /// Clients' cancel keys and the backends their statements run on.
     pub cancels: Cancels,
     /// Connected clients (for max_client_connections).
     pub clients: AtomicUsize,
     /// The shards' database collation, which orders text when rows of several shards merge.
     pub collation: ArcSwap<Collation>,
+    /// Where `/metrics` is served, once bound (port 0 in the config picks a free one).
+    pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -34,16 +39,19 @@ impl Context {
     pub fn new(config: Config) -> Result<Arc<Context>, Error> {
         let ring = Ring::new(&config.shards, config.proxy.vnodes);
         let catalog = Catalog::from_config(&config);
-        let backend = Backend::new(&config)?;
+        let stats = Arc::new(Stats::new(&config));
+        let backend = Backend::new(&config, &stats)?;
         Ok(Arc::new(Context {
             config: ArcSwap::from_pointee(config),
             ring: ArcSwap::from_pointee(ring),
             catalog: ArcSwap::from_pointee(catalog),
             catalog_version: AtomicU64::new(1),
             backend,
+            stats,
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             collation: ArcSwap::from_pointee(Collation::bytewise()),
+            metrics_addr: Default::default(),
             server_params: Mutex::new(None),
         }))
     }

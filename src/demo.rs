@@ -82,7 +82,7 @@ pub async fn run(dir: &Path, port: u16, first_shard_port: u16) -> Result<(), Err
     }));
     load_sample(port).await?;
     println!(
-        "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {port} -U postgres -d app\n\nPress Ctrl-C to stop the proxy and its shards.",
+        "\nshardgate is serving 3 shards (config: {}).\nConnect with:\n\n    psql -h 127.0.0.1 -p {port} -U postgres -d app\n\nThe admin console (SHOW SHARDS, SHOW HOTSPOTS, SHOW HELP):\n\n    psql -h 127.0.0.1 -p {port} -U postgres -d shardgate\n\nA live view: shardgate top -p {port}\nPress Ctrl-C to stop the proxy and its shards.",
         config_path.display(),
     );
     tokio::select! {

@@ -29,6 +29,8 @@ pub enum Error {
     RateLimited { limit: String },
     /// Bad password (28P01).
     BadPassword { user: String },
+    /// A user not listed in `[auth] admin_users` asked for the admin console (28000).
+    NotAdmin { user: String },
     /// The client broke the wire protocol (08P01).
     Protocol { message: String },
     /// Input that is not valid UTF-8 (22021).
@@ -88,6 +90,7 @@ impl Error {
             Error::PoolTimeout { .. } | Error::TooManyConnections => "53300",
             Error::RateLimited { .. } => "53400",
             Error::BadPassword { .. } => "28P01",
+            Error::NotAdmin { .. } => "28000",
             Error::Protocol { .. } => "08P01",
             Error::Encoding => "22021",
             Error::UnknownStatement { .. } => "26000",
@@ -147,6 +150,10 @@ impl fmt::Display for Error {
             Error::BadPassword { user } => {
                 write!(f, "password authentication failed for user \"{user}\"")
             }
+            Error::NotAdmin { user } => write!(
+                f,
+                "user \"{user}\" may not use the shardgate admin console (not in [auth] admin_users)"
+            ),
             Error::Protocol { message } => write!(f, "protocol violation: {message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
             Error::UnknownStatement { name } => {

@@ -3,6 +3,7 @@
 //! `main.rs` only parses the command line; everything else lives here so that tests can start
 //! the proxy in-process.
 
+pub mod admin;
 pub mod backend;
 mod background;
 pub mod catalog;
@@ -11,6 +12,7 @@ pub mod config;
 pub mod context;
 pub mod demo;
 pub mod error;
+pub mod explain;
 pub mod gather;
 pub mod localpg;
 pub mod protocol;
@@ -18,6 +20,8 @@ pub mod ring;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod stats;
+pub mod top;
 
 use config::{AuthMethod, Config};
 use context::Context;
@@ -42,6 +46,16 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         tracing::warn!("could not read the shards' catalog at startup: {e}");
     }
     let server = Server::bind(ctx.clone()).await?;
+    if let Some(m) = &ctx.config.load().metrics {
+        let listener = tokio::net::TcpListener::bind(&m.listen)
+            .await
+            .map_err(|e| Error::config(format!("[metrics] cannot listen on {}: {e}", m.listen)))?;
+        if let Ok(addr) = listener.local_addr() {
+            let _ = ctx.metrics_addr.set(addr);
+            tracing::info!("Prometheus metrics at http://{addr}/metrics");
+        }
+        tokio::spawn(admin::http::serve(ctx.clone(), listener));
+    }
     // In-doubt two-phase transactions a previous run left are resolved from now on.
     background::spawn(&ctx);
     Ok((ctx, server))

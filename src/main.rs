@@ -33,6 +33,21 @@ enum Command {
     Check,
     /// Print where a statement would go and why (no shard is contacted).
     Route { sql: String },
+    /// A live view of a running proxy's shards and hot keys (through its admin console).
+    Top {
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        #[arg(long, short, default_value_t = 6432)]
+        port: u16,
+        #[arg(long, short, default_value = "postgres")]
+        user: String,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Stop after this many refreshes (0: until Ctrl-C).
+        #[arg(long, default_value_t = 0)]
+        frames: u64,
+    },
     /// Print the share of keys that would move between shards from one config to another.
     Plan {
         #[arg(long)]
@@ -61,6 +76,21 @@ fn main() -> ExitCode {
         Some(Command::Check) => shardgate::cli::check(&cli.config),
         Some(Command::Route { sql }) => shardgate::cli::route(&cli.config, &sql),
         Some(Command::Plan { from, to }) => shardgate::cli::plan(&from, &to),
+        Some(Command::Top {
+            host,
+            port,
+            user,
+            interval,
+            frames,
+        }) => runtime().and_then(|rt| {
+            rt.block_on(shardgate::top::run(shardgate::top::Options {
+                host,
+                port,
+                user,
+                interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+                frames,
+            }))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -78,10 +78,29 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let (r, mut w) = tokio::io::split(stream);
     let mut reader = FrameReader::new(r);
     match startup(&ctx, &mut reader, &mut w).await {
-        Ok(Some((params, running, slot))) => {
-            tracing::debug!(%peer, "client connected");
-            Session::new(ctx, reader, w, &params, running).run().await;
-            drop(slot);
+        Ok(Some(started)) => {
+            let get = |k: &str| {
+                started
+                    .params
+                    .iter()
+                    .find(|(n, _)| n == k)
+                    .map_or("", |(_, v)| v.as_str())
+            };
+            let database = match get("database") {
+                "" => get("user"),
+                db => db,
+            };
+            let registered = ctx.stats.clients.register(get("user"), database, peer);
+            tracing::debug!(%peer, user = get("user"), database, "client connected");
+            let me = registered.client.clone();
+            if started.admin {
+                crate::admin::console::serve(ctx, reader, w).await;
+            } else {
+                Session::new(ctx, reader, w, &started.params, started.running, me)
+                    .run()
+                    .await;
+            }
+            drop(started.slot);
             tracing::debug!(%peer, "client left");
         }
         Ok(None) => {}
@@ -94,7 +113,13 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     }
 }
 
-type Started = (Vec<(String, String)>, Arc<Running>, ClientSlot);
+struct Started {
+    params: Vec<(String, String)>,
+    running: Arc<Running>,
+    slot: ClientSlot,
+    /// The client asked for the admin console (database `shardgate`).
+    admin: bool,
+}
 
 /// The startup phase: SSL/GSS refusal, the startup packet, authentication, parameters.
 /// `Ok(None)` when the client went away (or sent a cancel request).
@@ -135,13 +160,17 @@ where
     let user = get("user").ok_or_else(|| protocol_err("no user name in the startup packet"))?;
     let database = get("database").unwrap_or(user);
     let config = ctx.config.load();
-    if database == "shardgate" {
-        return Err(Error::unsupported(
-            "the admin console (database \"shardgate\") is not available in this version",
-            "connect to the application database",
-        ));
-    }
-    if let Some(only) = &config.proxy.database {
+    let admin = database == "shardgate";
+    if admin {
+        // Without [auth] every client is trusted, for the console too.
+        if let Some(auth) = &config.auth {
+            if !auth.admin_users.iter().any(|u| u == user) {
+                return Err(Error::NotAdmin {
+                    user: user.to_owned(),
+                });
+            }
+        }
+    } else if let Some(only) = &config.proxy.database {
         if only != database {
             return Err(Error::UnknownDatabase {
                 database: database.to_owned(),
@@ -178,5 +207,10 @@ where
     protocol::put_backend_key(&mut out, pid, secret);
     protocol::put_ready(&mut out, b'I');
     w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
-    Ok(Some((params, running, slot)))
+    Ok(Some(Started {
+        params,
+        running,
+        slot,
+        admin,
+    }))
 }

@@ -3,11 +3,14 @@
 use super::cancel::CancelKey;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
+use crate::stats::ShardStats;
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
@@ -22,6 +25,8 @@ pub struct ShardTarget {
     pub password: Option<Vec<u8>>,
     pub database: String,
     pub connect_timeout: Duration,
+    /// The shard's counters, fed by every connection made to it.
+    pub stats: Arc<ShardStats>,
 }
 
 impl std::fmt::Debug for ShardTarget {
@@ -59,6 +64,7 @@ impl ShardTarget {
             user,
             password: cfg.get_password().map(|p| p.to_vec()),
             connect_timeout,
+            stats: Arc::default(),
         })
     }
 
@@ -92,6 +98,9 @@ pub struct ServerConn {
     secret: i32,
     addr: SocketAddr,
     pub shard: String,
+    stats: Arc<ShardStats>,
+    /// When the request now awaiting its ReadyForQuery was first sent.
+    started: Option<Instant>,
 }
 
 impl ServerConn {
@@ -120,6 +129,8 @@ impl ServerConn {
             secret: 0,
             addr,
             shard: target.name.clone(),
+            stats: target.stats.clone(),
+            started: None,
         };
         tokio::time::timeout(target.connect_timeout, conn.startup(target))
             .await
@@ -294,6 +305,10 @@ impl ServerConn {
             return Ok(());
         }
         let r = self.writer.write_all(&self.out).await;
+        self.stats
+            .sent_bytes
+            .fetch_add(self.out.len() as u64, Relaxed);
+        self.started.get_or_insert_with(Instant::now);
         self.out.clear();
         if r.is_err() {
             self.broken = true;
@@ -317,16 +332,31 @@ impl ServerConn {
     async fn recv_raw(&mut self) -> std::io::Result<Frame> {
         match self.reader.next().await {
             Ok(Some(frame)) => {
+                let stats = &self.stats;
+                stats
+                    .received_bytes
+                    .fetch_add(frame.bytes.len() as u64, Relaxed);
                 match frame.tag {
-                    b'Z' => self.status = protocol::ready_status(frame.body()),
+                    b'Z' => {
+                        self.status = protocol::ready_status(frame.body());
+                        if let Some(t) = self.started.take() {
+                            stats.requests.fetch_add(1, Relaxed);
+                            stats.latency.record(t.elapsed());
+                        }
+                    }
+                    b'C' => stats.command(frame.body()),
                     // The server hangs up after a FATAL (shutdown, terminated backend).
                     b'E' if protocol::is_fatal(frame.body()) => {
+                        stats.errors.fetch_add(1, Relaxed);
                         self.broken = true;
                         let msg = protocol::error_field(frame.body(), b'M').unwrap_or_default();
                         return Err(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
                             msg,
                         ));
+                    }
+                    b'E' => {
+                        stats.errors.fetch_add(1, Relaxed);
                     }
                     _ => {}
                 }

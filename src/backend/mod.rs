@@ -14,13 +14,14 @@ pub mod twophase;
 
 pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
-pub use discover::{discover_collation, discover_keys};
+pub use discover::{discover_collation, discover_keys, quote_literal};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
 use crate::config::Config;
 use crate::error::Error;
 use crate::ring::ShardId;
+use crate::stats::Stats;
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
 use std::time::Duration;
 
@@ -57,6 +58,15 @@ impl managed::Manager for Manager {
     }
 }
 
+/// How one shard's pool is used right now.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    pub max: usize,
+    pub open: usize,
+    pub idle: usize,
+    pub waiting: usize,
+}
+
 /// A connection on loan from a shard's pool; dropping it returns it.
 pub type PooledConn = Object<Manager>;
 
@@ -74,12 +84,13 @@ pub struct Backend {
 }
 
 impl Backend {
-    pub fn new(config: &Config) -> Result<Backend, Error> {
+    pub fn new(config: &Config, stats: &Stats) -> Result<Backend, Error> {
         let p = &config.proxy;
         let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
         let mut shards = Vec::with_capacity(config.shards.len());
-        for s in &config.shards {
-            let target = ShardTarget::from_url(&s.name, &s.url, connect_timeout)?;
+        for (i, s) in config.shards.iter().enumerate() {
+            let mut target = ShardTarget::from_url(&s.name, &s.url, connect_timeout)?;
+            target.stats = stats.shard(ShardId(i as u16)).clone();
             let pool = Pool::builder(Manager {
                 target: target.clone(),
             })
@@ -164,6 +175,17 @@ impl Backend {
     /// the pooled ones (a pool of one must not wait on itself).
     pub async fn connect_direct(&self, id: ShardId) -> Result<ServerConn, Error> {
         ServerConn::connect(&self.shard(id).target).await
+    }
+
+    /// The shard's pool: (max size, connections open, idle, clients waiting).
+    pub fn pool_status(&self, id: ShardId) -> PoolStatus {
+        let s = self.shard(id).pool.status();
+        PoolStatus {
+            max: s.max_size,
+            open: s.size,
+            idle: s.available,
+            waiting: s.waiting,
+        }
     }
 
     /// Closes every pool (idle connections are dropped; loans end when returned).

@@ -151,6 +151,21 @@ impl Config {
                 return Err(at.err(&[K("metrics"), K("listen")], msg));
             }
         }
+        let stats = &self.stats;
+        if !(stats.skew_factor > 1.0 && stats.skew_factor <= 100.0) {
+            let msg = format!(
+                "[stats] skew_factor must be above 1 (e.g. 1.25: 25% more than the weight's share), not {}",
+                stats.skew_factor
+            );
+            return Err(at.err(&[K("stats"), K("skew_factor")], msg));
+        }
+        if !(1..=7 * 86400).contains(&stats.half_life_secs) {
+            let msg = format!(
+                "[stats] half_life_secs must be between 1 and 604800 (a week), not {}",
+                stats.half_life_secs
+            );
+            return Err(at.err(&[K("stats"), K("half_life_secs")], msg));
+        }
         for (i, limit) in self.rate_limits.iter().enumerate() {
             let here = |field| [K("rate_limits"), I(i), K(field)];
             if !RATE_LIMIT_KEYS.contains(&limit.per.as_str()) {

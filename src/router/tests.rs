@@ -43,6 +43,7 @@ pub(super) fn config() -> Config {
             table("countries", None, None, true),
         ],
         metrics: None,
+        stats: Default::default(),
         rate_limits: vec![],
     }
 }
@@ -533,4 +534,25 @@ fn copy_from_stdin_finds_the_key_column_and_format() {
     unsupported("COPY users (name) FROM STDIN", "shard key column");
     let p = target_is("COPY countries FROM STDIN", "copy");
     assert!(matches!(&p.target, Target::CopyIn(c) if c.key.is_none()));
+}
+
+#[test]
+fn plans_name_their_tables_by_configured_name() {
+    let tables = |sql: &str| -> Vec<String> {
+        let plan = plan(sql, &catalog());
+        plan.statements[0]
+            .tables
+            .iter()
+            .map(|t| t.to_string())
+            .collect()
+    };
+    let join = "SELECT * FROM public.users u JOIN orders o ON o.user_id = u.id WHERE u.id = 42";
+    assert_eq!(tables(join), ["users", "orders"]);
+    assert_eq!(tables("INSERT INTO users (id) VALUES (1), (2)"), ["users"]);
+    assert_eq!(
+        tables("UPDATE orders SET amount = 1 WHERE user_id = $1"),
+        ["orders"]
+    );
+    assert_eq!(tables("SELECT * FROM countries"), ["countries"]);
+    assert!(tables("SELECT 1").is_empty());
 }

@@ -8,6 +8,7 @@ use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
+use crate::stats::RouteKind;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -56,6 +57,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if let Some(shard) = self.common_shard(plan) {
             // Every statement lives on one shard: send the string as is, so PostgreSQL runs it
             // as the one implicit transaction it is.
+            let ring = self.ctx.ring.load();
+            for stmt in &plan.statements {
+                let route = router::route(stmt, &ring).unwrap_or(Route::Any);
+                self.count(stmt, &route, &ring);
+            }
             self.exec_one(shard, text).await?;
             return Ok(());
         }
@@ -116,17 +122,29 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let ring = self.ctx.ring.load_full();
         let route = match &stmt.target {
             Target::Reject(e) => return self.fail(e),
-            Target::Transaction(cmd) => return self.txn_command(cmd, sql).await,
-            Target::Session(cmd) => return self.session_command(cmd, sql).await,
+            Target::Transaction(cmd) => {
+                self.count_kind(&[], RouteKind::Any);
+                return self.txn_command(cmd, sql).await;
+            }
+            Target::Session(cmd) => {
+                self.count_kind(&[], RouteKind::Any);
+                return self.session_command(cmd, sql).await;
+            }
             // A simple Query has no parameters to bind: PostgreSQL answers ("there is no
             // parameter $1"), from any shard.
             Target::Bound(_) => return self.exec_any(sql).await,
-            Target::CopyIn(copy) => return self.copy_in(sql, copy).await,
+            Target::CopyIn(copy) => {
+                // Rows are not counted as keys: a bulk load would wash the hot keys out.
+                let kind = RouteKind::of(self.ctx.backend.len(), self.ctx.backend.len());
+                self.count_kind(&stmt.tables, kind);
+                return self.copy_in(sql, copy).await;
+            }
             _ => match router::route(stmt, &ring) {
                 Ok(r) => r,
                 Err(e) => return self.fail(&e),
             },
         };
+        self.count(stmt, &route, &ring);
         let combine = match &stmt.target {
             _ if stmt.replicated => Combine::FirstCopy,
             Target::Split(split) => {

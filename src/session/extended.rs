@@ -432,7 +432,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             name: bind.statement.to_owned(),
         })?;
         let portal = bind.portal.to_owned();
-        let route = match self.bind_route(&prepared, &bind)? {
+        let route = match self.bind_route(&prepared, &bind, true)? {
             Some(r) => r,
             None => return Ok((portal, None)),
         };
@@ -448,10 +448,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Where a bound statement goes; None for an empty or multi-statement string (PostgreSQL
     /// says what is wrong with it).
+    /// With `count`, the statement and the keys it is routed by are counted in the statistics.
     pub(super) fn bind_route(
         &self,
         prepared: &Prepared,
         bind: &protocol::BindMsg<'_>,
+        count: bool,
     ) -> Result<Option<Route>, Error> {
         let [stmt] = prepared.plan.statements.as_slice() else {
             return Ok(None);
@@ -463,14 +465,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let mut param = |i: usize| -> Option<Result<Key, String>> {
                     let value = (*bind.params.get(i)?)?;
                     let oid = prepared.types.get(i).copied().unwrap_or(0);
-                    Some(if bind.format(i) == 1 {
+                    let key = if bind.format(i) == 1 {
                         Key::from_binary(ty, oid, value).map_err(|e| e.0)
                     } else {
                         match std::str::from_utf8(value) {
                             Ok(text) => Key::from_text(ty, text).map_err(|e| e.0),
                             Err(_) => Err("parameter is not valid UTF-8".to_owned()),
                         }
-                    })
+                    };
+                    if let (true, Ok(k)) = (count, &key) {
+                        self.count_key(&stmt.tables, k, &ring);
+                    }
+                    Some(key)
                 };
                 let mut array = |i: usize| -> Option<Result<ArrayKeys, String>> {
                     let value = (*bind.params.get(i)?)?;
@@ -478,19 +484,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     // A parameter declared as text is the array's text form even in binary.
                     let textual = bind.format(i) != 1
                         || matches!(declared, oid::TEXT | oid::VARCHAR | oid::UNKNOWN);
-                    Some(if textual {
+                    let keys = if textual {
                         match std::str::from_utf8(value) {
                             Ok(text) => array_from_text(ty, text).map_err(|e| e.0),
                             Err(_) => Err("parameter is not valid UTF-8".to_owned()),
                         }
                     } else {
                         array_from_binary(ty, value).map_err(|e| e.0)
-                    })
+                    };
+                    if let (true, Ok(ArrayKeys::Keys(keys))) = (count, &keys) {
+                        for k in keys.iter().flatten() {
+                            self.count_key(&stmt.tables, k, &ring);
+                        }
+                    }
+                    Some(keys)
                 };
                 router::route_bound(stmt, &ring, &mut param, &mut array)?
             }
             _ => router::route(stmt, &ring)?,
         };
+        if count {
+            self.count(stmt, &route, &ring);
+        }
         Ok(Some(route))
     }
 

@@ -16,8 +16,10 @@ use crate::backend::{PooledConn, Running};
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
-use crate::ring::ShardId;
-use crate::router::{self, QueryPlan, Target};
+use crate::ring::{Ring, ShardId};
+use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
+use crate::stats::clients::{Client, State};
+use crate::stats::RouteKind;
 use bytes::BytesMut;
 use lru::LruCache;
 use settings::Settings;
@@ -25,6 +27,7 @@ use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use txn::Txn;
 
@@ -78,6 +81,12 @@ pub struct Session<S> {
     /// The statement now running only reads, as far as the router can tell (a hint for the
     /// commit, which checks it).
     reads_only: bool,
+    /// This client in the registry SHOW CLIENTS lists.
+    me: Arc<Client>,
+    /// When the request now being answered arrived (its first message).
+    began: Option<Instant>,
+    /// The widest route of the request's statements so far.
+    kind: std::sync::atomic::AtomicU8,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -87,6 +96,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         writer: WriteHalf<S>,
         startup: &[(String, String)],
         running: Arc<Running>,
+        me: Arc<Client>,
     ) -> Self {
         Session {
             plans_version: ctx.catalog_version.load(Ordering::Acquire),
@@ -111,6 +121,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             sync_buf: BytesMut::new(),
             copy_ran: false,
             reads_only: false,
+            me,
+            began: None,
+            kind: Default::default(),
         }
     }
 
@@ -130,6 +143,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Ok(Some(f)) => f,
                 _ => return Err(Gone),
             };
+            if self.began.is_none() {
+                self.began = Some(Instant::now());
+                self.me.set_state(State::Active);
+            }
             match frame.tag {
                 b'Q' => self.on_query(&frame).await?,
                 b'X' => return Err(Gone),
@@ -212,7 +229,50 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             None => b'I',
         };
         protocol::put_ready(&mut self.out, status);
+        if let Some(began) = self.began.take() {
+            let kind = RouteKind::from_index(self.kind.swap(0, Ordering::Relaxed));
+            self.ctx.stats.request(kind, began.elapsed());
+        }
+        self.me.set_state(match status {
+            b'I' => State::Idle,
+            _ => State::IdleInTransaction,
+        });
         self.flush().await
+    }
+
+    /// Counts a statement by its route, and the literal keys it was routed by (keys bound as
+    /// parameters are counted where they are decoded).
+    pub(super) fn count(&self, stmt: &StatementPlan, route: &Route, ring: &Ring) {
+        let n = self.ctx.backend.len();
+        let kind = match route {
+            Route::Any => RouteKind::Any,
+            Route::Shards(v) => RouteKind::of(v.len(), n),
+            Route::All => RouteKind::of(n, n),
+            Route::Split(parts) => RouteKind::of(parts.len(), n),
+        };
+        self.count_kind(&stmt.tables, kind);
+        let keys: &[crate::ring::Key] = match &stmt.target {
+            Target::Keys(k) => k,
+            Target::Split(s) => &s.keys,
+            Target::Bound(b) => &b.literals,
+            _ => &[],
+        };
+        for k in keys {
+            self.count_key(&stmt.tables, k, ring);
+        }
+    }
+
+    pub(super) fn count_kind(&self, tables: &[Arc<str>], kind: RouteKind) {
+        self.ctx.stats.statement(tables, kind);
+        self.me.statements.fetch_add(1, Ordering::Relaxed);
+        self.kind.fetch_max(kind as u8, Ordering::Relaxed);
+    }
+
+    pub(super) fn count_key(&self, tables: &[Arc<str>], key: &crate::ring::Key, ring: &Ring) {
+        let hash = key.hash();
+        self.ctx
+            .stats
+            .key(tables, key, hash, ring.shard_for_hash(hash));
     }
 
     async fn flush(&mut self) -> Step {

@@ -69,4 +69,17 @@ for p in $shard_port $((shard_port + 1)) $((shard_port + 2)); do
   total=$((total + n))
 done
 check "200" "$total" "the shards' parts add up to the whole, none empty"
+
+# The admin console, as an operator would use it.
+admin() { psql -X -q -A -t -F '|' -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$port" -U postgres -d shardgate -c "$1"; }
+for _ in $(seq 1 50); do q 'SELECT name FROM users WHERE id = 8' >/dev/null; done
+check "3" "$(admin 'SHOW SHARDS' | wc -l | tr -d ' ')" "SHOW SHARDS lists the three shards"
+check "users|8" "$(admin 'SHOW HOTSPOTS 1' | cut -d'|' -f1,2)" "SHOW HOTSPOTS names the key just queried 50 times"
+home=$(admin "SHOW ROUTE SELECT * FROM users WHERE id = 8" | cut -d'|' -f2)
+check "$home" "$(admin 'SHOW HOTSPOTS 1' | cut -d'|' -f3)" "the hot key's shard is the one SHOW ROUTE names"
+if out=$(admin 'SHOW NONSENSE' 2>&1); then echo "FAIL SHOW NONSENSE succeeded: $out"; exit 1; fi
+echo "ok   unknown console command refused: ${out%%$'\n'*}"
+top_out=$("$bin" top --port "$port" --frames 1)
+grep -q "^users  *8 " <<<"$top_out" || { echo "FAIL shardgate top: $top_out"; exit 1; }
+echo "ok   shardgate top shows the hot key"
 echo "psql end-to-end: all passed"

@@ -1,0 +1,388 @@
+//! Traffic statistics kept on the hot path: per-shard counters and latency, statements by route
+//! kind and by table, hot keys per sharded table, skew judgement, and the connected clients.
+//! Counters are relaxed atomics; the hot-key sketches are striped; nothing here does I/O.
+
+pub mod clients;
+pub mod histogram;
+pub mod hotkeys;
+mod skew;
+
+use crate::config::{Config, StatsConfig};
+use crate::ring::{Key, Ring, ShardId};
+use histogram::Histogram;
+use hotkeys::HotKeys;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use skew::ShardSkew;
+
+/// Hot-key entries per stripe, and stripes per table: 8 × 64 tracked keys per table, enough
+/// that any key above ~1/64 of a stripe's traffic is always among them.
+const HOT_CAPACITY: usize = 64;
+const HOT_STRIPES: usize = 8;
+
+/// One shard's counters. Padded so that two shards' counters never share a cache line.
+#[repr(align(128))]
+#[derive(Default)]
+pub struct ShardStats {
+    /// Requests answered (one per ReadyForQuery).
+    pub requests: AtomicU64,
+    /// Statements completed (CommandComplete).
+    pub commands: AtomicU64,
+    /// Rows returned or affected, as the command tags report them.
+    pub rows: AtomicU64,
+    pub errors: AtomicU64,
+    pub sent_bytes: AtomicU64,
+    pub received_bytes: AtomicU64,
+    /// Statements routed here by their shard key (the traffic skew is judged on these).
+    pub keyed: AtomicU64,
+    /// Rows of the sharded tables stored on the shard (pg_stat_user_tables), u64::MAX unknown.
+    pub stored_rows: AtomicU64,
+    /// Request latency: from the request's first byte sent to the shard's ReadyForQuery.
+    pub latency: Histogram,
+}
+
+impl ShardStats {
+    pub fn new() -> ShardStats {
+        ShardStats {
+            stored_rows: AtomicU64::new(u64::MAX),
+            ..Default::default()
+        }
+    }
+
+    /// A CommandComplete tag: one statement, and the rows its tag counts (`SELECT 5`,
+    /// `INSERT 0 3`, `UPDATE 2`...).
+    pub fn command(&self, tag: &[u8]) {
+        self.commands.fetch_add(1, Relaxed);
+        if let Some(n) = tag_rows(tag) {
+            self.rows.fetch_add(n, Relaxed);
+        }
+    }
+}
+
+/// The row count at the end of a command tag, if it has one.
+fn tag_rows(tag: &[u8]) -> Option<u64> {
+    let tag = tag.strip_suffix(b"\0").unwrap_or(tag);
+    let last = tag.rsplit(|&b| b == b' ').next()?;
+    if last.is_empty() || last.len() > 19 || !last.iter().all(u8::is_ascii_digit) || last == tag {
+        return None;
+    }
+    Some(last.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+/// How a statement was routed, narrowest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum RouteKind {
+    /// Needs no particular shard (no sharded table, or transaction control): any one answered.
+    Any,
+    /// One shard.
+    Single,
+    /// Several shards, not all.
+    Multi,
+    /// Every shard.
+    All,
+}
+
+impl RouteKind {
+    pub const ALL: [RouteKind; 4] = [
+        RouteKind::Any,
+        RouteKind::Single,
+        RouteKind::Multi,
+        RouteKind::All,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteKind::Any => "any",
+            RouteKind::Single => "single",
+            RouteKind::Multi => "multi",
+            RouteKind::All => "all",
+        }
+    }
+
+    /// The kind of a statement reaching `shards` of `of` shards.
+    pub fn of(shards: usize, of: usize) -> RouteKind {
+        match shards {
+            _ if shards >= of && of > 1 => RouteKind::All,
+            0 | 1 => RouteKind::Single,
+            _ => RouteKind::Multi,
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The inverse of `kind as u8` (anything else: All).
+    pub fn from_index(i: u8) -> RouteKind {
+        RouteKind::ALL
+            .get(usize::from(i))
+            .copied()
+            .unwrap_or(RouteKind::All)
+    }
+}
+
+#[derive(Default)]
+#[repr(align(128))]
+struct RouteStats {
+    statements: AtomicU64,
+    /// Client requests (up to ReadyForQuery) whose widest statement had this kind.
+    latency: Histogram,
+}
+
+/// FNV-1a: table names are short and chosen by the operator, so SipHash's flood resistance buys
+/// nothing here, and this lookup runs twice per statement.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A table of shards.toml: statements touching it, and its hot keys if sharded.
+pub struct TableStats {
+    pub statements: AtomicU64,
+    /// Keys routed (several per statement for `IN (...)` or multi-row INSERTs).
+    pub keys: AtomicU64,
+    hot: Option<HotKeys>,
+}
+
+/// One hot key as reported: where it lives now and how much of its table's traffic it takes.
+#[derive(Debug, Clone)]
+pub struct HotSpot {
+    pub table: Arc<str>,
+    pub key: Key,
+    pub shard: ShardId,
+    /// Decayed hits (recent hits count fully, older ones fade by the half-life).
+    pub hits: f64,
+    /// Share of the table's keyed traffic (decayed alike), 0..1.
+    pub share: f64,
+    /// Space-Saving's bound on how much `hits` may overstate.
+    pub error: f64,
+}
+
+pub struct Stats {
+    shards: Vec<Arc<ShardStats>>,
+    weights: Vec<u32>,
+    routes: [RouteStats; 4],
+    tables: HashMap<Arc<str>, TableStats, BuildHasherDefault<Fnv>>,
+    started: Instant,
+    /// Whole seconds since `started`, advanced by `tick`: the sketches' coarse clock.
+    clock: AtomicU64,
+    config: StatsConfig,
+    skew: Mutex<skew::Tracker>,
+    pub clients: Arc<clients::Registry>,
+}
+
+impl Stats {
+    pub fn new(config: &Config) -> Stats {
+        let half_life = config.stats.half_life_secs as f64;
+        let tables: HashMap<_, _, _> = config
+            .tables
+            .iter()
+            .map(|t| {
+                let hot = (!t.reference && t.shard_key.is_some())
+                    .then(|| HotKeys::new(HOT_CAPACITY, HOT_STRIPES, half_life));
+                let stats = TableStats {
+                    statements: AtomicU64::new(0),
+                    keys: AtomicU64::new(0),
+                    hot,
+                };
+                (Arc::from(t.name.as_str()), stats)
+            })
+            .collect();
+        Stats {
+            shards: config
+                .shards
+                .iter()
+                .map(|_| Arc::new(ShardStats::new()))
+                .collect(),
+            weights: config.shards.iter().map(|s| s.weight).collect(),
+            routes: Default::default(),
+            tables,
+            started: Instant::now(),
+            clock: AtomicU64::new(0),
+            config: config.stats.clone(),
+            skew: Mutex::new(skew::Tracker::new(config.shards.len())),
+            clients: Arc::default(),
+        }
+    }
+
+    pub fn shard(&self, id: ShardId) -> &Arc<ShardStats> {
+        &self.shards[id.0 as usize]
+    }
+
+    pub fn shards(&self) -> &[Arc<ShardStats>] {
+        &self.shards
+    }
+
+    pub fn config(&self) -> &StatsConfig {
+        &self.config
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// The sketches' clock: whole seconds since start, as of the last tick.
+    pub fn now(&self) -> u64 {
+        self.clock.load(Relaxed)
+    }
+
+    /// A statement about to run: counted by route kind and for each table it touches.
+    pub fn statement(&self, tables: &[Arc<str>], kind: RouteKind) {
+        self.routes[kind.index()].statements.fetch_add(1, Relaxed);
+        for t in tables {
+            if let Some(t) = self.tables.get(t) {
+                t.statements.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// A key the statement was routed by, on the shard that owns it.
+    pub fn key(&self, tables: &[Arc<str>], key: &Key, hash: u64, shard: ShardId) {
+        if let Some(s) = self.shards.get(shard.0 as usize) {
+            s.keyed.fetch_add(1, Relaxed);
+        }
+        let Some(t) = tables.first().and_then(|t| self.tables.get(t)) else {
+            return;
+        };
+        t.keys.fetch_add(1, Relaxed);
+        if let Some(hot) = &t.hot {
+            hot.hit(key, hash, self.now());
+        }
+    }
+
+    /// A client request finished (at its ReadyForQuery).
+    pub fn request(&self, kind: RouteKind, elapsed: Duration) {
+        self.routes[kind.index()].latency.record(elapsed);
+    }
+
+    pub fn route_statements(&self, kind: RouteKind) -> u64 {
+        self.routes[kind.index()].statements.load(Relaxed)
+    }
+
+    pub fn route_latency(&self, kind: RouteKind) -> histogram::Snapshot {
+        self.routes[kind.index()].latency.snapshot()
+    }
+
+    /// (table, statements, keys routed) in config order.
+    pub fn table_counts(&self) -> Vec<(Arc<str>, u64, u64)> {
+        let mut v: Vec<_> = self
+            .tables
+            .iter()
+            .map(|(n, t)| (n.clone(), t.statements.load(Relaxed), t.keys.load(Relaxed)))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The hottest keys of every sharded table, hottest first (by decayed hits), at most `n`.
+    pub fn hot_spots(&self, ring: &Ring, n: usize) -> Vec<HotSpot> {
+        let now = self.now();
+        let mut all = Vec::new();
+        for (name, t) in &self.tables {
+            let Some(hot) = &t.hot else { continue };
+            let total = hot.total(now);
+            if total <= 0.0 {
+                continue;
+            }
+            for k in hot.top(n, now) {
+                all.push(HotSpot {
+                    table: name.clone(),
+                    shard: ring.shard_for_hash(k.hash),
+                    share: (k.hits / total).min(1.0),
+                    key: k.key,
+                    hits: k.hits,
+                    error: k.error,
+                });
+            }
+        }
+        all.sort_by(|a, b| b.hits.total_cmp(&a.hits).then(a.table.cmp(&b.table)));
+        all.truncate(n);
+        all
+    }
+
+    /// Bytes the hot-key sketches hold now.
+    pub fn sketch_memory(&self) -> usize {
+        self.tables
+            .values()
+            .filter_map(|t| t.hot.as_ref())
+            .map(HotKeys::memory_bytes)
+            .sum()
+    }
+
+    /// Advances the clock and the decayed traffic shares; run about once a second. Returns the
+    /// shards whose verdict changed: (shard, why it is skewed now, or None if no longer).
+    pub fn tick(&self) -> Vec<(ShardId, Option<String>)> {
+        let secs = self.started.elapsed().as_secs();
+        self.clock.fetch_max(secs, Relaxed);
+        let keyed: Vec<u64> = self.shards.iter().map(|s| s.keyed.load(Relaxed)).collect();
+        let stored: Vec<Option<u64>> = self
+            .shards
+            .iter()
+            .map(|s| Some(s.stored_rows.load(Relaxed)).filter(|&n| n != u64::MAX))
+            .collect();
+        let mut tracker = self.skew.lock().unwrap_or_else(|p| p.into_inner());
+        let before: Vec<bool> = tracker
+            .report()
+            .iter()
+            .map(|s| s.skewed.is_some())
+            .collect();
+        tracker.tick(secs, &keyed, &stored, &self.weights, &self.config);
+        tracker
+            .report()
+            .into_iter()
+            .enumerate()
+            .filter(|(i, s)| before.get(*i).copied() != Some(s.skewed.is_some()))
+            .map(|(i, s)| (ShardId(i as u16), s.skewed))
+            .collect()
+    }
+
+    /// Each shard's shares and skew verdict as of the last tick.
+    pub fn skew(&self) -> Vec<ShardSkew> {
+        self.skew.lock().unwrap_or_else(|p| p.into_inner()).report()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_from_command_tags() {
+        assert_eq!(tag_rows(b"SELECT 5\0"), Some(5));
+        assert_eq!(tag_rows(b"INSERT 0 3\0"), Some(3));
+        assert_eq!(tag_rows(b"UPDATE 12"), Some(12));
+        assert_eq!(tag_rows(b"COPY 1000000\0"), Some(1_000_000));
+        assert_eq!(tag_rows(b"BEGIN\0"), None);
+        assert_eq!(tag_rows(b"CREATE TABLE\0"), None);
+        assert_eq!(tag_rows(b"123\0"), None);
+        assert_eq!(tag_rows(b"SELECT 99999999999999999999\0"), None);
+    }
+
+    #[test]
+    fn route_kinds() {
+        assert_eq!(RouteKind::of(1, 3), RouteKind::Single);
+        assert_eq!(RouteKind::of(2, 3), RouteKind::Multi);
+        assert_eq!(RouteKind::of(3, 3), RouteKind::All);
+        assert_eq!(RouteKind::of(1, 1), RouteKind::Single);
+    }
+}

@@ -1,0 +1,174 @@
+//! Skew judgement: each shard's recent share of keyed traffic (exponentially decayed) and of
+//! stored rows, against its share of the ring's weight.
+
+use crate::config::StatsConfig;
+
+/// Stored rows below this (over all shards) are too few to call a shard's share skewed.
+const MIN_ROWS: u64 = 1000;
+
+/// One shard's shares and verdict.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardSkew {
+    /// Share of recent keyed statements, 0..1 (0 before any).
+    pub traffic_share: f64,
+    /// Recent keyed statements, decayed by the half-life.
+    pub recent: f64,
+    /// Share of the sharded tables' stored rows, when every shard's count is known.
+    pub rows_share: Option<f64>,
+    pub weight_share: f64,
+    /// Why the shard is flagged, if it is: "traffic 53% vs weight 33%".
+    pub skewed: Option<String>,
+}
+
+pub(super) struct Tracker {
+    last_secs: u64,
+    last_keyed: Vec<u64>,
+    decayed: Vec<f64>,
+    report: Vec<ShardSkew>,
+}
+
+impl Tracker {
+    pub fn new(shards: usize) -> Tracker {
+        Tracker {
+            last_secs: 0,
+            last_keyed: vec![0; shards],
+            decayed: vec![0.0; shards],
+            report: vec![ShardSkew::default(); shards],
+        }
+    }
+
+    pub fn report(&self) -> Vec<ShardSkew> {
+        self.report.clone()
+    }
+
+    /// `keyed`: each shard's keyed-statement counter now; `stored`: its stored rows if known.
+    pub fn tick(
+        &mut self,
+        secs: u64,
+        keyed: &[u64],
+        stored: &[Option<u64>],
+        weights: &[u32],
+        config: &StatsConfig,
+    ) {
+        let dt = secs.saturating_sub(self.last_secs) as f64;
+        self.last_secs = self.last_secs.max(secs);
+        let decay = (-dt / config.half_life_secs.max(1) as f64).exp2();
+        for (i, &now) in keyed.iter().enumerate().take(self.decayed.len()) {
+            let delta = now.saturating_sub(self.last_keyed[i]) as f64;
+            self.decayed[i] = self.decayed[i] * decay + delta;
+            self.last_keyed[i] = now;
+        }
+        self.report = judge(&self.decayed, stored, weights, config);
+    }
+}
+
+/// The verdict for each shard from its decayed traffic and stored rows.
+pub(super) fn judge(
+    decayed: &[f64],
+    stored: &[Option<u64>],
+    weights: &[u32],
+    config: &StatsConfig,
+) -> Vec<ShardSkew> {
+    let total: f64 = decayed.iter().sum();
+    let weight_total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    let rows: Option<Vec<u64>> = stored.iter().copied().collect();
+    let rows_total: u64 = rows.iter().flatten().sum();
+    let factor = config.skew_factor;
+    let pct = |x: f64| format!("{:.0}%", x * 100.0);
+    decayed
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| {
+            let weight_share = if weight_total > 0.0 {
+                f64::from(weights.get(i).copied().unwrap_or(0)) / weight_total
+            } else {
+                0.0
+            };
+            let traffic_share = if total > 0.0 { d / total } else { 0.0 };
+            let rows_share = rows
+                .as_ref()
+                .filter(|_| rows_total > 0)
+                .map(|r| r[i] as f64 / rows_total as f64);
+            let mut why = Vec::new();
+            if total >= config.skew_min_statements as f64 && traffic_share > factor * weight_share {
+                why.push(format!(
+                    "traffic {} vs weight {}",
+                    pct(traffic_share),
+                    pct(weight_share)
+                ));
+            }
+            if let Some(r) = rows_share.filter(|_| rows_total >= MIN_ROWS) {
+                if r > factor * weight_share {
+                    why.push(format!("rows {} vs weight {}", pct(r), pct(weight_share)));
+                }
+            }
+            ShardSkew {
+                traffic_share,
+                recent: d,
+                rows_share,
+                weight_share,
+                skewed: (!why.is_empty()).then(|| why.join(", ")),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> StatsConfig {
+        StatsConfig::default()
+    }
+
+    #[test]
+    fn uniform_traffic_is_not_skewed() {
+        let r = judge(&[1000.0, 1050.0, 980.0], &[None; 3], &[1, 1, 1], &config());
+        assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
+        assert!((r[1].traffic_share - 1050.0 / 3030.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_shard_above_its_weight_is_flagged() {
+        let r = judge(&[1600.0, 700.0, 700.0], &[None; 3], &[1, 1, 1], &config());
+        let why = r[0].skewed.as_deref().expect("flagged");
+        assert_eq!(why, "traffic 53% vs weight 33%");
+        assert!(r[1].skewed.is_none() && r[2].skewed.is_none());
+    }
+
+    #[test]
+    fn weights_set_the_expected_share() {
+        // Shard 0 has weight 2 of 4: half the traffic is its due.
+        let r = judge(&[1000.0, 500.0, 500.0], &[None; 3], &[2, 1, 1], &config());
+        assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
+    }
+
+    #[test]
+    fn little_traffic_is_not_judged() {
+        let r = judge(&[150.0, 0.0, 0.0], &[None; 3], &[1, 1, 1], &config());
+        assert!(r[0].skewed.is_none());
+    }
+
+    #[test]
+    fn stored_rows_are_judged_when_all_known() {
+        let rows = [Some(9000), Some(500), Some(500)];
+        let r = judge(&[0.0; 3], &rows, &[1, 1, 1], &config());
+        assert_eq!(r[0].skewed.as_deref(), Some("rows 90% vs weight 33%"));
+        let unknown = [Some(9000), None, Some(500)];
+        let r = judge(&[0.0; 3], &unknown, &[1, 1, 1], &config());
+        assert!(r[0].skewed.is_none() && r[0].rows_share.is_none());
+    }
+
+    #[test]
+    fn traffic_fades_by_the_half_life() {
+        let c = config();
+        let mut t = Tracker::new(2);
+        t.tick(1, &[1000, 0], &[None; 2], &[1, 1], &c);
+        assert!(t.report()[0].skewed.is_some());
+        // Uniform traffic from then on: after ten half-lives the old burst no longer counts.
+        t.tick(601, &[2000, 1000], &[None; 2], &[1, 1], &c);
+        let r = t.report();
+        assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
+        assert!((r[0].recent - 1000.0 - 1000.0 / 1024.0).abs() < 1e-6);
+    }
+}
