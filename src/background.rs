@@ -47,49 +47,77 @@ async fn tick(ctx: Arc<Context>) {
 const STORED_ROWS_EVERY: Duration = Duration::from_secs(10);
 
 /// Keeps each shard's stored row count (for the rows skew) fresh, from pg_stat_user_tables:
-/// an estimate PostgreSQL keeps anyway, so asking costs the shard nothing.
+/// an estimate PostgreSQL keeps anyway, so asking costs the shard nothing. Each shard is asked
+/// on a connection of its own, so a busy pool never hides the count.
 async fn stored_rows(ctx: Arc<Context>) {
+    let mut conns: Vec<Option<crate::backend::ServerConn>> = Vec::new();
+    conns.resize_with(ctx.backend.len(), || None);
     while !ctx.backend.is_closed() {
-        let tables: Vec<String> = ctx
-            .config
-            .load()
-            .tables
-            .iter()
-            .filter(|t| t.shard_key.is_some())
-            .map(|t| crate::backend::quote_literal(&t.name))
-            .collect();
-        if !tables.is_empty() {
-            let sql = format!(
-                "SELECT coalesce(sum(n_live_tup), 0)::int8 FROM pg_stat_user_tables WHERE relname IN ({})",
-                tables.join(", ")
-            );
-            for i in 0..ctx.backend.len() {
-                let id = crate::ring::ShardId(i as u16);
-                let n = match tokio::time::timeout(Duration::from_secs(5), count(&ctx, id, &sql))
-                    .await
-                {
-                    Ok(Some(n)) => n,
-                    _ => u64::MAX,
-                };
-                ctx.stats
-                    .shard(id)
-                    .stored_rows
-                    .store(n, std::sync::atomic::Ordering::Relaxed);
-            }
+        let sql = stored_rows_sql(&ctx.catalog.load());
+        for (i, slot) in conns.iter_mut().enumerate() {
+            let id = crate::ring::ShardId(i as u16);
+            let n = match &sql {
+                Some(sql) => {
+                    let asked =
+                        tokio::time::timeout(Duration::from_secs(5), count(&ctx, id, slot, sql));
+                    match asked.await {
+                        Ok(Some(n)) => n,
+                        _ => {
+                            *slot = None;
+                            u64::MAX
+                        }
+                    }
+                }
+                None => u64::MAX,
+            };
+            ctx.stats
+                .shard(id)
+                .stored_rows
+                .store(n, std::sync::atomic::Ordering::Relaxed);
         }
         tokio::time::sleep(STORED_ROWS_EVERY).await;
     }
 }
 
-async fn count(ctx: &Context, id: crate::ring::ShardId, sql: &str) -> Option<u64> {
+/// The live rows of every sharded table, each matched by its configured schema if any.
+fn stored_rows_sql(catalog: &crate::catalog::Catalog) -> Option<String> {
+    use crate::backend::quote_literal;
+    let tables: Vec<String> = catalog
+        .tables()
+        .iter()
+        .filter(|t| matches!(t.kind, crate::catalog::TableKind::Sharded { .. }))
+        .map(|t| match &t.schema {
+            Some(s) => format!(
+                "(schemaname = {} AND relname = {})",
+                quote_literal(s),
+                quote_literal(&t.name)
+            ),
+            None => format!("relname = {}", quote_literal(&t.name)),
+        })
+        .collect();
+    (!tables.is_empty()).then(|| {
+        format!(
+            "SELECT coalesce(sum(n_live_tup), 0)::int8 FROM pg_stat_user_tables WHERE {}",
+            tables.join(" OR ")
+        )
+    })
+}
+
+async fn count(
+    ctx: &Context,
+    id: crate::ring::ShardId,
+    slot: &mut Option<crate::backend::ServerConn>,
+    sql: &str,
+) -> Option<u64> {
     if ctx.backend.shard(id).health.down().is_some() {
         return None;
     }
-    let mut conn = ctx.backend.checkout(id).await.ok()?;
-    let rows = conn.query_rows(sql).await.ok()?;
+    if slot.as_mut().is_none_or(|c| c.is_dead()) {
+        *slot = Some(ctx.backend.connect_direct(id).await.ok()?);
+    }
+    let rows = slot.as_mut()?.query_rows(sql).await.ok()?;
     rows.first()?.first()?.as_ref()?.parse().ok()
 }
-
 /// A recovery pass now, then every `recovery_interval_ms` (every second while something
 /// waits), and whenever a commit leaves work behind.
 async fn recover(ctx: Arc<Context>) {

@@ -101,6 +101,16 @@ impl Catalog {
     }
 }
 
+impl TableRule {
+    /// The name as shards.toml gives it (folded): "users", or "app.users" when qualified.
+    pub fn configured_name(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{s}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
 /// "schema.name" → (Some(schema), name); "name" → (None, name).
 fn split_qualified(name: &str) -> (Option<String>, String) {
     match name.rsplit_once('.') {

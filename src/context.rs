@@ -27,6 +27,8 @@ pub struct Context {
     pub cancels: Cancels,
     /// Connected clients (for max_client_connections).
     pub clients: AtomicUsize,
+    /// Connected admin console sessions (counted apart, see server.rs).
+    pub admin_clients: AtomicUsize,
     /// The shards' database collation, which orders text when rows of several shards merge.
     pub collation: ArcSwap<Collation>,
     /// Where `/metrics` is served, once bound (port 0 in the config picks a free one).
@@ -50,6 +52,7 @@ impl Context {
             stats,
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
+            admin_clients: AtomicUsize::new(0),
             collation: ArcSwap::from_pointee(Collation::bytewise()),
             metrics_addr: Default::default(),
             server_params: Mutex::new(None),

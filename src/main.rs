@@ -87,7 +87,12 @@ fn main() -> ExitCode {
                 host,
                 port,
                 user,
-                interval: std::time::Duration::from_secs_f64(interval.clamp(0.1, 3600.0)),
+                // NaN (`--interval nan`) is not a number of seconds: the default then.
+                interval: std::time::Duration::from_secs_f64(if interval.is_nan() {
+                    1.0
+                } else {
+                    interval.clamp(0.1, 3600.0)
+                }),
                 frames,
             }))
         }),

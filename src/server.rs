@@ -62,11 +62,21 @@ impl Server {
 struct ClientSlot {
     ctx: Arc<Context>,
     pid: Option<i32>,
+    admin: bool,
 }
+
+/// Console sessions beyond max_client_connections: an operator can look in when the proxy is
+/// full, and the console cannot be used to exhaust file descriptors.
+const ADMIN_RESERVE: usize = 8;
 
 impl Drop for ClientSlot {
     fn drop(&mut self) {
-        self.ctx.clients.fetch_sub(1, Ordering::AcqRel);
+        let counter = if self.admin {
+            &self.ctx.admin_clients
+        } else {
+            &self.ctx.clients
+        };
+        counter.fetch_sub(1, Ordering::AcqRel);
         if let Some(pid) = self.pid {
             self.ctx.cancels.unregister(pid);
         }
@@ -180,8 +190,15 @@ where
     let mut slot = ClientSlot {
         ctx: ctx.clone(),
         pid: None,
+        admin: false,
     };
-    if ctx.clients.fetch_add(1, Ordering::AcqRel) >= config.proxy.max_client_connections {
+    let (counter, limit) = if admin {
+        (&ctx.admin_clients, ADMIN_RESERVE)
+    } else {
+        (&ctx.clients, config.proxy.max_client_connections)
+    };
+    slot.admin = admin;
+    if counter.fetch_add(1, Ordering::AcqRel) >= limit {
         return Err(Error::TooManyConnections);
     }
 

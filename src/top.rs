@@ -41,8 +41,23 @@ async fn rows(client: &Client, sql: &str) -> Result<Rows, Error> {
         .collect())
 }
 
-fn get<'a>(row: &'a HashMap<String, Option<String>>, col: &str) -> &'a str {
-    row.get(col).and_then(|v| v.as_deref()).unwrap_or("")
+/// A value as text fit for a terminal: keys are client data, and a control character in one
+/// must not reach the operator's terminal as an escape sequence.
+fn get(row: &HashMap<String, Option<String>>, col: &str) -> String {
+    let v = row.get(col).and_then(|v| v.as_deref()).unwrap_or("");
+    if v.chars().any(char::is_control) {
+        v.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        v.to_owned()
+    }
 }
 
 fn num(row: &HashMap<String, Option<String>>, col: &str) -> f64 {
@@ -75,7 +90,7 @@ pub async fn run(opts: Options) -> Result<(), Error> {
             .iter()
             .map(|r| {
                 let c = (num(r, "queries"), num(r, "rows"), num(r, "errors"));
-                (get(r, "name").to_owned(), c)
+                (get(r, "name"), c)
             })
             .collect();
         let frame = draw(&opts, &shards, &hot, last.as_ref(), &counts, now);
@@ -120,8 +135,8 @@ fn draw(
     for r in shards {
         let name = get(r, "name");
         let rate = |pick: fn(&(f64, f64, f64)) -> f64| -> String {
-            match (last, counts.get(name)) {
-                (Some((t, before)), Some(c)) => match before.get(name) {
+            match (last, counts.get(&name)) {
+                (Some((t, before)), Some(c)) => match before.get(&name) {
                     Some(b) => {
                         let secs = now.duration_since(*t).as_secs_f64().max(1e-3);
                         format!("{:.0}", ((pick(c) - pick(b)) / secs).max(0.0))

@@ -314,6 +314,8 @@ async fn metrics_are_served_in_prometheus_text_format() {
     let (status, body) = http_get(addr, "/metrics").await;
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     let mut families = std::collections::HashSet::new();
+    let mut series = std::collections::HashSet::new();
+    let mut current = String::new();
     for line in body.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut parts = rest.split(' ');
@@ -323,12 +325,21 @@ async fn metrics_are_served_in_prometheus_text_format() {
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "counters end in _total: {line}");
             }
-            families.insert(name.to_owned());
+            assert!(
+                families.insert(name.to_owned()),
+                "one # TYPE per family: {line}"
+            );
+            current = name.to_owned();
             continue;
         }
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
+        let id = line.rsplit_once(' ').unwrap().0;
+        assert!(
+            series.insert(id.to_owned()),
+            "a series appears once: {line}"
+        );
         // name{labels} value: the value parses as a float.
         let value = line.rsplit(' ').next().unwrap();
         assert!(
@@ -341,8 +352,8 @@ async fn metrics_are_served_in_prometheus_text_format() {
             .trim_end_matches("_sum")
             .trim_end_matches("_count");
         assert!(
-            families.contains(name) || families.contains(family),
-            "sample after its # TYPE: {line}"
+            name == current || family == current,
+            "a family's samples follow its own # TYPE, together: {line}"
         );
     }
     let sample = |name: &str| -> f64 {
@@ -423,4 +434,50 @@ async fn shardgate_top_draws_shards_and_hot_keys() {
         hot_line.split_whitespace().nth(1) == Some("9"),
         "{hot_line}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxys_own_traffic_is_not_counted_as_the_shards_workload() {
+    let shards = Shards::databases(3).await;
+    for i in 0..3 {
+        shards
+            .client(i)
+            .await
+            .batch_execute("CREATE TABLE users (id bigint PRIMARY KEY, name text)")
+            .await
+            .unwrap();
+    }
+    let proxy = Proxy::start(&shards.urls(), TABLES).await;
+    let ctx = proxy.ctx.clone();
+    // The catalog read, the first recovery pass and the stored-rows poll have all run once
+    // the row counts are known.
+    let polled = support::proxy::eventually(15, || {
+        let ctx = ctx.clone();
+        async move {
+            (0..3).all(|i| {
+                let s = ctx.stats.shard(shardgate::ring::ShardId(i));
+                s.stored_rows.load(std::sync::atomic::Ordering::Relaxed) != u64::MAX
+            })
+        }
+    })
+    .await;
+    assert!(polled, "stored rows polled");
+    let admin = console(&proxy).await;
+    for s in show(&admin, "SHOW SHARDS").await {
+        assert_eq!(
+            (s["queries"].as_str(), s["rows"].as_str()),
+            ("0", "0"),
+            "{s:?}"
+        );
+        assert_eq!(s["stored_rows"], "0");
+    }
+    // One client statement is one query on one shard.
+    let c = proxy.client().await;
+    rows(&c, "SELECT * FROM users WHERE id = 1").await;
+    let view = show(&admin, "SHOW SHARDS").await;
+    let total: u64 = view
+        .iter()
+        .map(|s| s["queries"].parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 1, "{view:?}");
 }

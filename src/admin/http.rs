@@ -10,9 +10,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// A request must arrive whole, and small, within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_REQUEST: usize = 8192;
+/// Scrapes served at once.
+const MAX_CONNECTIONS: usize = 16;
 
 /// Serves scrapes until the backend closes.
 pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     while !ctx.backend.is_closed() {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -20,9 +23,15 @@ pub async fn serve(ctx: Arc<Context>, listener: TcpListener) {
         };
         match accepted {
             Ok((stream, _)) => {
+                // Past the limit the connection is closed at once: scrapers retry, and slow
+                // or idle connections cannot pile up against the proxy's descriptors.
+                let Ok(slot) = slots.clone().try_acquire_owned() else {
+                    continue;
+                };
                 let ctx = ctx.clone();
                 tokio::spawn(async move {
                     let _ = tokio::time::timeout(REQUEST_TIMEOUT, answer(&ctx, stream)).await;
+                    drop(slot);
                 });
             }
             Err(e) => {

@@ -203,18 +203,15 @@ pub fn render(ctx: &Context) -> String {
             &h,
         );
     }
+    let pools: Vec<_> = (0..names.len())
+        .map(|i| ctx.backend.pool_status(ShardId(i as u16)))
+        .collect();
     o.family(
         "shardgate_pool_connections",
         "gauge",
         "Server connections per shard pool, by state.",
     );
-    o.family(
-        "shardgate_pool_waiting",
-        "gauge",
-        "Clients waiting for a connection of the shard's pool.",
-    );
-    for (i, s) in names.iter().enumerate() {
-        let p = ctx.backend.pool_status(ShardId(i as u16));
+    for (s, p) in names.iter().zip(&pools) {
         let in_use = p.open.saturating_sub(p.idle) as f64;
         o.sample(
             "shardgate_pool_connections",
@@ -226,6 +223,13 @@ pub fn render(ctx: &Context) -> String {
             &[("shard", s), ("state", "in_use")],
             in_use,
         );
+    }
+    o.family(
+        "shardgate_pool_waiting",
+        "gauge",
+        "Clients waiting for a connection of the shard's pool.",
+    );
+    for (s, p) in names.iter().zip(&pools) {
         o.sample("shardgate_pool_waiting", &[("shard", s)], p.waiting as f64);
     }
 
@@ -275,7 +279,10 @@ pub fn render(ctx: &Context) -> String {
         o.sample("shardgate_table_keys_total", &[("table", t)], *k as f64);
     }
     let ring = ctx.ring.load();
-    let hot = stats.hot_spots(&ring, HOT_KEYS);
+    let mut hot = stats.hot_spots(&ring, HOT_KEYS);
+    // Text keys are kept to 64 bytes: two long keys alike up to there would be one series.
+    let mut seen = std::collections::HashSet::new();
+    hot.retain(|h| seen.insert((h.table.clone(), h.key.to_string())));
     o.family(
         "shardgate_hot_key_hits",
         "gauge",

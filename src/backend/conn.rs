@@ -101,6 +101,9 @@ pub struct ServerConn {
     stats: Arc<ShardStats>,
     /// When the request now awaiting its ReadyForQuery was first sent.
     started: Option<Instant>,
+    /// Bytes received since the last ReadyForQuery, published then (one shared atomic add per
+    /// request rather than per row).
+    received: u64,
 }
 
 impl ServerConn {
@@ -129,12 +132,17 @@ impl ServerConn {
             secret: 0,
             addr,
             shard: target.name.clone(),
-            stats: target.stats.clone(),
+            // The handshake is the proxy's own traffic, not the shard's workload.
+            stats: Arc::default(),
             started: None,
+            received: 0,
         };
         tokio::time::timeout(target.connect_timeout, conn.startup(target))
             .await
             .map_err(|_| target.unavailable("startup timed out"))??;
+        conn.started = None;
+        conn.received = 0;
+        conn.stats = target.stats.clone();
         Ok(conn)
     }
 
@@ -304,11 +312,11 @@ impl ServerConn {
         if self.out.is_empty() {
             return Ok(());
         }
+        self.started.get_or_insert_with(Instant::now);
         let r = self.writer.write_all(&self.out).await;
         self.stats
             .sent_bytes
             .fetch_add(self.out.len() as u64, Relaxed);
-        self.started.get_or_insert_with(Instant::now);
         self.out.clear();
         if r.is_err() {
             self.broken = true;
@@ -333,12 +341,13 @@ impl ServerConn {
         match self.reader.next().await {
             Ok(Some(frame)) => {
                 let stats = &self.stats;
-                stats
-                    .received_bytes
-                    .fetch_add(frame.bytes.len() as u64, Relaxed);
+                self.received += frame.bytes.len() as u64;
                 match frame.tag {
                     b'Z' => {
                         self.status = protocol::ready_status(frame.body());
+                        stats
+                            .received_bytes
+                            .fetch_add(std::mem::take(&mut self.received), Relaxed);
                         if let Some(t) = self.started.take() {
                             stats.requests.fetch_add(1, Relaxed);
                             stats.latency.record(t.elapsed());
@@ -435,6 +444,19 @@ impl ServerConn {
 
     /// Closes the sending side without a word, as a network failure would (crash tests only):
     /// the next send fails and the server ends the session.
+    /// Counts this connection's traffic in `stats` from now on (the proxy's own work, such as
+    /// polling, goes to a throwaway set); returns the previous set.
+    pub fn count_in(&mut self, stats: Arc<ShardStats>) -> Arc<ShardStats> {
+        std::mem::replace(&mut self.stats, stats)
+    }
+
+    /// Counts in `stats` again, if it does not already.
+    pub fn count_to(&mut self, stats: &Arc<ShardStats>) {
+        if !Arc::ptr_eq(&self.stats, stats) {
+            self.stats = stats.clone();
+        }
+    }
+
     pub async fn sever(&mut self) {
         let _ = self.writer.shutdown().await;
     }

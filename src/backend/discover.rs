@@ -42,7 +42,7 @@ pub async fn discover_keys(backend: &Backend, catalog: &Catalog) -> Result<Vec<K
     let mut last_err = None;
     for i in 0..backend.len() {
         let id = ShardId(i as u16);
-        let rows = match backend.checkout(id).await {
+        let rows = match backend.checkout_quiet(id).await {
             Ok(mut conn) => conn.query_rows(&sql).await,
             Err(e) => Err(e),
         };
@@ -59,7 +59,7 @@ pub async fn discover_collation(backend: &Backend) -> Result<String, Error> {
     let sql = "SELECT datcollate FROM pg_catalog.pg_database WHERE datname = current_database()";
     let mut last_err = None;
     for i in 0..backend.len() {
-        let rows = match backend.checkout(ShardId(i as u16)).await {
+        let rows = match backend.checkout_quiet(ShardId(i as u16)).await {
             Ok(mut conn) => conn.query_rows(sql).await,
             Err(e) => Err(e),
         };

@@ -39,6 +39,8 @@ impl managed::Manager for Manager {
     }
 
     async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<Error> {
+        // A quiet checkout (`checkout_quiet`) left it counting elsewhere.
+        conn.count_to(&self.target.stats);
         if conn.is_dead() {
             return Err(RecycleError::message(
                 "connection broken or closed by the server",
@@ -171,10 +173,20 @@ impl Backend {
         })
     }
 
+    /// A pooled connection for the proxy's own work (recovery, polling): its traffic is not
+    /// counted in the shard's statistics, which describe the clients' workload.
+    pub async fn checkout_quiet(&self, id: ShardId) -> Result<PooledConn, Error> {
+        let mut conn = self.checkout(id).await?;
+        conn.count_in(Default::default());
+        Ok(conn)
+    }
+
     /// A new connection outside the pool, for the proxy's own work while a transaction holds
-    /// the pooled ones (a pool of one must not wait on itself).
+    /// the pooled ones (a pool of one must not wait on itself). Not counted in the statistics.
     pub async fn connect_direct(&self, id: ShardId) -> Result<ServerConn, Error> {
-        ServerConn::connect(&self.shard(id).target).await
+        let mut conn = ServerConn::connect(&self.shard(id).target).await?;
+        conn.count_in(Default::default());
+        Ok(conn)
     }
 
     /// The shard's pool: (max size, connections open, idle, clients waiting).

@@ -46,7 +46,7 @@ pub async fn recover(backend: &Backend) -> Report {
         let shard = ShardId(i as u16);
         let name = backend.name(shard);
         let found = async {
-            let mut conn = backend.checkout(shard).await?;
+            let mut conn = backend.checkout_quiet(shard).await?;
             // Dropped mid-answer by the timeout below, it must not go back to the pool.
             conn.broken = true;
             let rows = conn
@@ -224,7 +224,7 @@ async fn collect_garbage(
     );
     let mut removed = 0;
     for &shard in shards {
-        let Ok(mut conn) = backend.checkout(shard).await else {
+        let Ok(mut conn) = backend.checkout_quiet(shard).await else {
             continue;
         };
         // The argument above needs the DELETE to start soon after the prepared lists were read.

@@ -23,19 +23,29 @@ pub(super) struct Planned {
     pub merge: Option<std::sync::Arc<MergePlan>>,
     pub replicated: bool,
     pub inserts: bool,
-    /// The listed tables touched (names as in shards.toml); keys belong to the first.
+    /// The listed tables touched (names as in shards.toml), sharded ones first; keys belong to
+    /// the first.
     pub tables: Tables,
 }
 
 /// Table names of a plan, shared by every use of a cached plan.
 pub type Tables = std::sync::Arc<[std::sync::Arc<str>]>;
 
-/// The tables a walk found, as plan data.
+/// The tables a walk found, as plan data: the sharded tables first (in order of appearance),
+/// so that the first is the one whose keys route the statement.
 pub(super) fn tables_of(refs: &super::tables::Refs) -> Tables {
-    refs.tables
-        .iter()
-        .map(|t| std::sync::Arc::from(t.as_str()))
-        .collect()
+    let mut names: Vec<&str> = Vec::with_capacity(refs.tables.len());
+    for name in refs.occs.iter().map(|o| o.configured.as_str()) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    for name in &refs.tables {
+        if !names.contains(&name.as_str()) {
+            names.push(name);
+        }
+    }
+    names.into_iter().map(std::sync::Arc::from).collect()
 }
 
 impl Planned {

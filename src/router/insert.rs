@@ -41,7 +41,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
         }
         walker.scan(&ins.on);
         walker.scan(&ins.returning);
-        walker.refs.tables.insert(0, rule.name.clone());
+        walker.refs.tables.insert(0, rule.configured_name());
         return Planned::write_to(&walker.refs, &Role::Reference(shown));
     };
     if in_with {
@@ -189,7 +189,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
 fn placed(rule: &crate::catalog::TableRule, target: Target) -> Planned {
     Planned {
         inserts: true,
-        tables: std::sync::Arc::new([std::sync::Arc::from(rule.name.as_str())]),
+        tables: std::sync::Arc::new([std::sync::Arc::from(rule.configured_name())]),
         ..Planned::write(target)
     }
 }

@@ -29,6 +29,8 @@ pub(super) enum Ctx {
 /// One occurrence of a sharded table.
 #[derive(Debug)]
 pub(super) struct Occ {
+    /// The table's name in shards.toml (for statistics).
+    pub configured: String,
     pub name: String,
     pub key: String,
     pub key_type: Option<KeyType>,
@@ -138,12 +140,14 @@ impl<'c> Walker<'c> {
     pub fn table(&mut self, name: &ObjectName, ctx: Ctx) -> Role {
         match self.classify(name) {
             Ok((shown, rule)) => {
-                if !self.refs.tables.contains(&rule.name) {
-                    self.refs.tables.push(rule.name.clone());
+                let configured = rule.configured_name();
+                if !self.refs.tables.contains(&configured) {
+                    self.refs.tables.push(configured.clone());
                 }
                 match &rule.kind {
                     TableKind::Sharded { key, key_type, .. } => {
                         self.refs.occs.push(Occ {
+                            configured,
                             name: shown,
                             key: key.clone(),
                             key_type: *key_type,

@@ -554,5 +554,8 @@ fn plans_name_their_tables_by_configured_name() {
         ["orders"]
     );
     assert_eq!(tables("SELECT * FROM countries"), ["countries"]);
+    // The sharded table first, whatever the order in the text: its keys route the statement.
+    let sql = "SELECT * FROM countries c JOIN users u ON u.country = c.code WHERE u.id = 5";
+    assert_eq!(tables(sql), ["users", "countries"]);
     assert!(tables("SELECT 1").is_empty());
 }

@@ -60,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             let ring = self.ctx.ring.load();
             for stmt in &plan.statements {
                 let route = router::route(stmt, &ring).unwrap_or(Route::Any);
-                self.count(stmt, &route, &ring);
+                self.count(stmt, &route);
             }
             self.exec_one(shard, text).await?;
             return Ok(());
@@ -132,7 +132,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             // A simple Query has no parameters to bind: PostgreSQL answers ("there is no
             // parameter $1"), from any shard.
-            Target::Bound(_) => return self.exec_any(sql).await,
+            Target::Bound(_) => {
+                self.count_kind(&stmt.tables, RouteKind::Any);
+                return self.exec_any(sql).await;
+            }
             Target::CopyIn(copy) => {
                 // Rows are not counted as keys: a bulk load would wash the hot keys out.
                 let kind = RouteKind::of(self.ctx.backend.len(), self.ctx.backend.len());
@@ -144,7 +147,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Err(e) => return self.fail(&e),
             },
         };
-        self.count(stmt, &route, &ring);
+        self.count(stmt, &route);
         let combine = match &stmt.target {
             _ if stmt.replicated => Combine::FirstCopy,
             Target::Split(split) => {

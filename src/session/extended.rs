@@ -474,7 +474,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         }
                     };
                     if let (true, Ok(k)) = (count, &key) {
-                        self.count_key(&stmt.tables, k, &ring);
+                        self.count_key(&stmt.tables, k);
                     }
                     Some(key)
                 };
@@ -494,7 +494,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     };
                     if let (true, Ok(ArrayKeys::Keys(keys))) = (count, &keys) {
                         for k in keys.iter().flatten() {
-                            self.count_key(&stmt.tables, k, &ring);
+                            self.count_key(&stmt.tables, k);
                         }
                     }
                     Some(keys)
@@ -504,7 +504,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             _ => router::route(stmt, &ring)?,
         };
         if count {
-            self.count(stmt, &route, &ring);
+            self.count(stmt, &route);
         }
         Ok(Some(route))
     }

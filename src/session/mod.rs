@@ -16,7 +16,7 @@ use crate::backend::{PooledConn, Running};
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
-use crate::ring::{Ring, ShardId};
+use crate::ring::ShardId;
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use crate::stats::clients::{Client, State};
 use crate::stats::RouteKind;
@@ -242,7 +242,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Counts a statement by its route, and the literal keys it was routed by (keys bound as
     /// parameters are counted where they are decoded).
-    pub(super) fn count(&self, stmt: &StatementPlan, route: &Route, ring: &Ring) {
+    pub(super) fn count(&self, stmt: &StatementPlan, route: &Route) {
         let n = self.ctx.backend.len();
         let kind = match route {
             Route::Any => RouteKind::Any,
@@ -255,10 +255,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Target::Keys(k) => k,
             Target::Split(s) => &s.keys,
             Target::Bound(b) => &b.literals,
-            _ => &[],
+            _ => return,
         };
         for k in keys {
-            self.count_key(&stmt.tables, k, ring);
+            self.count_key(&stmt.tables, k);
+        }
+        let stats = &self.ctx.stats;
+        match route {
+            Route::Shards(v) => v.iter().for_each(|s| stats.keyed(*s)),
+            Route::Split(parts) => parts.iter().for_each(|(s, _)| stats.keyed(*s)),
+            // Too many keys to route one by one: not keyed traffic.
+            Route::All | Route::Any => {}
         }
     }
 
@@ -268,11 +275,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.kind.fetch_max(kind as u8, Ordering::Relaxed);
     }
 
-    pub(super) fn count_key(&self, tables: &[Arc<str>], key: &crate::ring::Key, ring: &Ring) {
-        let hash = key.hash();
-        self.ctx
-            .stats
-            .key(tables, key, hash, ring.shard_for_hash(hash));
+    pub(super) fn count_key(&self, tables: &[Arc<str>], key: &crate::ring::Key) {
+        self.ctx.stats.key(tables, key, key.hash());
     }
 
     async fn flush(&mut self) -> Step {

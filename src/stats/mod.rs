@@ -37,7 +37,8 @@ pub struct ShardStats {
     pub errors: AtomicU64,
     pub sent_bytes: AtomicU64,
     pub received_bytes: AtomicU64,
-    /// Statements routed here by their shard key (the traffic skew is judged on these).
+    /// Statements routed here by a shard key, once per shard they reach (the traffic skew is
+    /// judged on these).
     pub keyed: AtomicU64,
     /// Rows of the sharded tables stored on the shard (pg_stat_user_tables), u64::MAX unknown.
     pub stored_rows: AtomicU64,
@@ -256,11 +257,15 @@ impl Stats {
         }
     }
 
-    /// A key the statement was routed by, on the shard that owns it.
-    pub fn key(&self, tables: &[Arc<str>], key: &Key, hash: u64, shard: ShardId) {
+    /// A statement routed to `shard` by its key (counted once per shard it reaches).
+    pub fn keyed(&self, shard: ShardId) {
         if let Some(s) = self.shards.get(shard.0 as usize) {
             s.keyed.fetch_add(1, Relaxed);
         }
+    }
+
+    /// A key a statement was routed by: its table's key count and hot-key sketch.
+    pub fn key(&self, tables: &[Arc<str>], key: &Key, hash: u64) {
         let Some(t) = tables.first().and_then(|t| self.tables.get(t)) else {
             return;
         };

@@ -58,7 +58,8 @@ impl Tracker {
             self.decayed[i] = self.decayed[i] * decay + delta;
             self.last_keyed[i] = now;
         }
-        self.report = judge(&self.decayed, stored, weights, config);
+        let was: Vec<bool> = self.report.iter().map(|r| r.skewed.is_some()).collect();
+        self.report = judge(&self.decayed, stored, weights, config, &was);
     }
 }
 
@@ -68,12 +69,12 @@ pub(super) fn judge(
     stored: &[Option<u64>],
     weights: &[u32],
     config: &StatsConfig,
+    was: &[bool],
 ) -> Vec<ShardSkew> {
     let total: f64 = decayed.iter().sum();
     let weight_total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
     let rows: Option<Vec<u64>> = stored.iter().copied().collect();
     let rows_total: u64 = rows.iter().flatten().sum();
-    let factor = config.skew_factor;
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
     decayed
         .iter()
@@ -89,6 +90,13 @@ pub(super) fn judge(
                 .as_ref()
                 .filter(|_| rows_total > 0)
                 .map(|r| r[i] as f64 / rows_total as f64);
+            // A flagged shard clears only half way back to its due share, so that a share
+            // hovering at the threshold does not flip the verdict (and the log) every second.
+            let factor = if was.get(i).copied().unwrap_or(false) {
+                1.0 + (config.skew_factor - 1.0) / 2.0
+            } else {
+                config.skew_factor
+            };
             let mut why = Vec::new();
             if total >= config.skew_min_statements as f64 && traffic_share > factor * weight_share {
                 why.push(format!(
@@ -123,14 +131,26 @@ mod tests {
 
     #[test]
     fn uniform_traffic_is_not_skewed() {
-        let r = judge(&[1000.0, 1050.0, 980.0], &[None; 3], &[1, 1, 1], &config());
+        let r = judge(
+            &[1000.0, 1050.0, 980.0],
+            &[None; 3],
+            &[1, 1, 1],
+            &config(),
+            &[],
+        );
         assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
         assert!((r[1].traffic_share - 1050.0 / 3030.0).abs() < 1e-9);
     }
 
     #[test]
     fn a_shard_above_its_weight_is_flagged() {
-        let r = judge(&[1600.0, 700.0, 700.0], &[None; 3], &[1, 1, 1], &config());
+        let r = judge(
+            &[1600.0, 700.0, 700.0],
+            &[None; 3],
+            &[1, 1, 1],
+            &config(),
+            &[],
+        );
         let why = r[0].skewed.as_deref().expect("flagged");
         assert_eq!(why, "traffic 53% vs weight 33%");
         assert!(r[1].skewed.is_none() && r[2].skewed.is_none());
@@ -139,24 +159,55 @@ mod tests {
     #[test]
     fn weights_set_the_expected_share() {
         // Shard 0 has weight 2 of 4: half the traffic is its due.
-        let r = judge(&[1000.0, 500.0, 500.0], &[None; 3], &[2, 1, 1], &config());
+        let r = judge(
+            &[1000.0, 500.0, 500.0],
+            &[None; 3],
+            &[2, 1, 1],
+            &config(),
+            &[],
+        );
         assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
     }
 
     #[test]
     fn little_traffic_is_not_judged() {
-        let r = judge(&[150.0, 0.0, 0.0], &[None; 3], &[1, 1, 1], &config());
+        let r = judge(&[150.0, 0.0, 0.0], &[None; 3], &[1, 1, 1], &config(), &[]);
         assert!(r[0].skewed.is_none());
     }
 
     #[test]
     fn stored_rows_are_judged_when_all_known() {
         let rows = [Some(9000), Some(500), Some(500)];
-        let r = judge(&[0.0; 3], &rows, &[1, 1, 1], &config());
+        let r = judge(&[0.0; 3], &rows, &[1, 1, 1], &config(), &[]);
         assert_eq!(r[0].skewed.as_deref(), Some("rows 90% vs weight 33%"));
         let unknown = [Some(9000), None, Some(500)];
-        let r = judge(&[0.0; 3], &unknown, &[1, 1, 1], &config());
+        let r = judge(&[0.0; 3], &unknown, &[1, 1, 1], &config(), &[]);
         assert!(r[0].skewed.is_none() && r[0].rows_share.is_none());
+    }
+
+    #[test]
+    fn a_flagged_shard_clears_half_way_back() {
+        // 40% against a third is 1.2x: below 1.25 to be flagged, above 1.125 to stay flagged.
+        let traffic = [1200.0, 900.0, 900.0];
+        let fresh = judge(&traffic, &[None; 3], &[1, 1, 1], &config(), &[]);
+        assert!(fresh[0].skewed.is_none());
+        let held = judge(
+            &traffic,
+            &[None; 3],
+            &[1, 1, 1],
+            &config(),
+            &[true, false, false],
+        );
+        assert!(held[0].skewed.is_some());
+        let back = [1100.0, 950.0, 950.0];
+        let cleared = judge(
+            &back,
+            &[None; 3],
+            &[1, 1, 1],
+            &config(),
+            &[true, false, false],
+        );
+        assert!(cleared[0].skewed.is_none());
     }
 
     #[test]
