@@ -31,6 +31,8 @@ pub struct Context {
     pub admin_clients: AtomicUsize,
     /// The shards' database collation, which orders text when rows of several shards merge.
     pub collation: ArcSwap<Collation>,
+    /// The config file, when the proxy was started from one (RELOAD and SIGHUP re-read it).
+    pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// Where `/metrics` is served, once bound (port 0 in the config picks a free one).
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
@@ -55,6 +57,7 @@ impl Context {
             admin_clients: AtomicUsize::new(0),
             collation: ArcSwap::from_pointee(Collation::bytewise()),
             metrics_addr: Default::default(),
+            config_path: Default::default(),
             server_params: Mutex::new(None),
         }))
     }

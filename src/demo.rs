@@ -74,7 +74,9 @@ pub async fn run(dir: &Path, port: u16, first_shard_port: u16) -> Result<(), Err
     std::fs::write(&config_path, &text)
         .map_err(|e| Error::config(format!("cannot write {}: {e}", config_path.display())))?;
     let config = Config::parse(&text)?;
-    let (_ctx, server) = crate::start(config).await?;
+    let (ctx, server) = crate::start(config).await?;
+    // RELOAD in the console re-reads the demo's own file.
+    let _ = ctx.config_path.set(config_path.clone());
     let port = server.local_addr().port();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async {

@@ -16,6 +16,7 @@ pub mod explain;
 pub mod gather;
 pub mod localpg;
 pub mod protocol;
+pub mod reload;
 pub mod ring;
 pub mod router;
 pub mod server;
@@ -31,15 +32,10 @@ use std::sync::Arc;
 
 /// Builds the proxy for a config and binds its listener; `Server::run` then serves clients.
 pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
-    match config.auth.as_ref().map(|a| a.method) {
-        None => tracing::warn!("no [auth] section: every client is trusted"),
-        Some(AuthMethod::Trust) => {}
-        Some(other) => {
-            return Err(Error::config(format!(
-                "[auth] method {other:?} is not supported by this version yet; use \"trust\""
-            )))
-        }
+    if config.auth.is_none() {
+        tracing::warn!("no [auth] section: every client is trusted");
     }
+    check_auth(&config)?;
     let ctx = Context::new(config)?;
     if let Err(e) = ctx.refresh_catalog().await {
         // Shards may come up later; key types are read again when a statement needs them.
@@ -59,4 +55,14 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     // In-doubt two-phase transactions a previous run left are resolved from now on.
     background::spawn(&ctx);
     Ok((ctx, server))
+}
+
+/// The client authentication this version serves: trust only, refused loudly otherwise.
+pub fn check_auth(config: &Config) -> Result<(), Error> {
+    match config.auth.as_ref().map(|a| a.method) {
+        None | Some(AuthMethod::Trust) => Ok(()),
+        Some(other) => Err(Error::config(format!(
+            "[auth] method {other:?} is not supported by this version yet; use \"trust\""
+        ))),
+    }
 }

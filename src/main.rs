@@ -116,11 +116,27 @@ fn runtime() -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
 fn serve(path: &std::path::Path) -> Result<(), shardgate::error::Error> {
     let config = Config::load(path)?;
     runtime()?.block_on(async {
-        let (_ctx, server) = shardgate::start(config).await?;
+        let (ctx, server) = shardgate::start(config).await?;
+        let _ = ctx.config_path.set(path.to_path_buf());
+        tokio::spawn(reload_on_hangup(ctx));
         tracing::info!("shardgate listening on {}", server.local_addr());
         server.run(shutdown_signal()).await;
         Ok(())
     })
+}
+
+/// SIGHUP re-reads the config, as RELOAD in the admin console does.
+async fn reload_on_hangup(ctx: std::sync::Arc<shardgate::context::Context>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; use RELOAD in the admin console");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        if let Err(e) = shardgate::reload::reload(&ctx).await {
+            tracing::error!("reload refused, nothing changed: {e}");
+        }
+    }
 }
 
 async fn shutdown_signal() {

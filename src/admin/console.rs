@@ -26,7 +26,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite>(
         match frame.tag {
             b'Q' => {
                 match protocol::query_text(frame.body()) {
-                    Ok(text) => answer(&ctx, text, &mut out),
+                    Ok(text) => answer(&ctx, text, &mut out).await,
                     Err(e) => protocol::put_error(&mut out, &e),
                 }
                 protocol::put_ready(&mut out, b'I');
@@ -66,20 +66,25 @@ pub async fn serve<S: AsyncRead + AsyncWrite>(
 }
 
 /// Runs one console command string and writes its answer (without ReadyForQuery).
-pub fn answer(ctx: &Context, text: &str, out: &mut BytesMut) {
+pub async fn answer(ctx: &Context, text: &str, out: &mut BytesMut) {
     let command = text.trim().trim_end_matches(';').trim_end();
     if command.is_empty() {
         protocol::put_empty_query(out);
         return;
     }
-    match run(ctx, command) {
+    let result = if command.eq_ignore_ascii_case("reload") {
+        reload(ctx).await
+    } else {
+        run(ctx, command)
+    };
+    match result {
         Ok(table) => table.write(out),
         Err(e) => protocol::put_error(out, &e),
     }
 }
 
 /// The commands, for errors and SHOW HELP.
-pub const COMMANDS: [(&str, &str); 10] = [
+pub const COMMANDS: [(&str, &str); 11] = [
     ("SHOW SHARDS", "per shard: traffic, latency, shares, skew"),
     (
         "SHOW HOTSPOTS [n]",
@@ -96,6 +101,7 @@ pub const COMMANDS: [(&str, &str); 10] = [
     ("SHOW ROUTE <sql>", "where a statement would go, and why"),
     ("SHOW MEMORY", "memory held by the hot-key sketches"),
     ("SHOW HELP", "this list"),
+    ("RELOAD", "re-read shards.toml and apply what moves no rows"),
 ];
 
 fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
@@ -103,10 +109,10 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
     let first = words.next().unwrap_or_default().to_ascii_uppercase();
     let second = words.next().unwrap_or_default().to_ascii_uppercase();
     let rest: Vec<&str> = words.collect();
-    if first == "RELOAD" || (first == "SHOW" && second == "REBALANCE") {
+    if first == "SHOW" && second == "REBALANCE" {
         return Err(Error::unsupported(
             format!("{command} is not available in this version of shardgate"),
-            "restart the proxy to load a changed shards.toml",
+            "RELOAD applies the settings that move no rows; shard changes need a restart",
         ));
     }
     if first != "SHOW" {
@@ -154,6 +160,18 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
         }
         _ => Err(unknown(command)),
     }
+}
+
+async fn reload(ctx: &Context) -> Result<Table, Error> {
+    let outcome = crate::reload::reload(ctx).await?;
+    let mut t = Table::new(&[
+        ("setting", super::table::Kind::Text),
+        ("result", super::table::Kind::Text),
+    ]);
+    for (k, v) in outcome.changes {
+        t.row(vec![Some(k), Some(v)]);
+    }
+    Ok(t)
 }
 
 fn help() -> Table {

@@ -74,7 +74,7 @@ pub async fn probe(backend: &Backend) {
             .flatten()
             .unwrap_or(false);
         if answered {
-            tracing::info!("shard \"{}\" answers again", shard.target.name);
+            tracing::info!("shard \"{}\" answers again", shard.name);
             shard.health.mark_up();
         }
     }

@@ -18,11 +18,13 @@ pub use discover::{discover_collation, discover_keys, quote_literal};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
-use crate::config::Config;
+use crate::config::{Config, ProxyConfig};
 use crate::error::Error;
 use crate::ring::ShardId;
-use crate::stats::Stats;
+use crate::stats::{ShardStats, Stats};
+use arc_swap::ArcSwap;
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Creates and vets connections of one shard for deadpool.
@@ -73,9 +75,18 @@ pub struct PoolStatus {
 pub type PooledConn = Object<Manager>;
 
 pub struct Shard {
-    pub target: ShardTarget,
-    pool: Pool<Manager>,
+    /// Fixed for the life of the proxy (placement derives from it).
+    pub name: String,
+    /// Where and how to connect; replaced when RELOAD changes the shard's url.
+    target: ArcSwap<ShardTarget>,
+    pool: ArcSwap<Pool<Manager>>,
     pub health: health::Health,
+}
+
+impl Shard {
+    pub fn target(&self) -> Arc<ShardTarget> {
+        self.target.load_full()
+    }
 }
 
 /// The pools of all shards, in `ShardId` order.
@@ -83,36 +94,70 @@ pub struct Backend {
     shards: Vec<Shard>,
     /// Two-phase commit across these shards.
     pub twophase: TwoPhase,
+    /// Set by `close`: the pools may be replaced by RELOAD, so theirs is not the flag.
+    closed: std::sync::atomic::AtomicBool,
+}
+
+/// A shard's connection target and pool, as the config describes them.
+fn build(
+    name: &str,
+    url: &str,
+    p: &ProxyConfig,
+    stats: Arc<ShardStats>,
+) -> Result<(ShardTarget, Pool<Manager>), Error> {
+    let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
+    let mut target = ShardTarget::from_url(name, url, connect_timeout)?;
+    target.stats = stats;
+    let pool = Pool::builder(Manager {
+        target: target.clone(),
+    })
+    .max_size(p.pool_size)
+    .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
+    .create_timeout(Some(connect_timeout * 2))
+    .recycle_timeout(Some(connect_timeout))
+    .runtime(deadpool::Runtime::Tokio1)
+    .build()
+    .map_err(|e| Error::config(format!("shard {name}: {e}")))?;
+    Ok((target, pool))
 }
 
 impl Backend {
     pub fn new(config: &Config, stats: &Stats) -> Result<Backend, Error> {
-        let p = &config.proxy;
-        let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
         let mut shards = Vec::with_capacity(config.shards.len());
         for (i, s) in config.shards.iter().enumerate() {
-            let mut target = ShardTarget::from_url(&s.name, &s.url, connect_timeout)?;
-            target.stats = stats.shard(ShardId(i as u16)).clone();
-            let pool = Pool::builder(Manager {
-                target: target.clone(),
-            })
-            .max_size(p.pool_size)
-            .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
-            .create_timeout(Some(connect_timeout * 2))
-            .recycle_timeout(Some(connect_timeout))
-            .runtime(deadpool::Runtime::Tokio1)
-            .build()
-            .map_err(|e| Error::config(format!("shard {}: {e}", s.name)))?;
+            let stats = stats.shard(ShardId(i as u16)).clone();
+            let (target, pool) = build(&s.name, &s.url, &config.proxy, stats)?;
             shards.push(Shard {
-                target,
-                pool,
+                name: s.name.clone(),
+                target: ArcSwap::from_pointee(target),
+                pool: ArcSwap::from_pointee(pool),
                 health: health::Health::default(),
             });
         }
         Ok(Backend {
             twophase: TwoPhase::new(shards.len()),
             shards,
+            closed: Default::default(),
         })
+    }
+
+    /// Points shard `id` at a new url or new timeouts: new connections go there at once; the
+    /// old pool is closed, so connections on loan finish their work and are then dropped.
+    pub fn replace_pool(&self, id: ShardId, url: &str, p: &ProxyConfig) -> Result<(), Error> {
+        let shard = self.shard(id);
+        let stats = shard.target().stats.clone();
+        let (target, pool) = build(&shard.name, url, p, stats)?;
+        shard.target.store(Arc::new(target));
+        let old = shard.pool.swap(Arc::new(pool));
+        old.close();
+        Ok(())
+    }
+
+    /// Grows or shrinks every pool (connections on loan are kept until returned).
+    pub fn resize_pools(&self, size: usize) {
+        for s in &self.shards {
+            s.pool.load().resize(size);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -128,20 +173,20 @@ impl Backend {
     }
 
     pub fn name(&self, id: ShardId) -> &str {
-        &self.shards[id.0 as usize].target.name
+        &self.shards[id.0 as usize].name
     }
 
     /// The shard of this name.
     pub fn find(&self, name: &str) -> Option<ShardId> {
         self.shards
             .iter()
-            .position(|s| s.target.name == name)
+            .position(|s| s.name == name)
             .map(|i| ShardId(i as u16))
     }
 
     /// True once `close` ran.
     pub fn is_closed(&self) -> bool {
-        self.shards.first().is_none_or(|s| s.pool.is_closed())
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// A connection to the shard, from the pool or newly made.
@@ -149,14 +194,15 @@ impl Backend {
         let shard = self.shard(id);
         if let Some(detail) = shard.health.down() {
             return Err(Error::ShardUnavailable {
-                shard: shard.target.name.clone(),
+                shard: shard.name.clone(),
                 detail,
             });
         }
-        shard.pool.get().await.map_err(|e| match e {
+        let pool = shard.pool.load_full();
+        pool.get().await.map_err(|e| match e {
             PoolError::Backend(e) => {
                 // Only connecting can fail here: the shard does not answer.
-                let name = &shard.target.name;
+                let name = &shard.name;
                 match &e {
                     Error::ShardUnavailable { detail, .. } => shard.health.mark_down(name, detail),
                     other => shard.health.mark_down(name, &other.to_string()),
@@ -164,10 +210,10 @@ impl Backend {
                 e
             }
             PoolError::Timeout(managed::TimeoutType::Wait) => Error::PoolTimeout {
-                shard: shard.target.name.clone(),
+                shard: shard.name.clone(),
             },
             other => Error::ShardUnavailable {
-                shard: shard.target.name.clone(),
+                shard: shard.name.clone(),
                 detail: other.to_string(),
             },
         })
@@ -184,14 +230,14 @@ impl Backend {
     /// A new connection outside the pool, for the proxy's own work while a transaction holds
     /// the pooled ones (a pool of one must not wait on itself). Not counted in the statistics.
     pub async fn connect_direct(&self, id: ShardId) -> Result<ServerConn, Error> {
-        let mut conn = ServerConn::connect(&self.shard(id).target).await?;
+        let mut conn = ServerConn::connect(&self.shard(id).target()).await?;
         conn.count_in(Default::default());
         Ok(conn)
     }
 
     /// The shard's pool: (max size, connections open, idle, clients waiting).
     pub fn pool_status(&self, id: ShardId) -> PoolStatus {
-        let s = self.shard(id).pool.status();
+        let s = self.shard(id).pool.load().status();
         PoolStatus {
             max: s.max_size,
             open: s.size,
@@ -202,8 +248,10 @@ impl Backend {
 
     /// Closes every pool (idle connections are dropped; loans end when returned).
     pub fn close(&self) {
+        self.closed
+            .store(true, std::sync::atomic::Ordering::Release);
         for s in &self.shards {
-            s.pool.close();
+            s.pool.load().close();
         }
     }
 }
