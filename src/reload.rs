@@ -34,6 +34,11 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
     let old = ctx.config.load_full();
     refuse_moves(&old, &new)?;
     crate::check_auth(&new)?;
+    // Every url is checked before anything changes, so a bad one cannot leave a half-applied
+    // reload behind.
+    for s in &new.shards {
+        crate::backend::ShardTarget::from_url(&s.name, &s.url, std::time::Duration::ZERO)?;
+    }
     let mut out = Outcome::default();
     let mut note = |k: &str, v: String| out.changes.push((k.to_owned(), v));
     let (p, q) = (&old.proxy, &new.proxy);
@@ -108,10 +113,23 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
     live.stats = old.stats.clone();
     ctx.config.store(Arc::new(live));
     if !added.is_empty() {
-        ctx.catalog.store(Arc::new(Catalog::from_config(&new)));
-        ctx.catalog_version.fetch_add(1, Ordering::Release);
         if let Err(e) = ctx.refresh_catalog().await {
+            // The shards cannot be asked now: the new tables are known, with the key types
+            // already read for the others; theirs are read when a statement needs them.
             tracing::warn!("reload: could not read the new tables' key types yet: {e}");
+            let mut next = Catalog::from_config(&new);
+            for rule in ctx.catalog.load().tables() {
+                if let crate::catalog::TableKind::Sharded {
+                    key_type,
+                    key_position,
+                    ..
+                } = &rule.kind
+                {
+                    next.set_key_info(&rule.configured_name(), *key_type, *key_position);
+                }
+            }
+            ctx.catalog.store(Arc::new(next));
+            ctx.catalog_version.fetch_add(1, Ordering::Release);
         }
         for t in added {
             note(&format!("tables.{t}"), "applied: added".into());
