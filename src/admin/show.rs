@@ -51,7 +51,8 @@ pub fn shards(ctx: &Context) -> Table {
     for (i, s) in config.shards.iter().enumerate() {
         let id = ShardId(i as u16);
         let st = ctx.stats.shard(id);
-        let lat = st.latency.snapshot();
+        // The last minute: what an operator looking now wants (Prometheus has the totals).
+        let lat = ctx.stats.recent_latency(id);
         let state = if ctx.backend.shard(id).health.down().is_some() {
             "down"
         } else {

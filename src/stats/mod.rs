@@ -6,6 +6,7 @@ pub mod clients;
 pub mod histogram;
 pub mod hotkeys;
 mod skew;
+mod window;
 
 use crate::config::{Config, StatsConfig};
 use crate::ring::{Key, Ring, ShardId};
@@ -189,6 +190,7 @@ pub struct Stats {
     clock: AtomicU64,
     config: StatsConfig,
     skew: Mutex<skew::Tracker>,
+    window: Mutex<window::Window>,
     pub clients: Arc<clients::Registry>,
 }
 
@@ -222,6 +224,7 @@ impl Stats {
             clock: AtomicU64::new(0),
             config: config.stats.clone(),
             skew: Mutex::new(skew::Tracker::new(config.shards.len())),
+            window: Mutex::default(),
             clients: Arc::default(),
         }
     }
@@ -339,6 +342,10 @@ impl Stats {
     pub fn tick(&self) -> Vec<(ShardId, Option<String>)> {
         let secs = self.started.elapsed().as_secs();
         self.clock.fetch_max(secs, Relaxed);
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .tick(secs, || self.shards.iter().map(|s| s.latency.snapshot()).collect());
         let keyed: Vec<u64> = self.shards.iter().map(|s| s.keyed.load(Relaxed)).collect();
         let stored: Vec<Option<u64>> = self
             .shards
@@ -359,6 +366,15 @@ impl Stats {
             .filter(|(i, s)| before.get(*i).copied() != Some(s.skewed.is_some()))
             .map(|(i, s)| (ShardId(i as u16), s.skewed))
             .collect()
+    }
+
+    /// The shard's request latency over about the last minute (see window.rs).
+    pub fn recent_latency(&self, shard: ShardId) -> histogram::Snapshot {
+        let now = self.shard(shard).latency.snapshot();
+        self.window
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .recent(shard.0 as usize, &now)
     }
 
     /// Each shard's shares and skew verdict as of the last tick.
