@@ -345,7 +345,9 @@ impl Stats {
         self.window
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .tick(secs, || self.shards.iter().map(|s| s.latency.snapshot()).collect());
+            .tick(secs, || {
+                self.shards.iter().map(|s| s.latency.snapshot()).collect()
+            });
         let keyed: Vec<u64> = self.shards.iter().map(|s| s.keyed.load(Relaxed)).collect();
         let stored: Vec<Option<u64>> = self
             .shards

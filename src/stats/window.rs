@@ -50,9 +50,16 @@ mod tests {
             w.tick(secs, || vec![h.snapshot()]);
         }
         let recent = w.recent(0, &h.snapshot());
-        assert!(recent.count() <= 70 && recent.count() >= 60, "{}", recent.count());
+        assert!(
+            recent.count() <= 70 && recent.count() >= 60,
+            "{}",
+            recent.count()
+        );
         let p99 = recent.quantile(0.99).unwrap();
-        assert!(p99 < Duration::from_millis(1), "the slow minute is forgotten: {p99:?}");
+        assert!(
+            p99 < Duration::from_millis(1),
+            "the slow minute is forgotten: {p99:?}"
+        );
         let all = h.snapshot().quantile(0.99).unwrap();
         assert!(all > Duration::from_millis(50), "{all:?}");
     }
