@@ -25,15 +25,7 @@ async fn tick(ctx: Arc<Context>) {
             let shard = ctx.backend.name(id);
             match skewed {
                 Some(why) => {
-                    let ring = ctx.ring.load();
-                    let hot: Vec<String> = ctx
-                        .stats
-                        .hot_spots(&ring, 50)
-                        .into_iter()
-                        .filter(|h| h.shard == id)
-                        .take(3)
-                        .map(|h| format!("{} {} ({:.0}%)", h.table, h.key, h.share * 100.0))
-                        .collect();
+                    let hot = ctx.stats.hot_keys_on(&ctx.ring.load(), id, 3);
                     tracing::warn!(shard, hot_keys = %hot.join(", "), "shard skewed: {why}");
                 }
                 None => tracing::info!(shard, "shard no longer skewed"),

@@ -283,33 +283,30 @@ pub fn render(ctx: &Context) -> String {
     // Text keys are kept to 64 bytes: two long keys alike up to there would be one series.
     let mut seen = std::collections::HashSet::new();
     hot.retain(|h| seen.insert((h.table.clone(), h.key.to_string())));
-    o.family(
-        "shardgate_hot_key_hits",
-        "gauge",
-        "Recent hits of the hottest keys (decayed by the half-life), at most 10 keys.",
-    );
-    for h in &hot {
-        let key = h.key.to_string();
-        let labels = [
-            ("table", &*h.table),
-            ("key", key.as_str()),
-            ("shard", ring.shard_name(h.shard)),
-        ];
-        o.sample("shardgate_hot_key_hits", &labels, h.hits);
-    }
-    o.family(
-        "shardgate_hot_key_share",
-        "gauge",
-        "The hottest keys' share of their table's recent keyed traffic (0-1).",
-    );
-    for h in &hot {
-        let key = h.key.to_string();
-        let labels = [
-            ("table", &*h.table),
-            ("key", key.as_str()),
-            ("shard", ring.shard_name(h.shard)),
-        ];
-        o.sample("shardgate_hot_key_share", &labels, h.share);
+    type Pick = fn(&crate::stats::HotSpot) -> f64;
+    let families: [(&str, &str, Pick); 2] = [
+        (
+            "shardgate_hot_key_hits",
+            "Recent hits of the hottest keys (decayed by the half-life), at most 10 keys.",
+            |h| h.hits,
+        ),
+        (
+            "shardgate_hot_key_share",
+            "The hottest keys' share of their table's recent keyed traffic (0-1).",
+            |h| h.share,
+        ),
+    ];
+    for (name, help, pick) in families {
+        o.family(name, "gauge", help);
+        for h in &hot {
+            let key = h.key.to_string();
+            let labels = [
+                ("table", &*h.table),
+                ("key", key.as_str()),
+                ("shard", ring.shard_name(h.shard)),
+            ];
+            o.sample(name, &labels, pick(h));
+        }
     }
     o.family(
         "shardgate_hot_key_sketch_bytes",

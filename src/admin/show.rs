@@ -15,16 +15,13 @@ fn pct(x: f64) -> Option<String> {
     float(x * 100.0, 1)
 }
 
-/// The hot keys that live on `shard`, as "users 42 (31%)", hottest first.
-pub fn hot_keys_on(ctx: &Context, shard: ShardId, n: usize) -> Vec<String> {
-    let ring = ctx.ring.load();
-    ctx.stats
-        .hot_spots(&ring, 100)
-        .into_iter()
-        .filter(|h| h.shard == shard && h.share >= 0.01)
-        .take(n)
-        .map(|h| format!("{} {} ({:.0}%)", h.table, h.key, h.share * 100.0))
-        .collect()
+/// "up", or "down" while the shard is marked down.
+fn state(ctx: &Context, id: ShardId) -> &'static str {
+    if ctx.backend.shard(id).health.down().is_some() {
+        "down"
+    } else {
+        "up"
+    }
 }
 
 pub fn shards(ctx: &Context) -> Table {
@@ -53,15 +50,11 @@ pub fn shards(ctx: &Context) -> Table {
         let st = ctx.stats.shard(id);
         // The last minute: what an operator looking now wants (Prometheus has the totals).
         let lat = ctx.stats.recent_latency(id);
-        let state = if ctx.backend.shard(id).health.down().is_some() {
-            "down"
-        } else {
-            "up"
-        };
+        let state = state(ctx, id);
         let sk = skew.get(i).cloned().unwrap_or_default();
         let stored = st.stored_rows.load(Relaxed);
         let why = sk.skewed.as_ref().map(|why| {
-            let hot = hot_keys_on(ctx, id, 3);
+            let hot = ctx.stats.hot_keys_on(&ctx.ring.load(), id, 3);
             if hot.is_empty() {
                 why.clone()
             } else {
@@ -182,11 +175,7 @@ pub fn pools(ctx: &Context) -> Table {
     for i in 0..ctx.backend.len() {
         let id = ShardId(i as u16);
         let p = ctx.backend.pool_status(id);
-        let state = if ctx.backend.shard(id).health.down().is_some() {
-            "down"
-        } else {
-            "up"
-        };
+        let state = state(ctx, id);
         t.row(vec![
             text(ctx.backend.name(id)),
             text(state),

@@ -328,6 +328,17 @@ impl Stats {
         all
     }
 
+    /// The hot keys that live on `shard` with at least 1% of their table's traffic, as
+    /// "users 42 (31%)", hottest first: what a skew verdict names.
+    pub fn hot_keys_on(&self, ring: &Ring, shard: ShardId, n: usize) -> Vec<String> {
+        self.hot_spots(ring, 100)
+            .into_iter()
+            .filter(|h| h.shard == shard && h.share >= 0.01)
+            .take(n)
+            .map(|h| format!("{} {} ({:.0}%)", h.table, h.key, h.share * 100.0))
+            .collect()
+    }
+
     /// Bytes the hot-key sketches hold now.
     pub fn sketch_memory(&self) -> usize {
         self.tables
