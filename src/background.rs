@@ -21,7 +21,11 @@ pub fn spawn(ctx: &Arc<Context>) {
 /// The statistics' clock and decayed shares advance once a second.
 async fn tick(ctx: Arc<Context>) {
     while !ctx.backend.is_closed() {
-        for (id, skewed) in ctx.stats.tick() {
+        for (id, skewed) in ctx.stats.tick(&ctx.ring.load()) {
+            // Counters can exist for an id whose add_shard then failed (a bad url).
+            if usize::from(id.0) >= ctx.backend.len() {
+                continue;
+            }
             let shard = ctx.backend.name(id);
             match skewed {
                 Some(why) => {
@@ -43,8 +47,9 @@ const STORED_ROWS_EVERY: Duration = Duration::from_secs(10);
 /// on a connection of its own, so a busy pool never hides the count.
 async fn stored_rows(ctx: Arc<Context>) {
     let mut conns: Vec<Option<crate::backend::ServerConn>> = Vec::new();
-    conns.resize_with(ctx.backend.len(), || None);
     while !ctx.backend.is_closed() {
+        // Every backend shard, including one just added or one that left the ring.
+        conns.resize_with(ctx.backend.len(), || None);
         let sql = stored_rows_sql(&ctx.catalog.load());
         for (i, slot) in conns.iter_mut().enumerate() {
             let id = crate::ring::ShardId(i as u16);

@@ -237,6 +237,9 @@ pub const MAX_SHARD_NAME: usize = 63;
 /// Bounds that keep a typo (an extra zero) from building a ring of millions of points.
 pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_VNODES: u32 = 10000;
+/// Shards one proxy can know over its life (the config's and any a rebalance adds): the backend
+/// and the statistics keep a fixed table of slots so that looking a shard up takes no lock.
+pub const MAX_SHARDS: usize = 1024;
 
 impl Config {
     /// Reads and validates a config file; errors name the file and the line.

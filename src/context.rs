@@ -2,7 +2,7 @@
 
 use crate::backend::{self, Backend, Cancels};
 use crate::catalog::Catalog;
-use crate::config::Config;
+use crate::config::{Config, ShardConfig};
 use crate::error::Error;
 use crate::gather::collate::Collation;
 use crate::ring::Ring;
@@ -41,13 +41,13 @@ pub struct Context {
 
 impl Context {
     pub fn new(config: Config) -> Result<Arc<Context>, Error> {
-        let ring = Ring::new(&config.shards, config.proxy.vnodes);
         let catalog = Catalog::from_config(&config);
         let stats = Arc::new(Stats::new(&config));
         let backend = Backend::new(&config, &stats)?;
-        Ok(Arc::new(Context {
+        let ctx = Context {
             config: ArcSwap::from_pointee(config),
-            ring: ArcSwap::from_pointee(ring),
+            // Replaced at once below, when the backend it is built over is in place.
+            ring: ArcSwap::from_pointee(Ring::new(&[], 1)),
             catalog: ArcSwap::from_pointee(catalog),
             catalog_version: AtomicU64::new(1),
             backend,
@@ -59,20 +59,53 @@ impl Context {
             metrics_addr: Default::default(),
             config_path: Default::default(),
             server_params: Mutex::new(None),
-        }))
+        };
+        // The backend's ids are the config's order, so this is the config's ring.
+        let config = ctx.config.load_full();
+        let ring = ctx.placement_ring(&config.shards, config.proxy.vnodes)?;
+        ctx.ring.store(Arc::new(ring));
+        Ok(Arc::new(ctx))
+    }
+
+    /// The ring for a placement: every backend shard in id order (ids must not change), each
+    /// with its weight in `shards`, or 0 (no keys) if `shards` leaves it out. Every shard of
+    /// `shards` must already be in the backend (`backend.add_shard`).
+    pub fn placement_ring(&self, shards: &[ShardConfig], vnodes: u32) -> Result<Ring, Error> {
+        let mut list: Vec<ShardConfig> = self
+            .backend
+            .ids()
+            .map(|id| ShardConfig {
+                name: self.backend.name(id).to_owned(),
+                // The ring needs names and weights only; urls live in the backend.
+                url: String::new(),
+                weight: 0,
+            })
+            .collect();
+        for s in shards {
+            let Some(id) = self.backend.find(&s.name) else {
+                return Err(Error::config(format!(
+                    "shard {:?} is not in the backend: add it before placing keys on it",
+                    s.name
+                )));
+            };
+            list[usize::from(id.0)].weight = s.weight;
+        }
+        Ok(Ring::new(&list, vnodes))
     }
 
     /// Re-reads key types and positions from the shards and publishes a new catalog.
     pub async fn refresh_catalog(&self) -> Result<(), Error> {
         let current = self.catalog.load_full();
-        let found = backend::discover_keys(&self.backend, &current).await?;
+        // Only the ring's members: a shard being added may not have the schema yet.
+        let members = self.ring.load().members().to_vec();
+        let found = backend::discover_keys(&self.backend, &members, &current).await?;
         let mut next = Catalog::from_config(&self.config.load());
         for (table, ty, pos) in found {
             next.set_key_info(&table, ty, pos);
         }
         self.catalog.store(Arc::new(next));
         self.catalog_version.fetch_add(1, Ordering::Release);
-        let name = backend::discover_collation(&self.backend).await?;
+        let name = backend::discover_collation(&self.backend, &members).await?;
         if name != self.collation.load().name() {
             let coll = Collation::new(&name).unwrap_or_else(|e| {
                 tracing::warn!("{e}; multi-shard queries that order text will be refused");
@@ -88,8 +121,8 @@ impl Context {
         if let Some(p) = self.lock_params().clone() {
             return p;
         }
-        for i in 0..self.backend.len() {
-            if let Ok(conn) = self.backend.checkout(crate::ring::ShardId(i as u16)).await {
+        for &id in self.ring.load().members() {
+            if let Ok(conn) = self.backend.checkout(id).await {
                 let params = Arc::new(conn.parameters.clone());
                 *self.lock_params() = Some(params.clone());
                 return params;

@@ -6,7 +6,6 @@ use crate::catalog::Catalog;
 use crate::config::Config;
 use crate::context::Context;
 use crate::error::Error;
-use crate::ring::ShardId;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -36,18 +35,31 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
     crate::check_auth(&new)?;
     // Every url is checked before anything changes, so a bad one cannot leave a half-applied
     // reload behind.
+    // Shards are matched by name: after a rebalance their ids no longer follow the config's order.
+    let mut ids = Vec::with_capacity(new.shards.len());
     for s in &new.shards {
         crate::backend::ShardTarget::from_url(&s.name, &s.url, std::time::Duration::ZERO)?;
+        let id = ctx.backend.find(&s.name).ok_or_else(|| {
+            Error::config(format!(
+                "shard {:?} is not running in this proxy; adding shards needs a rebalance",
+                s.name
+            ))
+        })?;
+        ids.push(id);
     }
     let mut out = Outcome::default();
     let mut note = |k: &str, v: String| out.changes.push((k.to_owned(), v));
     let (p, q) = (&old.proxy, &new.proxy);
     let pools_rebuilt =
         p.connect_timeout_ms != q.connect_timeout_ms || p.pool_timeout_ms != q.pool_timeout_ms;
-    for (i, (a, b)) in old.shards.iter().zip(&new.shards).enumerate() {
-        if a.url != b.url || pools_rebuilt {
-            ctx.backend.replace_pool(ShardId(i as u16), &b.url, q)?;
-            if a.url != b.url {
+    for (b, &id) in new.shards.iter().zip(&ids) {
+        let url_changed = old
+            .shards
+            .iter()
+            .any(|a| a.name == b.name && a.url != b.url);
+        if url_changed || pools_rebuilt {
+            ctx.backend.replace_pool(id, &b.url, q)?;
+            if url_changed {
                 note(
                     &format!("shards.{}.url", b.name),
                     format!("applied: new connections go to {}", b.redacted_url()),

@@ -115,7 +115,7 @@ async fn a_hot_key_is_named_first_and_its_shard_is_flagged() {
     let c = proxy.client().await;
     load_users(&c, 500).await;
     workload(&c, 3000, 42, 0.3, 500).await;
-    proxy.ctx.stats.tick();
+    proxy.ctx.stats.tick(&proxy.ctx.ring.load());
 
     let admin = console(&proxy).await;
     let hot = show(&admin, "SHOW HOTSPOTS").await;
@@ -172,7 +172,7 @@ async fn a_uniform_workload_flags_nothing() {
     let c = proxy.client().await;
     load_users(&c, 1000).await;
     workload(&c, 3000, 1, 0.0, 1000).await;
-    proxy.ctx.stats.tick();
+    proxy.ctx.stats.tick(&proxy.ctx.ring.load());
     let admin = console(&proxy).await;
     let view = show(&admin, "SHOW SHARDS").await;
     for s in &view {

@@ -99,13 +99,14 @@ pub fn ring(ctx: &Context) -> Table {
     let ring = ctx.ring.load();
     let owned = ring.ownership();
     let total: u64 = ring.weights().iter().map(|&w| u64::from(w)).sum();
-    for (i, name) in ring.names().iter().enumerate() {
-        let w = ring.weights()[i];
+    // Every backend shard: one added but not yet placed, or one drained, shows weight 0.
+    for id in ctx.backend.ids() {
+        let w = ring.weight(id);
         t.row(vec![
-            text(name),
+            text(ctx.backend.name(id)),
             int(w),
             int(u64::from(w) * u64::from(ring.vnodes())),
-            pct(owned[i]),
+            pct(owned.get(usize::from(id.0)).copied().unwrap_or(0.0)),
             pct(f64::from(w) / total.max(1) as f64),
         ]);
     }

@@ -73,8 +73,9 @@ impl Out {
 pub fn render(ctx: &Context) -> String {
     let mut o = Out(String::with_capacity(16 * 1024));
     let stats = &ctx.stats;
-    let config = ctx.config.load();
-    let names: Vec<&str> = config.shards.iter().map(|s| s.name.as_str()).collect();
+    // Every backend shard by id, including one that has left the ring (its series then show it
+    // drained rather than vanish).
+    let names: Vec<&str> = ctx.backend.ids().map(|id| ctx.backend.name(id)).collect();
     let skew = stats.skew();
 
     o.family(

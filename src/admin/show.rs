@@ -44,9 +44,20 @@ pub fn shards(ctx: &Context) -> Table {
         ("why", Kind::Text),
     ]);
     let config = ctx.config.load();
+    let ring = ctx.ring.load();
     let skew = ctx.stats.skew();
-    for (i, s) in config.shards.iter().enumerate() {
-        let id = ShardId(i as u16);
+    // Every backend shard, with its weight in the current ring: 0 for one that has left it.
+    for id in ctx.backend.ids() {
+        let i = usize::from(id.0);
+        let name = ctx.backend.name(id);
+        let address = match config.shards.iter().find(|s| s.name == name) {
+            Some(s) => s.host_port_db(),
+            // A shard the config no longer lists: where its pool connects.
+            None => {
+                let t = ctx.backend.shard(id).target();
+                format!("{}:{}/{}", t.host, t.port, t.database)
+            }
+        };
         let st = ctx.stats.shard(id);
         // The last minute: what an operator looking now wants (Prometheus has the totals).
         let lat = ctx.stats.recent_latency(id);
@@ -54,7 +65,7 @@ pub fn shards(ctx: &Context) -> Table {
         let sk = skew.get(i).cloned().unwrap_or_default();
         let stored = st.stored_rows.load(Relaxed);
         let why = sk.skewed.as_ref().map(|why| {
-            let hot = ctx.stats.hot_keys_on(&ctx.ring.load(), id, 3);
+            let hot = ctx.stats.hot_keys_on(&ring, id, 3);
             if hot.is_empty() {
                 why.clone()
             } else {
@@ -63,9 +74,9 @@ pub fn shards(ctx: &Context) -> Table {
         });
         let errors = st.errors.load(Relaxed);
         t.row(vec![
-            text(&s.name),
-            text(s.host_port_db()),
-            int(s.weight),
+            text(name),
+            text(address),
+            int(ring.weight(id)),
             text(state),
             int(st.commands.load(Relaxed) + errors),
             int(st.rows.load(Relaxed)),
@@ -172,8 +183,7 @@ pub fn pools(ctx: &Context) -> Table {
         ("idle", Kind::Int),
         ("waiting", Kind::Int),
     ]);
-    for i in 0..ctx.backend.len() {
-        let id = ShardId(i as u16);
+    for id in ctx.backend.ids() {
         let p = ctx.backend.pool_status(id);
         let state = state(ctx, id);
         t.row(vec![

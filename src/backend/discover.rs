@@ -9,9 +9,13 @@ use crate::ring::ShardId;
 /// What one shard's catalog says of a configured table's key: (table, type, position).
 pub type KeyInfo = (String, Option<KeyType>, Option<usize>);
 
-/// Asks the first reachable shard for the key column of every sharded table in `catalog`
+/// Asks the first reachable of `shards` for the key column of every sharded table in `catalog`
 /// (the schema is shared, so one shard speaks for all). Tables that do not exist yet are absent.
-pub async fn discover_keys(backend: &Backend, catalog: &Catalog) -> Result<Vec<KeyInfo>, Error> {
+pub async fn discover_keys(
+    backend: &Backend,
+    shards: &[ShardId],
+    catalog: &Catalog,
+) -> Result<Vec<KeyInfo>, Error> {
     let wanted: Vec<_> = catalog
         .tables()
         .iter()
@@ -40,8 +44,7 @@ pub async fn discover_keys(backend: &Backend, catalog: &Catalog) -> Result<Vec<K
            AND c.relname IN ({names})"
     );
     let mut last_err = None;
-    for i in 0..backend.len() {
-        let id = ShardId(i as u16);
+    for &id in shards {
         let rows = match backend.checkout_quiet(id).await {
             Ok(mut conn) => conn.query_rows(&sql).await,
             Err(e) => Err(e),
@@ -54,12 +57,13 @@ pub async fn discover_keys(backend: &Backend, catalog: &Catalog) -> Result<Vec<K
     Err(last_err.unwrap_or_else(|| Error::internal("no shards")))
 }
 
-/// The collation of the shards' database (`datcollate`), asked of the first reachable shard.
-pub async fn discover_collation(backend: &Backend) -> Result<String, Error> {
+/// The collation of the shards' database (`datcollate`), asked of the first reachable of
+/// `shards`.
+pub async fn discover_collation(backend: &Backend, shards: &[ShardId]) -> Result<String, Error> {
     let sql = "SELECT datcollate FROM pg_catalog.pg_database WHERE datname = current_database()";
     let mut last_err = None;
-    for i in 0..backend.len() {
-        let rows = match backend.checkout_quiet(ShardId(i as u16)).await {
+    for &id in shards {
+        let rows = match backend.checkout_quiet(id).await {
             Ok(mut conn) => conn.query_rows(sql).await,
             Err(e) => Err(e),
         };

@@ -56,8 +56,7 @@ impl Health {
 
 /// Connects to each shard marked down; marks up those that answer.
 pub async fn probe(backend: &Backend) {
-    for i in 0..backend.len() {
-        let id = crate::ring::ShardId(i as u16);
+    for id in backend.ids() {
         let shard = backend.shard(id);
         if shard.health.down().is_none() {
             continue;

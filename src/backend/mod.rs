@@ -18,13 +18,14 @@ pub use discover::{discover_collation, discover_keys, quote_literal};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
-use crate::config::{Config, ProxyConfig};
+use crate::config::{Config, ProxyConfig, ShardConfig, MAX_SHARDS};
 use crate::error::Error;
 use crate::ring::ShardId;
 use crate::stats::{ShardStats, Stats};
 use arc_swap::ArcSwap;
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 /// Creates and vets connections of one shard for deadpool.
@@ -89,9 +90,15 @@ impl Shard {
     }
 }
 
-/// The pools of all shards, in `ShardId` order.
+/// The pools of all shards, in `ShardId` order. The list only grows (a rebalance adds shards
+/// while clients run), so a shard's id is its slot for the life of the process, and the hot path
+/// finds it without a lock. A shard that leaves the ring keeps its slot.
 pub struct Backend {
-    shards: Vec<Shard>,
+    /// `MAX_SHARDS` slots; the first `len` are set.
+    slots: Box<[OnceLock<Shard>]>,
+    len: AtomicUsize,
+    /// Held only while appending, so two adds of one name cannot both take a slot.
+    adding: Mutex<()>,
     /// Two-phase commit across these shards.
     pub twophase: TwoPhase,
     /// Set by `close`: the pools may be replaced by RELOAD, so theirs is not the flag.
@@ -123,22 +130,57 @@ fn build(
 
 impl Backend {
     pub fn new(config: &Config, stats: &Stats) -> Result<Backend, Error> {
-        let mut shards = Vec::with_capacity(config.shards.len());
-        for (i, s) in config.shards.iter().enumerate() {
-            let stats = stats.shard(ShardId(i as u16)).clone();
-            let (target, pool) = build(&s.name, &s.url, &config.proxy, stats)?;
-            shards.push(Shard {
-                name: s.name.clone(),
-                target: ArcSwap::from_pointee(target),
-                pool: ArcSwap::from_pointee(pool),
-                health: health::Health::default(),
-            });
-        }
-        Ok(Backend {
-            twophase: TwoPhase::new(shards.len()),
-            shards,
+        let backend = Backend {
+            slots: (0..MAX_SHARDS).map(|_| OnceLock::new()).collect(),
+            len: AtomicUsize::new(0),
+            adding: Mutex::new(()),
+            twophase: TwoPhase::new(),
             closed: Default::default(),
-        })
+        };
+        for s in &config.shards {
+            backend.add_shard(s, &config.proxy, stats)?;
+        }
+        Ok(backend)
+    }
+
+    /// Adds a shard (its pool connects lazily) and returns its id; a shard of that name already
+    /// present keeps its id and pool, so calling this twice is harmless. Adding does not put it
+    /// in the ring: it owns keys only once a ring built with its weight is stored.
+    pub fn add_shard(
+        &self,
+        cfg: &ShardConfig,
+        p: &ProxyConfig,
+        stats: &Stats,
+    ) -> Result<ShardId, Error> {
+        let _guard = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = self.find(&cfg.name) {
+            return Ok(id);
+        }
+        let i = self.len.load(Ordering::Acquire);
+        if i >= MAX_SHARDS {
+            return Err(Error::config(format!(
+                "cannot add shard {:?}: at most {MAX_SHARDS} shards are supported over the \
+                 life of a proxy (restart it to forget shards that left the ring)",
+                cfg.name
+            )));
+        }
+        let id = ShardId(i as u16);
+        let (target, pool) = build(&cfg.name, &cfg.url, p, stats.shard(id).clone())?;
+        let shard = Shard {
+            name: cfg.name.clone(),
+            target: ArcSwap::from_pointee(target),
+            pool: ArcSwap::from_pointee(pool),
+            health: health::Health::default(),
+        };
+        if self.slots[i].set(shard).is_err() {
+            return Err(Error::internal("shard slot taken twice"));
+        }
+        // Published only once the slot is set: whoever sees the new len finds the shard.
+        self.len.store(i + 1, Ordering::Release);
+        if self.is_closed() {
+            self.shard(id).pool.load().close();
+        }
+        Ok(id)
     }
 
     /// Points shard `id` at a new url or new timeouts: new connections go there at once; the
@@ -155,31 +197,45 @@ impl Backend {
 
     /// Grows or shrinks every pool (connections on loan are kept until returned).
     pub fn resize_pools(&self, size: usize) {
-        for s in &self.shards {
+        for s in self.shards() {
             s.pool.load().resize(size);
         }
     }
 
+    /// Shards in the backend, including any that have left the ring.
     pub fn len(&self) -> usize {
-        self.shards.len()
+        self.len.load(Ordering::Acquire)
     }
 
     pub fn is_empty(&self) -> bool {
-        self.shards.is_empty()
+        self.len() == 0
     }
 
+    /// Every shard's id, ascending: for the proxy's own work on all of them (health, recovery).
+    /// Statements go to the ring's members instead.
+    pub fn ids(&self) -> impl Iterator<Item = ShardId> {
+        (0..self.len()).map(|i| ShardId(i as u16))
+    }
+
+    fn shards(&self) -> impl Iterator<Item = &Shard> {
+        self.slots[..self.len()].iter().filter_map(OnceLock::get)
+    }
+
+    /// The shard of an id the backend handed out. Panics for any other id, as an index would.
     pub fn shard(&self, id: ShardId) -> &Shard {
-        &self.shards[id.0 as usize]
+        match self.slots.get(usize::from(id.0)).and_then(OnceLock::get) {
+            Some(s) => s,
+            None => panic!("no shard {}: the backend has {}", id.0, self.len()),
+        }
     }
 
     pub fn name(&self, id: ShardId) -> &str {
-        &self.shards[id.0 as usize].name
+        &self.shard(id).name
     }
 
     /// The shard of this name.
     pub fn find(&self, name: &str) -> Option<ShardId> {
-        self.shards
-            .iter()
+        self.shards()
             .position(|s| s.name == name)
             .map(|i| ShardId(i as u16))
     }
@@ -248,9 +304,12 @@ impl Backend {
 
     /// Closes every pool (idle connections are dropped; loans end when returned).
     pub fn close(&self) {
+        // Under the append lock, so a shard being added now is either closed here or sees the
+        // flag and closes its own pool.
+        let _guard = self.adding.lock().unwrap_or_else(|e| e.into_inner());
         self.closed
             .store(true, std::sync::atomic::Ordering::Release);
-        for s in &self.shards {
+        for s in self.shards() {
             s.pool.load().close();
         }
     }

@@ -42,8 +42,8 @@ pub async fn recover(backend: &Backend) -> Report {
     let mut with_table = Vec::new();
     // One decision per distributed transaction and pass, however many participants it has.
     let mut decided: HashMap<String, bool> = HashMap::new();
-    for i in 0..backend.len() {
-        let shard = ShardId(i as u16);
+    // Every shard, in the ring or not: a shard that left it may still hold prepared work.
+    for shard in backend.ids() {
         let name = backend.name(shard);
         let found = async {
             let mut conn = backend.checkout_quiet(shard).await?;

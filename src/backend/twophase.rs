@@ -68,7 +68,8 @@ pub struct TwoPhase {
     instance: String,
     next: AtomicU64,
     in_flight: Mutex<HashSet<u64>>,
-    ready: Vec<AtomicBool>,
+    /// By ShardId, for every id a shard may get (the backend grows at runtime).
+    ready: Box<[AtomicBool]>,
     failpoint: Option<String>,
     /// Wakes the recovery task when a commit leaves work for it.
     pub wake: tokio::sync::Notify,
@@ -86,14 +87,22 @@ impl Drop for InFlight<'_> {
     }
 }
 
+impl Default for TwoPhase {
+    fn default() -> TwoPhase {
+        TwoPhase::new()
+    }
+}
+
 impl TwoPhase {
-    pub fn new(shards: usize) -> TwoPhase {
+    pub fn new() -> TwoPhase {
         TwoPhase {
             // Random per process, so that ids never repeat across restarts or proxies.
             instance: format!("{:012x}", rand::random::<u64>() >> 16),
             next: AtomicU64::new(1),
             in_flight: Mutex::new(HashSet::new()),
-            ready: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            ready: (0..crate::config::MAX_SHARDS)
+                .map(|_| AtomicBool::new(false))
+                .collect(),
             failpoint: std::env::var(FAILPOINT_ENV).ok().filter(|s| !s.is_empty()),
             wake: tokio::sync::Notify::new(),
         }

@@ -1,7 +1,9 @@
 //! Validation of a parsed shards.toml: semantic checks, identifier folding, and the line numbers
 //! that let every error point at the offending line.
 
-use super::{parse_postgres_url, Config, MAX_SHARD_NAME, MAX_VNODES, MAX_WEIGHT, RATE_LIMIT_KEYS};
+use super::{
+    parse_postgres_url, Config, MAX_SHARDS, MAX_SHARD_NAME, MAX_VNODES, MAX_WEIGHT, RATE_LIMIT_KEYS,
+};
 use crate::error::Error;
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -61,8 +63,8 @@ impl Config {
             let msg = "no shards: add at least one [[shards]] table with a name and a url";
             return Err(at.err(&[K("shards")], msg));
         }
-        if self.shards.len() > usize::from(u16::MAX) {
-            let msg = format!("at most {} shards are supported", u16::MAX);
+        if self.shards.len() > MAX_SHARDS {
+            let msg = format!("at most {MAX_SHARDS} shards are supported");
             return Err(at.err(&[K("shards")], msg));
         }
         for (i, shard) in self.shards.iter().enumerate() {

@@ -110,7 +110,7 @@ pub fn route_bound(
     shards.sort_unstable();
     shards.dedup();
     if shards.is_empty() {
-        shards.push(ShardId(0));
+        shards.push(ring.first_member());
     }
     if stmt.inserts && shards.len() > 1 {
         return Err(Error::unsupported(

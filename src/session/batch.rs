@@ -59,7 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.txn
             .as_ref()
             .and_then(|t| t.conns.first().map(|(s, _)| *s))
-            .unwrap_or(ShardId(0))
+            .unwrap_or_else(|| self.ctx.ring.load().first_member())
     }
 
     /// A batch that needs no shard (only statement Closes, a refusal, Sync).

@@ -17,13 +17,17 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const SEND_AT: usize = 64 * 1024;
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
-    /// Runs a COPY FROM STDIN on every shard; atomic across them outside a transaction.
-    pub(super) async fn copy_in(&mut self, sql: &str, copy: &CopyIn) -> Step<bool> {
-        let wrap = self.txn.is_none() && self.ctx.backend.len() > 1;
+    /// Runs a COPY FROM STDIN on every member of `ring` (the ring the statement was routed
+    /// with, which places its rows); atomic across them outside a transaction.
+    pub(super) async fn copy_in(&mut self, sql: &str, copy: &CopyIn, ring: &Ring) -> Step<bool> {
+        if ring.members().is_empty() {
+            return self.fail(&Error::internal("no shard owns keys in the ring"));
+        }
+        let wrap = self.txn.is_none() && ring.shard_count() > 1;
         if wrap {
             self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
         }
-        let ok = self.copy_in_shards(sql, copy).await?;
+        let ok = self.copy_in_shards(sql, copy, ring).await?;
         if wrap {
             let committed = self.end_txn(ok, false).await?;
             return Ok(ok && committed);
@@ -31,10 +35,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Ok(ok)
     }
 
-    async fn copy_in_shards(&mut self, sql: &str, copy: &CopyIn) -> Step<bool> {
+    /// `conns` is in the order of `ring.members()`, which `place` relies on.
+    async fn copy_in_shards(&mut self, sql: &str, copy: &CopyIn, ring: &Ring) -> Step<bool> {
         let mut conns: Vec<(ShardId, PooledConn)> = Vec::new();
-        for i in 0..self.ctx.backend.len() {
-            let shard = ShardId(i as u16);
+        for &shard in ring.members() {
             match self.acquire(shard).await {
                 Ok(mut c) => {
                     c.send_query(sql);
@@ -96,7 +100,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         self.out.extend_from_slice(&response.bytes);
         self.flush().await?;
-        let routing = self.stream_rows(copy, &mut conns).await?;
+        let routing = self.stream_rows(copy, ring, &mut conns).await?;
         // Collect every shard's answer: one COPY count, or the first error.
         let mut total: u64 = 0;
         let mut first_tag = None;
@@ -160,6 +164,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     async fn stream_rows(
         &mut self,
         copy: &CopyIn,
+        ring: &Ring,
         conns: &mut [(ShardId, PooledConn)],
     ) -> Step<Option<Error>> {
         let format = if copy.csv {
@@ -179,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         } else {
             Splitter::Text(RowSplitter::new(format, key_index, copy.header))
         };
-        let ring = self.ctx.ring.load_full();
+        // One buffer per connection, so per member of the ring (see `buffer_of`).
         let mut bufs: Vec<BytesMut> = vec![BytesMut::new(); conns.len()];
         let mut failed: Option<Error> = None;
         loop {
@@ -195,10 +200,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let data = frame.body();
                     match &mut splitter {
                         Splitter::Text(sp) => {
-                            place(sp, Input::Data(data), copy, &ring, &mut bufs, &mut failed)
+                            place(sp, Input::Data(data), copy, ring, &mut bufs, &mut failed)
                         }
                         Splitter::Binary(sp) => {
-                            place_binary(sp, Some(data), copy, &ring, &mut bufs, &mut failed)
+                            place_binary(sp, Some(data), copy, ring, &mut bufs, &mut failed)
                         }
                     }
                     false
@@ -206,7 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 b'c' => {
                     match &mut splitter {
                         Splitter::Text(sp) => {
-                            place(sp, Input::End, copy, &ring, &mut bufs, &mut failed);
+                            place(sp, Input::End, copy, ring, &mut bufs, &mut failed);
                             // PostgreSQL takes a last line without its newline; the rows are
                             // concatenated per shard, so each buffer must end with one.
                             for b in bufs.iter_mut() {
@@ -216,7 +221,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                             }
                         }
                         Splitter::Binary(sp) => {
-                            place_binary(sp, None, copy, &ring, &mut bufs, &mut failed)
+                            place_binary(sp, None, copy, ring, &mut bufs, &mut failed)
                         }
                     }
                     true
@@ -298,6 +303,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 }
 
+/// The buffer of the shard that owns `key`: its position among the ring's members, as the
+/// connections are ordered. Keys land only on members, and copy_in refuses a ring without any.
+fn buffer_of(ring: &Ring, key: &Key) -> usize {
+    let shard = ring.shard_for_key(key);
+    ring.members().binary_search(&shard).unwrap_or(0)
+}
+
 enum Splitter {
     Text(RowSplitter),
     Binary(BinarySplitter),
@@ -330,7 +342,7 @@ fn place_binary(
         match (copy.key, key) {
             (None, _) => bufs.iter_mut().for_each(|b| b.extend_from_slice(tuple)),
             (Some((_, ty)), BinaryKey::Value(v)) => match Key::from_binary(ty, 0, v) {
-                Ok(k) => bufs[ring.shard_for_key(&k).0 as usize].extend_from_slice(tuple),
+                Ok(k) => bufs[buffer_of(ring, &k)].extend_from_slice(tuple),
                 Err(e) => {
                     *failed = Some(Error::unsupported(
                         format!("COPY row cannot be placed: {}", e.0),
@@ -388,7 +400,7 @@ fn place(
             }
             (Some((_, ty)), RowKey::Value(text)) => match Key::from_text(ty, &text) {
                 Ok(k) => {
-                    bufs[ring.shard_for_key(&k).0 as usize].extend_from_slice(row);
+                    bufs[buffer_of(ring, &k)].extend_from_slice(row);
                     None
                 }
                 Err(e) => Some(format!("COPY row cannot be placed: {}", e.0)),

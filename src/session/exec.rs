@@ -6,7 +6,7 @@ use super::{Gone, Session, Step, READ_AHEAD};
 use crate::backend::{self, PooledConn, Running};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
-use crate::ring::ShardId;
+use crate::ring::{Ring, ShardId};
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use crate::stats::RouteKind;
 use std::collections::VecDeque;
@@ -60,7 +60,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             let ring = self.ctx.ring.load();
             for stmt in &plan.statements {
                 let route = router::route(stmt, &ring).unwrap_or(Route::Any);
-                self.count(stmt, &route);
+                self.count(stmt, &route, &ring);
             }
             self.exec_one(shard, text).await?;
             return Ok(());
@@ -106,7 +106,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 _ => return None,
             }
         }
-        Some(shard.unwrap_or(ShardId(0)))
+        Some(shard.unwrap_or_else(|| ring.first_member()))
     }
 
     /// Runs one statement; returns whether it succeeded.
@@ -134,20 +134,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             // parameter $1"), from any shard.
             Target::Bound(_) => {
                 self.count_kind(&stmt.tables, RouteKind::Any);
-                return self.exec_any(sql).await;
+                return self.exec_any(sql, &ring).await;
             }
             Target::CopyIn(copy) => {
                 // Rows are not counted as keys: a bulk load would wash the hot keys out.
-                let kind = RouteKind::of(self.ctx.backend.len(), self.ctx.backend.len());
+                let kind = RouteKind::of(ring.shard_count(), ring.shard_count());
                 self.count_kind(&stmt.tables, kind);
-                return self.copy_in(sql, copy).await;
+                return self.copy_in(sql, copy, &ring).await;
             }
             _ => match router::route(stmt, &ring) {
                 Ok(r) => r,
                 Err(e) => return self.fail(&e),
             },
         };
-        self.count(stmt, &route);
+        self.count(stmt, &route, &ring);
         let combine = match &stmt.target {
             _ if stmt.replicated => Combine::FirstCopy,
             Target::Split(split) => {
@@ -158,11 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if let Some(plan) = stmt.merge.clone() {
             let shards = match &route {
                 Route::Shards(v) if v.len() > 1 => Some(v.clone()),
-                Route::All => Some(
-                    (0..self.ctx.backend.len())
-                        .map(|i| ShardId(i as u16))
-                        .collect(),
-                ),
+                // The members of the ring the statement was routed with, even if a rebalance
+                // switches the ring meanwhile.
+                Route::All => Some(ring.members().to_vec()),
                 _ => None,
             };
             if let Some(shards) = shards {
@@ -175,15 +173,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         }
         let ok = match route {
-            Route::Any => self.exec_any(sql).await?,
+            Route::Any => self.exec_any(sql, &ring).await?,
             Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], sql).await?,
             Route::Shards(v) => {
                 let parts = v.into_iter().map(|s| (s, sql.to_owned())).collect();
                 self.exec_atomic(parts, stmt, combine).await?
             }
             Route::All => {
-                let parts = (0..self.ctx.backend.len())
-                    .map(|i| (ShardId(i as u16), sql.to_owned()))
+                let parts = (ring.members().iter())
+                    .map(|&s| (s, sql.to_owned()))
                     .collect();
                 self.exec_atomic(parts, stmt, combine).await?
             }
@@ -213,15 +211,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// A statement that touches no sharded data: a shard already in the transaction, else the
-    /// first shard that answers.
-    async fn exec_any(&mut self, sql: &str) -> Step<bool> {
+    /// first of the ring's members that answers.
+    async fn exec_any(&mut self, sql: &str, ring: &Ring) -> Step<bool> {
         if let Some(t) = &self.txn {
-            let shard = t.conns.first().map(|(s, _)| *s).unwrap_or(ShardId(0));
+            let shard = (t.conns.first().map(|(s, _)| *s)).unwrap_or_else(|| ring.first_member());
             return self.exec_one(shard, sql).await;
         }
         let mut last = None;
-        for i in 0..self.ctx.backend.len() {
-            let shard = ShardId(i as u16);
+        for &shard in ring.members() {
             match self.acquire(shard).await {
                 Ok(conn) => return self.relay(shard, conn, sql).await,
                 Err(e @ Error::ShardUnavailable { .. }) => last = Some(e),

@@ -44,15 +44,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if one_shard || stmt.writes || stmt.not_mergeable.is_some() {
             return false;
         }
-        let shards = match self.bind_route(st, bind, false) {
+        // One ring for routing, counting and the shard list, even if a rebalance switches it.
+        let ring = self.ctx.ring.load_full();
+        let shards = match self.bind_route(st, bind, &ring, false) {
             Ok(Some(Route::Shards(v))) if v.len() > 1 => v,
-            Ok(Some(Route::All)) => (0..self.ctx.backend.len())
-                .map(|i| ShardId(i as u16))
-                .collect(),
+            Ok(Some(Route::All)) => ring.members().to_vec(),
             _ => return false,
         };
         // Counted only now that the gather takes it; otherwise the relay counts it.
-        let _ = self.bind_route(st, bind, true);
+        let _ = self.bind_route(st, bind, &ring, true);
         let sql = st.sql_of(stmt);
         let plan = stmt.merge.clone().unwrap_or_else(|| {
             // Concatenation is exact: the plan that merges nothing.

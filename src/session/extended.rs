@@ -6,7 +6,7 @@ use super::{Session, Step};
 use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
-use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, ShardId};
+use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
 use crate::router::{self, QueryPlan, Route, Target};
 use bytes::{Bytes, BytesMut};
 use std::sync::Arc;
@@ -432,7 +432,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             name: bind.statement.to_owned(),
         })?;
         let portal = bind.portal.to_owned();
-        let route = match self.bind_route(&prepared, &bind, true)? {
+        let ring = self.ctx.ring.load();
+        let route = match self.bind_route(&prepared, &bind, &ring, true)? {
             Some(r) => r,
             None => return Ok((portal, None)),
         };
@@ -453,12 +454,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         &self,
         prepared: &Prepared,
         bind: &protocol::BindMsg<'_>,
+        ring: &Ring,
         count: bool,
     ) -> Result<Option<Route>, Error> {
         let [stmt] = prepared.plan.statements.as_slice() else {
             return Ok(None);
         };
-        let ring = self.ctx.ring.load();
         let route = match &stmt.target {
             Target::Bound(b) => {
                 let ty = b.key_type;
@@ -499,12 +500,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     }
                     Some(keys)
                 };
-                router::route_bound(stmt, &ring, &mut param, &mut array)?
+                router::route_bound(stmt, ring, &mut param, &mut array)?
             }
-            _ => router::route(stmt, &ring)?,
+            _ => router::route(stmt, ring)?,
         };
         if count {
-            self.count(stmt, &route);
+            self.count(stmt, &route, ring);
         }
         Ok(Some(route))
     }

@@ -16,7 +16,7 @@ use crate::backend::{PooledConn, Running};
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
-use crate::ring::ShardId;
+use crate::ring::{Ring, ShardId};
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use crate::stats::clients::{Client, State};
 use crate::stats::RouteKind;
@@ -242,8 +242,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Counts a statement by its route, and the literal keys it was routed by (keys bound as
     /// parameters are counted where they are decoded).
-    pub(super) fn count(&self, stmt: &StatementPlan, route: &Route) {
-        let n = self.ctx.backend.len();
+    /// `ring` is the one the statement was routed with: "all" means all of its members.
+    pub(super) fn count(&self, stmt: &StatementPlan, route: &Route, ring: &Ring) {
+        let n = ring.shard_count();
         let kind = match route {
             Route::Any => RouteKind::Any,
             Route::Shards(v) => RouteKind::of(v.len(), n),

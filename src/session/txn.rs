@@ -158,7 +158,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// on shards that join later, so each shard has the same savepoints.
     async fn savepoint(&mut self, sql: &str) -> Step<bool> {
         let shards: Vec<ShardId> = match &self.txn {
-            None => return self.exec_one(ShardId(0), sql).await,
+            None => {
+                let shard = self.ctx.ring.load().first_member();
+                return self.exec_one(shard, sql).await;
+            }
             Some(t) => t.conns.iter().map(|(s, _)| *s).collect(),
         };
         let rollback_to = starts_with_words(sql, &["rollback"]);
@@ -216,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let next = self.settings.after(cmd, sql);
         let shards: Vec<ShardId> = match &self.txn {
             Some(t) if !t.conns.is_empty() => t.conns.iter().map(|(s, _)| *s).collect(),
-            _ => vec![ShardId(0)],
+            _ => vec![self.ctx.ring.load().first_member()],
         };
         let ok = if shards.len() == 1 {
             if self.txn.is_none() {

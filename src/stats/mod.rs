@@ -5,19 +5,21 @@
 pub mod clients;
 pub mod histogram;
 pub mod hotkeys;
+mod route;
 mod skew;
 mod window;
 
-use crate::config::{Config, StatsConfig};
+use crate::config::{Config, StatsConfig, MAX_SHARDS};
 use crate::ring::{Key, Ring, ShardId};
 use histogram::Histogram;
 use hotkeys::HotKeys;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub use route::RouteKind;
 pub use skew::ShardSkew;
 
 /// Hot-key entries per stripe, and stripes per table: 8 × 64 tracked keys per table, enough
@@ -75,58 +77,6 @@ fn tag_rows(tag: &[u8]) -> Option<u64> {
     Some(last.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
-/// How a statement was routed, narrowest first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum RouteKind {
-    /// Needs no particular shard (no sharded table, or transaction control): any one answered.
-    Any,
-    /// One shard.
-    Single,
-    /// Several shards, not all.
-    Multi,
-    /// Every shard.
-    All,
-}
-
-impl RouteKind {
-    pub const ALL: [RouteKind; 4] = [
-        RouteKind::Any,
-        RouteKind::Single,
-        RouteKind::Multi,
-        RouteKind::All,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            RouteKind::Any => "any",
-            RouteKind::Single => "single",
-            RouteKind::Multi => "multi",
-            RouteKind::All => "all",
-        }
-    }
-
-    /// The kind of a statement reaching `shards` of `of` shards.
-    pub fn of(shards: usize, of: usize) -> RouteKind {
-        match shards {
-            _ if shards >= of && of > 1 => RouteKind::All,
-            0 | 1 => RouteKind::Single,
-            _ => RouteKind::Multi,
-        }
-    }
-
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The inverse of `kind as u8` (anything else: All).
-    pub fn from_index(i: u8) -> RouteKind {
-        RouteKind::ALL
-            .get(usize::from(i))
-            .copied()
-            .unwrap_or(RouteKind::All)
-    }
-}
-
 #[derive(Default)]
 #[repr(align(128))]
 struct RouteStats {
@@ -181,8 +131,11 @@ pub struct HotSpot {
 }
 
 pub struct Stats {
-    shards: Vec<Arc<ShardStats>>,
-    weights: Vec<u32>,
+    /// By ShardId, for every id a shard may ever get: a shard added at runtime finds its slot
+    /// without a lock, and ids never move, so neither do a shard's counters.
+    shards: Box<[OnceLock<Arc<ShardStats>>]>,
+    /// One past the highest id whose counters exist.
+    known: AtomicUsize,
     routes: [RouteStats; 4],
     tables: HashMap<Arc<str>, TableStats, BuildHasherDefault<Fnv>>,
     started: Instant,
@@ -197,6 +150,7 @@ pub struct Stats {
 impl Stats {
     pub fn new(config: &Config) -> Stats {
         let half_life = config.stats.half_life_secs as f64;
+        let weights: Vec<u32> = config.shards.iter().map(|s| s.weight).collect();
         let tables: HashMap<_, _, _> = config
             .tables
             .iter()
@@ -211,30 +165,42 @@ impl Stats {
                 (Arc::from(t.name.as_str()), stats)
             })
             .collect();
-        Stats {
-            shards: config
-                .shards
-                .iter()
-                .map(|_| Arc::new(ShardStats::new()))
-                .collect(),
-            weights: config.shards.iter().map(|s| s.weight).collect(),
+        let stats = Stats {
+            shards: (0..MAX_SHARDS).map(|_| OnceLock::new()).collect(),
+            known: AtomicUsize::new(0),
             routes: Default::default(),
             tables,
             started: Instant::now(),
             clock: AtomicU64::new(0),
             config: config.stats.clone(),
-            skew: Mutex::new(skew::Tracker::new(config.shards.len())),
+            skew: Mutex::new(skew::Tracker::new(&weights)),
             window: Mutex::default(),
             clients: Arc::default(),
+        };
+        for i in 0..config.shards.len() {
+            stats.shard(ShardId(i as u16));
         }
+        stats
     }
 
+    /// The counters of shard `id`, created on first use. Panics for an id past `MAX_SHARDS`,
+    /// which no shard can have.
     pub fn shard(&self, id: ShardId) -> &Arc<ShardStats> {
-        &self.shards[id.0 as usize]
+        let i = usize::from(id.0);
+        self.shards[i].get_or_init(|| {
+            self.known.fetch_max(i + 1, Relaxed);
+            Arc::new(ShardStats::new())
+        })
     }
 
-    pub fn shards(&self) -> &[Arc<ShardStats>] {
-        &self.shards
+    /// How many shard ids have counters: every id below this one (ids are handed out in order).
+    pub fn shard_count(&self) -> usize {
+        self.known.load(Relaxed)
+    }
+
+    /// Every shard's counters, by id.
+    fn each_shard(&self) -> impl Iterator<Item = &Arc<ShardStats>> {
+        (0..self.shard_count()).map(|i| self.shard(ShardId(i as u16)))
     }
 
     pub fn config(&self) -> &StatsConfig {
@@ -262,8 +228,8 @@ impl Stats {
 
     /// A statement routed to `shard` by its key (counted once per shard it reaches).
     pub fn keyed(&self, shard: ShardId) {
-        if let Some(s) = self.shards.get(shard.0 as usize) {
-            s.keyed.fetch_add(1, Relaxed);
+        if usize::from(shard.0) < MAX_SHARDS {
+            self.shard(shard).keyed.fetch_add(1, Relaxed);
         }
     }
 
@@ -348,22 +314,26 @@ impl Stats {
             .sum()
     }
 
-    /// Advances the clock and the decayed traffic shares; run about once a second. Returns the
-    /// shards whose verdict changed: (shard, why it is skewed now, or None if no longer).
-    pub fn tick(&self) -> Vec<(ShardId, Option<String>)> {
+    /// Advances the clock and the decayed traffic shares; run about once a second. Shares are
+    /// judged against `ring`'s weights (the current placement). Returns the shards whose
+    /// verdict changed: (shard, why it is skewed now, or None if no longer).
+    pub fn tick(&self, ring: &Ring) -> Vec<(ShardId, Option<String>)> {
         let secs = self.started.elapsed().as_secs();
         self.clock.fetch_max(secs, Relaxed);
         self.window
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .tick(secs, || {
-                self.shards.iter().map(|s| s.latency.snapshot()).collect()
+                self.each_shard().map(|s| s.latency.snapshot()).collect()
             });
-        let keyed: Vec<u64> = self.shards.iter().map(|s| s.keyed.load(Relaxed)).collect();
+        let keyed: Vec<u64> = self.each_shard().map(|s| s.keyed.load(Relaxed)).collect();
         let stored: Vec<Option<u64>> = self
-            .shards
-            .iter()
+            .each_shard()
             .map(|s| Some(s.stored_rows.load(Relaxed)).filter(|&n| n != u64::MAX))
+            .collect();
+        // Every shard the ring lists has counters (the backend makes them when it adds one).
+        let weights: Vec<u32> = (0..keyed.len())
+            .map(|i| ring.weight(ShardId(i as u16)))
             .collect();
         let mut tracker = self.skew.lock().unwrap_or_else(|p| p.into_inner());
         let before: Vec<bool> = tracker
@@ -371,12 +341,13 @@ impl Stats {
             .iter()
             .map(|s| s.skewed.is_some())
             .collect();
-        tracker.tick(secs, &keyed, &stored, &self.weights, &self.config);
+        tracker.tick(secs, &keyed, &stored, &weights, &self.config);
         tracker
             .report()
             .into_iter()
             .enumerate()
-            .filter(|(i, s)| before.get(*i).copied() != Some(s.skewed.is_some()))
+            // A shard new to the tracker was not skewed before.
+            .filter(|(i, s)| before.get(*i).copied().unwrap_or(false) != s.skewed.is_some())
             .map(|(i, s)| (ShardId(i as u16), s.skewed))
             .collect()
     }
@@ -410,13 +381,5 @@ mod tests {
         assert_eq!(tag_rows(b"CREATE TABLE\0"), None);
         assert_eq!(tag_rows(b"123\0"), None);
         assert_eq!(tag_rows(b"SELECT 99999999999999999999\0"), None);
-    }
-
-    #[test]
-    fn route_kinds() {
-        assert_eq!(RouteKind::of(1, 3), RouteKind::Single);
-        assert_eq!(RouteKind::of(2, 3), RouteKind::Multi);
-        assert_eq!(RouteKind::of(3, 3), RouteKind::All);
-        assert_eq!(RouteKind::of(1, 1), RouteKind::Single);
     }
 }

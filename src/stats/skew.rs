@@ -1,5 +1,6 @@
 //! Skew judgement: each shard's recent share of keyed traffic (exponentially decayed) and of
-//! stored rows, against its share of the ring's weight.
+//! stored rows, against its share of the ring's weight. Shards are indexed by ShardId; a shard
+//! of weight 0 (not in the ring) owns no keys, so it is neither judged nor counted in the totals.
 
 use crate::config::StatsConfig;
 
@@ -24,17 +25,39 @@ pub(super) struct Tracker {
     last_secs: u64,
     last_keyed: Vec<u64>,
     decayed: Vec<f64>,
+    /// The ring's weights the shares were gathered under.
+    weights: Vec<u32>,
     report: Vec<ShardSkew>,
 }
 
 impl Tracker {
-    pub fn new(shards: usize) -> Tracker {
+    pub fn new(weights: &[u32]) -> Tracker {
+        let n = weights.len();
         Tracker {
             last_secs: 0,
-            last_keyed: vec![0; shards],
-            decayed: vec![0.0; shards],
-            report: vec![ShardSkew::default(); shards],
+            last_keyed: vec![0; n],
+            decayed: vec![0.0; n],
+            weights: weights.to_vec(),
+            report: vec![ShardSkew::default(); n],
         }
+    }
+
+    /// Follows a change of the ring: shards added since (their counters start at 0) are
+    /// appended; if any known shard's weight changed, the decayed traffic was routed by another
+    /// placement and says nothing about this one, so it starts afresh from `keyed`.
+    fn follow(&mut self, keyed: &[u64], weights: &[u32]) {
+        let n = keyed.len().max(weights.len());
+        let moved = self.weights.iter().zip(weights).any(|(a, b)| a != b);
+        self.last_keyed.resize(n, 0);
+        self.decayed.resize(n, 0.0);
+        self.report.resize(n, ShardSkew::default());
+        if moved {
+            self.decayed.iter_mut().for_each(|d| *d = 0.0);
+            for (last, &now) in self.last_keyed.iter_mut().zip(keyed) {
+                *last = now;
+            }
+        }
+        self.weights = weights.to_vec();
     }
 
     pub fn report(&self) -> Vec<ShardSkew> {
@@ -50,6 +73,9 @@ impl Tracker {
         weights: &[u32],
         config: &StatsConfig,
     ) {
+        if self.weights != weights || self.decayed.len() < keyed.len() {
+            self.follow(keyed, weights);
+        }
         let dt = secs.saturating_sub(self.last_secs) as f64;
         self.last_secs = self.last_secs.max(secs);
         let decay = (-dt / config.half_life_secs.max(1) as f64).exp2();
@@ -71,15 +97,28 @@ pub(super) fn judge(
     config: &StatsConfig,
     was: &[bool],
 ) -> Vec<ShardSkew> {
-    let total: f64 = decayed.iter().sum();
+    let member = |i: usize| weights.get(i).is_some_and(|&w| w > 0);
+    let total: f64 = (decayed.iter().enumerate())
+        .filter(|(i, _)| member(*i))
+        .map(|(_, d)| d)
+        .sum();
     let weight_total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let rows: Option<Vec<u64>> = stored.iter().copied().collect();
+    // Rows left on a shard that has left the ring are not part of the placement judged here.
+    let rows: Option<Vec<u64>> = (stored.iter().enumerate())
+        .map(|(i, &r)| if member(i) { r } else { Some(0) })
+        .collect();
     let rows_total: u64 = rows.iter().flatten().sum();
     let pct = |x: f64| format!("{:.0}%", x * 100.0);
     decayed
         .iter()
         .enumerate()
         .map(|(i, &d)| {
+            if !member(i) {
+                return ShardSkew {
+                    recent: d,
+                    ..Default::default()
+                };
+            }
             let weight_share = if weight_total > 0.0 {
                 f64::from(weights.get(i).copied().unwrap_or(0)) / weight_total
             } else {
@@ -213,7 +252,7 @@ mod tests {
     #[test]
     fn traffic_fades_by_the_half_life() {
         let c = config();
-        let mut t = Tracker::new(2);
+        let mut t = Tracker::new(&[1, 1]);
         t.tick(1, &[1000, 0], &[None; 2], &[1, 1], &c);
         assert!(t.report()[0].skewed.is_some());
         // Uniform traffic from then on: after ten half-lives the old burst no longer counts.
@@ -221,5 +260,42 @@ mod tests {
         let r = t.report();
         assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
         assert!((r[0].recent - 1000.0 - 1000.0 / 1024.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn a_ring_change_resizes_and_restarts_the_shares() {
+        let c = config();
+        let mut t = Tracker::new(&[1, 1]);
+        t.tick(1, &[1000, 0], &[None; 2], &[1, 1], &c);
+        assert!(t.report()[0].skewed.is_some());
+        // A third shard joins with weight 0 (being filled): nothing is forgotten, nothing judged.
+        t.tick(2, &[1000, 0, 0], &[None; 3], &[1, 1, 0], &c);
+        let r = t.report();
+        assert_eq!(r.len(), 3);
+        assert!(r[0].skewed.is_some() && r[2].skewed.is_none(), "{r:?}");
+        // The switch: shard 0 leaves, 1 and 2 share the keys. Old traffic no longer counts.
+        t.tick(
+            3,
+            &[1000, 300, 300],
+            &[Some(5000), Some(0), Some(0)],
+            &[0, 1, 1],
+            &c,
+        );
+        let r = t.report();
+        assert_eq!(r[0], ShardSkew::default(), "{r:?}");
+        assert_eq!(r[1].traffic_share, 0.0);
+        // Rows still on the drained shard are left out of the rows totals.
+        assert_eq!(r[1].rows_share, None);
+        t.tick(
+            4,
+            &[1000, 400, 400],
+            &[Some(5000), Some(600), Some(600)],
+            &[0, 1, 1],
+            &c,
+        );
+        let r = t.report();
+        assert!((r[1].traffic_share - 0.5).abs() < 1e-9, "{r:?}");
+        assert_eq!(r[2].rows_share, Some(0.5));
+        assert!(r.iter().all(|s| s.skewed.is_none()), "{r:?}");
     }
 }
