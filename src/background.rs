@@ -16,6 +16,7 @@ pub fn spawn(ctx: &Arc<Context>) {
     tokio::spawn(probe(ctx.clone()));
     tokio::spawn(tick(ctx.clone()));
     tokio::spawn(stored_rows(ctx.clone()));
+    tokio::spawn(crate::rebalance::follow::follow(ctx.clone()));
 }
 
 /// The statistics' clock and decayed shares advance once a second.

@@ -35,6 +35,8 @@ pub struct Context {
     pub config_path: std::sync::OnceLock<std::path::PathBuf>,
     /// Where `/metrics` is served, once bound (port 0 in the config picks a free one).
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The online rebalance: its gate for sessions and its progress.
+    pub rebalance: crate::rebalance::Rebalance,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -58,6 +60,7 @@ impl Context {
             collation: ArcSwap::from_pointee(Collation::bytewise()),
             metrics_addr: Default::default(),
             config_path: Default::default(),
+            rebalance: Default::default(),
             server_params: Mutex::new(None),
         };
         // The backend's ids are the config's order, so this is the config's ring.

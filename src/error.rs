@@ -53,6 +53,11 @@ pub enum Error {
     NegativeLimit { offset: bool },
     /// Merging a multi-shard result needed more proxy memory than `gather_memory_mb` (53200).
     GatherMemory { limit_mb: u64 },
+    /// A write waited longer than allowed for a rebalance's switch (55P03).
+    RebalanceWait { secs: u64 },
+    /// Another proxy moved rows to a newer placement; the statement, routed by the old one,
+    /// was not run (40001).
+    PlacementChanged { version: i64 },
     /// An invalid or inconsistent shards.toml; never sent to clients as such.
     Config { message: String },
     /// Any other internal failure (XX000).
@@ -100,6 +105,8 @@ impl Error {
             Error::RecoveredAway { .. } => "40001",
             Error::OutOfRange { .. } => "22003",
             Error::GatherMemory { .. } => "53200",
+            Error::RebalanceWait { .. } => "55P03",
+            Error::PlacementChanged { .. } => "40001",
             Error::NegativeLimit { offset: false } => "2201W",
             Error::NegativeLimit { offset: true } => "2201X",
             Error::Config { .. } => "F0000",
@@ -119,6 +126,13 @@ impl Error {
             Error::PoolTimeout { .. } => {
                 Some("raise [proxy] pool_size or shorten the transactions that hold connections".into())
             }
+            Error::PlacementChanged { .. } => Some(
+                "retry it: this proxy routes by the new placement from now on".into(),
+            ),
+            Error::RebalanceWait { .. } => Some(
+                "retry it; SHOW REBALANCE in the admin console tells how the rebalance is doing"
+                    .into(),
+            ),
             Error::GatherMemory { .. } => Some(
                 "narrow the query (WHERE, fewer groups, a LIMIT with ORDER BY), or raise [proxy] gather_memory_mb"
                     .into(),
@@ -182,6 +196,14 @@ impl fmt::Display for Error {
             Error::OutOfRange { message } => write!(f, "{message}"),
             Error::NegativeLimit { offset: false } => write!(f, "LIMIT must not be negative"),
             Error::NegativeLimit { offset: true } => write!(f, "OFFSET must not be negative"),
+            Error::PlacementChanged { version } => write!(
+                f,
+                "another shardgate moved rows to placement version {version}; the statement was routed by the previous one and was not run"
+            ),
+            Error::RebalanceWait { secs } => write!(
+                f,
+                "the statement waited {secs} s for a rebalance to move its rows to their new shard"
+            ),
             Error::GatherMemory { limit_mb } => write!(
                 f,
                 "merging this multi-shard result needs more than {limit_mb} MB of proxy memory"

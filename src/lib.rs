@@ -16,6 +16,7 @@ pub mod explain;
 pub mod gather;
 pub mod localpg;
 pub mod protocol;
+pub mod rebalance;
 pub mod reload;
 pub mod ring;
 pub mod router;
@@ -36,7 +37,35 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         tracing::warn!("no [auth] section: every client is trusted");
     }
     check_auth(&config)?;
-    let ctx = Context::new(config)?;
+    // The shards' journal says where rows are; a rebalance a crash cut short is finished or
+    // rolled back here, before any client is served.
+    let placement = match rebalance::journal::recover(&config).await {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!("could not read the placement journal: {e}");
+            None
+        }
+    };
+    let mut boot = config.clone();
+    let mut version = 0;
+    if let Some((shards, vnodes, v)) = placement {
+        boot.shards = shards;
+        boot.proxy.vnodes = vnodes;
+        version = v;
+    }
+    let moves = rebalance::plan::placement_key(&boot.shards, boot.proxy.vnodes)
+        != rebalance::plan::placement_key(&config.shards, config.proxy.vnodes);
+    if moves {
+        tracing::warn!(
+            "the shards hold rows placed for {}; serving that placement and rebalancing to shards.toml's",
+            rebalance::plan::placement_key(&boot.shards, boot.proxy.vnodes)
+        );
+    }
+    let ctx = Context::new(boot)?;
+    ctx.backend
+        .fence
+        .version
+        .store(version, std::sync::atomic::Ordering::Release);
     if let Err(e) = ctx.refresh_catalog().await {
         // Shards may come up later; key types are read again when a statement needs them.
         tracing::warn!("could not read the shards' catalog at startup: {e}");
@@ -54,6 +83,9 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     }
     // In-doubt two-phase transactions a previous run left are resolved from now on.
     background::spawn(&ctx);
+    if moves {
+        rebalance::start(&ctx, config)?;
+    }
     Ok((ctx, server))
 }
 

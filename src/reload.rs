@@ -1,6 +1,6 @@
-//! RELOAD and SIGHUP: re-reads shards.toml and applies what can change without moving rows.
-//! A change to the shard set, the weights or the vnodes would move keys between shards; this
-//! version refuses it whole (nothing changes) rather than route keys to shards without their rows.
+//! RELOAD and SIGHUP: re-reads shards.toml and applies it. Settings that move no rows apply at
+//! once; a change to the shard set, the weights or the vnodes starts an online rebalance
+//! (rebalance/), and the shards keep their running placement until its switch.
 
 use crate::catalog::Catalog;
 use crate::config::Config;
@@ -16,7 +16,7 @@ pub struct Outcome {
 }
 
 /// Re-reads the config file the proxy was started with.
-pub async fn reload(ctx: &Context) -> Result<Outcome, Error> {
+pub async fn reload(ctx: &Arc<Context>) -> Result<Outcome, Error> {
     let Some(path) = ctx.config_path.get() else {
         return Err(Error::unsupported(
             "this proxy was not started from a config file, so there is nothing to reload",
@@ -29,37 +29,38 @@ pub async fn reload(ctx: &Context) -> Result<Outcome, Error> {
 
 /// Applies a validated config to the running proxy. Either everything that can apply does, or
 /// (for changes that would move rows) nothing does.
-pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
+pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
     let old = ctx.config.load_full();
     refuse_moves(&old, &new)?;
+    let moves = placement_changed(&old, &new);
+    if moves && ctx.rebalance.status().running() {
+        return Err(Error::unsupported(
+            "a rebalance is running; nothing was changed",
+            "wait until SHOW REBALANCE says done, then RELOAD again",
+        ));
+    }
     crate::check_auth(&new)?;
     // Every url is checked before anything changes, so a bad one cannot leave a half-applied
     // reload behind.
-    // Shards are matched by name: after a rebalance their ids no longer follow the config's order.
-    let mut ids = Vec::with_capacity(new.shards.len());
     for s in &new.shards {
         crate::backend::ShardTarget::from_url(&s.name, &s.url, std::time::Duration::ZERO)?;
-        let id = ctx.backend.find(&s.name).ok_or_else(|| {
-            Error::config(format!(
-                "shard {:?} is not running in this proxy; adding shards needs a rebalance",
-                s.name
-            ))
-        })?;
-        ids.push(id);
     }
     let mut out = Outcome::default();
     let mut note = |k: &str, v: String| out.changes.push((k.to_owned(), v));
     let (p, q) = (&old.proxy, &new.proxy);
     let pools_rebuilt =
         p.connect_timeout_ms != q.connect_timeout_ms || p.pool_timeout_ms != q.pool_timeout_ms;
-    for (b, &id) in new.shards.iter().zip(&ids) {
-        let url_changed = old
-            .shards
-            .iter()
-            .any(|a| a.name == b.name && a.url != b.url);
-        if url_changed || pools_rebuilt {
+    // Shards are matched by name: ids keep their first order while rebalances add shards.
+    for b in &new.shards {
+        let (Some(a), Some(id)) = (
+            old.shards.iter().find(|a| a.name == b.name),
+            ctx.backend.find(&b.name),
+        ) else {
+            continue;
+        };
+        if a.url != b.url || pools_rebuilt {
             ctx.backend.replace_pool(id, &b.url, q)?;
-            if url_changed {
+            if a.url != b.url {
                 note(
                     &format!("shards.{}.url", b.name),
                     format!("applied: new connections go to {}", b.redacted_url()),
@@ -123,6 +124,21 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
     live.proxy.listen = p.listen.clone();
     live.metrics = old.metrics.clone();
     live.stats = old.stats.clone();
+    if moves {
+        // The running placement stays until the rebalance switches; urls changed above apply.
+        live.proxy.vnodes = p.vnodes;
+        live.shards = old
+            .shards
+            .iter()
+            .cloned()
+            .map(|mut a| {
+                if let Some(b) = new.shards.iter().find(|b| b.name == a.name) {
+                    a.url = b.url.clone();
+                }
+                a
+            })
+            .collect();
+    }
     ctx.config.store(Arc::new(live));
     if !added.is_empty() {
         if let Err(e) = ctx.refresh_catalog().await {
@@ -147,6 +163,13 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
             note(&format!("tables.{t}"), "applied: added".into());
         }
     }
+    if moves {
+        let started = crate::rebalance::start(ctx, new)?;
+        out.changes.push((
+            "shards".into(),
+            format!("rebalance {started}; SHOW REBALANCE follows it"),
+        ));
+    }
     if out.changes.is_empty() {
         out.changes.push(("-".into(), "no change".into()));
     }
@@ -156,28 +179,19 @@ pub async fn apply(ctx: &Context, new: Config) -> Result<Outcome, Error> {
     Ok(out)
 }
 
-/// Changes that would move keys between shards, or change how rows already placed are found.
+/// True when the shard set, a weight or vnodes changed: keys change shard.
+fn placement_changed(old: &Config, new: &Config) -> bool {
+    crate::rebalance::plan::placement_key(&old.shards, old.proxy.vnodes)
+        != crate::rebalance::plan::placement_key(&new.shards, new.proxy.vnodes)
+}
+
+/// Changes that would change how rows already placed are found, which no rebalance fixes.
 fn refuse_moves(old: &Config, new: &Config) -> Result<(), Error> {
-    let placement = |c: &Config| -> Vec<(String, u32)> {
-        c.shards
-            .iter()
-            .map(|s| (s.name.clone(), s.weight))
-            .collect()
-    };
-    let what = if placement(old) != placement(new) {
-        Some("the shards or their weights changed")
-    } else if old.proxy.vnodes != new.proxy.vnodes {
-        Some("vnodes changed")
-    } else if old.tables.iter().any(|t| !new.tables.contains(t)) {
-        Some("a table was removed or its shard key or type changed")
-    } else {
-        None
-    };
-    match what {
-        Some(what) => Err(Error::unsupported(
-            format!("{what}: that moves rows between shards, and this version of shardgate cannot rebalance online; nothing was changed"),
-            "restore the previous placement in shards.toml, or move the rows and restart the proxy with the new file",
-        )),
-        None => Ok(()),
+    if old.tables.iter().any(|t| !new.tables.contains(t)) {
+        return Err(Error::unsupported(
+            "a table was removed or its shard key or type changed: rows already placed would no longer be found; nothing was changed",
+            "restore the table's entry in shards.toml; to re-shard a table by another key, copy it into a new table",
+        ));
     }
+    Ok(())
 }

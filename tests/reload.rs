@@ -172,13 +172,9 @@ async fn reload_applies_what_moves_no_rows_and_refuses_the_rest() {
     assert!(message.contains("line "), "{message}");
     assert_eq!(pool_max(&admin).await, ["2", "2", "2"]);
 
-    // A weight change would move rows: refused whole, pools untouched.
-    let weighted = next.replace("pool_size = 2", "pool_size = 3").replacen(
-        "name = \"s0\"\n",
-        "name = \"s0\"\nweight = 2\n",
-        1,
-    );
-    write(&weighted);
+    // A table removed would leave its placed rows unfindable: refused whole, pools untouched.
+    // (Shard and weight changes start a rebalance: tests/rebalance.rs.)
+    write(&config_text(&moved, "pool_size = 3", TABLES).replace("127.0.0.1:0", "127.0.0.1:1"));
     let (code, message) = reload(&admin).await.unwrap_err();
     assert_eq!(code, "0A000", "{message}");
     assert!(message.contains("nothing was changed"), "{message}");

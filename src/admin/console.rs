@@ -66,7 +66,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite>(
 }
 
 /// Runs one console command string and writes its answer (without ReadyForQuery).
-pub async fn answer(ctx: &Context, text: &str, out: &mut BytesMut) {
+pub async fn answer(ctx: &Arc<Context>, text: &str, out: &mut BytesMut) {
     let command = text.trim().trim_end_matches(';').trim_end();
     if command.is_empty() {
         protocol::put_empty_query(out);
@@ -84,7 +84,7 @@ pub async fn answer(ctx: &Context, text: &str, out: &mut BytesMut) {
 }
 
 /// The commands, for errors and SHOW HELP.
-pub const COMMANDS: [(&str, &str); 11] = [
+pub const COMMANDS: [(&str, &str); 12] = [
     ("SHOW SHARDS", "per shard: traffic, latency, shares, skew"),
     (
         "SHOW HOTSPOTS [n]",
@@ -100,8 +100,15 @@ pub const COMMANDS: [(&str, &str); 11] = [
     ("SHOW RING", "how the hash ring divides the key space"),
     ("SHOW ROUTE <sql>", "where a statement would go, and why"),
     ("SHOW MEMORY", "memory held by the hot-key sketches"),
+    (
+        "SHOW REBALANCE",
+        "the running or last rebalance: state, rows moved",
+    ),
     ("SHOW HELP", "this list"),
-    ("RELOAD", "re-read shards.toml and apply what moves no rows"),
+    (
+        "RELOAD",
+        "re-read shards.toml; new shards or weights start a rebalance",
+    ),
 ];
 
 fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
@@ -109,12 +116,6 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
     let first = words.next().unwrap_or_default().to_ascii_uppercase();
     let second = words.next().unwrap_or_default().to_ascii_uppercase();
     let rest: Vec<&str> = words.collect();
-    if first == "SHOW" && second == "REBALANCE" {
-        return Err(Error::unsupported(
-            format!("{command} is not available in this version of shardgate"),
-            "RELOAD applies the settings that move no rows; shard changes need a restart",
-        ));
-    }
     if first != "SHOW" {
         return Err(unknown(command));
     }
@@ -143,6 +144,7 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
         "CONFIG" => no_args(describe::config(ctx)),
         "RING" => no_args(describe::ring(ctx)),
         "MEMORY" => no_args(show::memory(ctx)),
+        "REBALANCE" => no_args(rebalance(ctx)),
         "HELP" => no_args(help()),
         "ROUTE" => {
             // The statement as written: everything after the word ROUTE.
@@ -162,7 +164,7 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
     }
 }
 
-async fn reload(ctx: &Context) -> Result<Table, Error> {
+async fn reload(ctx: &Arc<Context>) -> Result<Table, Error> {
     let outcome = crate::reload::reload(ctx).await?;
     let mut t = Table::new(&[
         ("setting", super::table::Kind::Text),
@@ -194,4 +196,33 @@ fn unknown(command: &str) -> Error {
             list.join(", ")
         ),
     }
+}
+
+/// SHOW REBALANCE: the running or last rebalance, state first.
+fn rebalance(ctx: &Context) -> Table {
+    use super::table::{float, int, text, Kind};
+    let s = ctx.rebalance.status();
+    let mut t = Table::new(&[
+        ("state", Kind::Text),
+        ("tables", Kind::Int),
+        ("rows_moved", Kind::Int),
+        ("rows_to_move", Kind::Int),
+        ("elapsed_s", Kind::Float),
+        ("pause_ms", Kind::Float),
+        ("from", Kind::Text),
+        ("to", Kind::Text),
+        ("detail", Kind::Text),
+    ]);
+    t.row(vec![
+        text(s.phase.name()),
+        int(s.tables as u64),
+        int(s.rows_moved),
+        int(s.rows_to_move.max(s.rows_moved)),
+        float(s.elapsed().as_secs_f64(), 3),
+        float(s.pause.as_secs_f64() * 1000.0, 3),
+        text(s.from),
+        text(s.to),
+        text(s.detail),
+    ]);
+    t
 }

@@ -90,6 +90,7 @@ pub fn render(ctx: &Context) -> String {
     );
     o.family("shardgate_clients", "gauge", "Connected clients.");
     o.sample("shardgate_clients", &[], stats.clients.len() as f64);
+    rebalance(&mut o, ctx);
 
     let per_shard = |o: &mut Out, name: &str, kind: &str, help: &str, f: &dyn Fn(usize) -> f64| {
         o.family(name, kind, help);
@@ -320,6 +321,60 @@ pub fn render(ctx: &Context) -> String {
         stats.sketch_memory() as f64,
     );
     o.0
+}
+
+/// The rebalance's state (one series per state, 1 for the current one) and progress.
+fn rebalance(o: &mut Out, ctx: &Context) {
+    let s = ctx.rebalance.status();
+    o.family(
+        "shardgate_rebalance_state",
+        "gauge",
+        "1 for the state the last (or running) rebalance is in.",
+    );
+    for p in crate::rebalance::Phase::ALL {
+        let on = if p == s.phase { 1.0 } else { 0.0 };
+        o.sample("shardgate_rebalance_state", &[("state", p.name())], on);
+    }
+    o.family(
+        "shardgate_rebalance_rows_moved_total",
+        "counter",
+        "Rows copied to their new shard by rebalances since start.",
+    );
+    o.sample(
+        "shardgate_rebalance_rows_moved_total",
+        &[],
+        ctx.rebalance.moved_total.load(Relaxed) as f64,
+    );
+    o.family(
+        "shardgate_rebalance_rows_to_move",
+        "gauge",
+        "Rows the running or last rebalance moves (estimated until its copy has read every table).",
+    );
+    o.sample(
+        "shardgate_rebalance_rows_to_move",
+        &[],
+        s.rows_to_move.max(s.rows_moved) as f64,
+    );
+    o.family(
+        "shardgate_rebalance_pause_seconds",
+        "gauge",
+        "Longest time writes of moving keys waited at the last rebalance's switch.",
+    );
+    o.sample(
+        "shardgate_rebalance_pause_seconds",
+        &[],
+        s.pause.as_secs_f64(),
+    );
+    o.family(
+        "shardgate_placement_version",
+        "gauge",
+        "Journal version of the placement this proxy routes by (0: none recorded).",
+    );
+    o.sample(
+        "shardgate_placement_version",
+        &[],
+        ctx.backend.fence.version.load(Relaxed) as f64,
+    );
 }
 
 #[cfg(test)]

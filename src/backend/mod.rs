@@ -5,6 +5,7 @@ mod cancel;
 mod conn;
 mod discover;
 mod ending;
+pub mod fence;
 mod gid;
 pub mod health;
 mod prelude;
@@ -31,6 +32,7 @@ use std::time::Duration;
 /// Creates and vets connections of one shard for deadpool.
 pub struct Manager {
     target: ShardTarget,
+    fence: Arc<fence::Fence>,
 }
 
 impl managed::Manager for Manager {
@@ -38,7 +40,12 @@ impl managed::Manager for Manager {
     type Error = Error;
 
     async fn create(&self) -> Result<ServerConn, Error> {
-        ServerConn::connect(&self.target).await
+        let mut conn = ServerConn::connect(&self.target).await?;
+        // The check is the proxy's own traffic, not the shard's workload.
+        let counted = conn.count_in(Arc::default());
+        self.fence.check(&mut conn).await?;
+        conn.count_in(counted);
+        Ok(conn)
     }
 
     async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<Error> {
@@ -101,6 +108,8 @@ pub struct Backend {
     adding: Mutex<()>,
     /// Two-phase commit across these shards.
     pub twophase: TwoPhase,
+    /// The placement version this proxy routes by, checked on every new connection.
+    pub fence: Arc<fence::Fence>,
     /// Set by `close`: the pools may be replaced by RELOAD, so theirs is not the flag.
     closed: std::sync::atomic::AtomicBool,
 }
@@ -111,12 +120,14 @@ fn build(
     url: &str,
     p: &ProxyConfig,
     stats: Arc<ShardStats>,
+    fence: Arc<fence::Fence>,
 ) -> Result<(ShardTarget, Pool<Manager>), Error> {
     let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
     let mut target = ShardTarget::from_url(name, url, connect_timeout)?;
     target.stats = stats;
     let pool = Pool::builder(Manager {
         target: target.clone(),
+        fence,
     })
     .max_size(p.pool_size)
     .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
@@ -135,6 +146,7 @@ impl Backend {
             len: AtomicUsize::new(0),
             adding: Mutex::new(()),
             twophase: TwoPhase::new(),
+            fence: Arc::default(),
             closed: Default::default(),
         };
         for s in &config.shards {
@@ -165,7 +177,13 @@ impl Backend {
             )));
         }
         let id = ShardId(i as u16);
-        let (target, pool) = build(&cfg.name, &cfg.url, p, stats.shard(id).clone())?;
+        let (target, pool) = build(
+            &cfg.name,
+            &cfg.url,
+            p,
+            stats.shard(id).clone(),
+            self.fence.clone(),
+        )?;
         let shard = Shard {
             name: cfg.name.clone(),
             target: ArcSwap::from_pointee(target),
@@ -188,7 +206,7 @@ impl Backend {
     pub fn replace_pool(&self, id: ShardId, url: &str, p: &ProxyConfig) -> Result<(), Error> {
         let shard = self.shard(id);
         let stats = shard.target().stats.clone();
-        let (target, pool) = build(&shard.name, url, p, stats)?;
+        let (target, pool) = build(&shard.name, url, p, stats, self.fence.clone())?;
         shard.target.store(Arc::new(target));
         let old = shard.pool.swap(Arc::new(pool));
         old.close();

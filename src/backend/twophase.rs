@@ -120,7 +120,7 @@ impl TwoPhase {
     }
 
     /// Dies on the spot, as a crash would, when the crash tests ask for it at `point`.
-    fn failpoint(&self, point: &str) {
+    pub fn failpoint(&self, point: &str) {
         if self.failpoint.as_deref() == Some(point) {
             tracing::error!("failpoint {point}: killing the proxy");
             // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.

@@ -50,6 +50,10 @@ pub(super) enum Recv {
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Runs every statement of a query string; one ReadyForQuery follows (sent by the caller).
     pub(super) async fn run_plan(&mut self, text: &str, plan: &QueryPlan) -> Step {
+        if let Err(e) = self.gate_plan(plan).await {
+            self.fail(&e)?;
+            return Ok(());
+        }
         if let [stmt] = plan.statements.as_slice() {
             self.run_statement(text, stmt).await?;
             return Ok(());

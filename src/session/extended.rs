@@ -98,6 +98,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
         let frames = std::mem::take(&mut self.batch);
+        if let Err(e) = self.gate_batch(&frames).await {
+            // As any refusal in a batch: the error, then nothing up to Sync.
+            let _ = self.fail(&e);
+            self.ext_skipping = true;
+            return self.end_batch(sync).await;
+        }
         let segments = self.segment(frames);
         let count = segments.len();
         let mut segments = segments.into_iter().enumerate().peekable();
@@ -400,6 +406,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Records a client's Parse under its name (the unnamed statement too).
     fn register(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
+        let name = p.name.to_owned();
+        let prepared = self.prepared_of(p);
+        self.stmts.insert(name, prepared.clone());
+        prepared
+    }
+
+    /// A client's Parse as the session keeps it.
+    pub(super) fn prepared_of(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
         let mut h = twox_hash::XxHash3_64::with_seed(0);
         std::hash::Hasher::write(&mut h, p.query.as_bytes());
         for t in &p.types {
@@ -420,9 +434,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             plan,
             backend_name,
         };
-        let prepared = Arc::new(prepared);
-        self.stmts.insert(p.name.to_owned(), prepared.clone());
-        prepared
+        Arc::new(prepared)
     }
 
     /// The portal a Bind creates and the one shard its statement needs (None: any).

@@ -8,6 +8,7 @@ mod copy_split;
 mod exec;
 mod ext_gather;
 mod extended;
+mod gate;
 mod gather;
 mod settings;
 mod txn;
@@ -78,6 +79,8 @@ pub struct Session<S> {
     sync_buf: BytesMut,
     /// A COPY ran in this extended-protocol batch (its Sync came before the data).
     copy_ran: bool,
+    /// This request's pass through a running rebalance's gate, held to its ReadyForQuery.
+    ticket: Option<crate::rebalance::Ticket>,
     /// The statement now running only reads, as far as the router can tell (a hint for the
     /// commit, which checks it).
     reads_only: bool,
@@ -120,6 +123,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             ext_skipping: false,
             sync_buf: BytesMut::new(),
             copy_ran: false,
+            ticket: None,
             reads_only: false,
             me,
             began: None,
@@ -229,6 +233,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             None => b'I',
         };
         protocol::put_ready(&mut self.out, status);
+        self.ticket = None;
         if let Some(began) = self.began.take() {
             let kind = RouteKind::from_index(self.kind.swap(0, Ordering::Relaxed));
             self.ctx.stats.request(kind, began.elapsed());

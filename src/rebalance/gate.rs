@@ -1,0 +1,95 @@
+//! The sessions' side of a rebalance's switch: while the moving rows change shard, writes that
+//! would land differently under the old and the new ring wait (they are queued, not failed),
+//! and for the few milliseconds the commits take, every statement on a placed table waits.
+//!
+//! Idle (no rebalance), a statement pays one relaxed atomic load.
+
+use crate::error::Error;
+use crate::ring::Ring;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, OwnedRwLockReadGuard, OwnedRwLockWriteGuard, RwLock};
+
+/// The rings of a switch in progress: writes routed differently by them wait.
+pub struct Hold {
+    pub old: Arc<Ring>,
+    pub new: Arc<Ring>,
+}
+
+pub struct Gate {
+    active: AtomicBool,
+    /// Statements on placed tables hold it shared from routing to their ReadyForQuery; the
+    /// switch takes it exclusively to wait for them and to keep new ones out while it commits.
+    lock: Arc<RwLock<()>>,
+    hold: watch::Sender<Option<Arc<Hold>>>,
+    /// How long a statement waits at the gate before it is refused.
+    pub wait: Duration,
+}
+
+/// A statement's pass through the gate; dropping it (at ReadyForQuery) lets a switch go on.
+pub type Ticket = OwnedRwLockReadGuard<()>;
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate {
+            active: AtomicBool::new(false),
+            lock: Arc::new(RwLock::new(())),
+            hold: watch::channel(None).0,
+            wait: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Gate {
+    /// True while a rebalance runs: statements on placed tables must pass the gate.
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::SeqCst);
+    }
+
+    /// Lets a statement through. `must_wait` says, given the switch's rings, whether the
+    /// statement writes rows that are changing shard. Returns the ticket to keep until the
+    /// statement's ReadyForQuery.
+    pub async fn enter(&self, must_wait: impl Fn(&Hold) -> bool) -> Result<Ticket, Error> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let mut holds = self.hold.subscribe();
+        loop {
+            let ticket = tokio::time::timeout_at(deadline, self.lock.clone().read_owned())
+                .await
+                .map_err(|_| waited_too_long(self.wait))?;
+            let hold = holds.borrow_and_update().clone();
+            match hold {
+                Some(h) if must_wait(&h) => {
+                    drop(ticket);
+                    tokio::time::timeout_at(deadline, holds.changed())
+                        .await
+                        .map_err(|_| waited_too_long(self.wait))?
+                        .map_err(|_| waited_too_long(self.wait))?;
+                }
+                _ => return Ok(ticket),
+            }
+        }
+    }
+
+    /// Waits for the statements in flight and keeps new ones out until the guard drops.
+    pub(super) async fn close(&self, within: Duration) -> Option<OwnedRwLockWriteGuard<()>> {
+        tokio::time::timeout(within, self.lock.clone().write_owned())
+            .await
+            .ok()
+    }
+
+    /// Starts (Some) or ends (None) holding the writes that move.
+    pub(super) fn hold(&self, hold: Option<Hold>) {
+        self.hold.send_replace(hold.map(Arc::new));
+    }
+}
+
+fn waited_too_long(wait: Duration) -> Error {
+    Error::RebalanceWait {
+        secs: wait.as_secs(),
+    }
+}

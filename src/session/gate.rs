@@ -1,0 +1,116 @@
+//! The session's pass through a rebalance's gate (rebalance/gate.rs): while a rebalance runs,
+//! each request touching placed tables holds a ticket until its ReadyForQuery, and a write that
+//! the old and the new ring route differently waits while the switch moves its rows.
+
+use super::Session;
+use crate::error::Error;
+use crate::protocol::{self, Frame};
+use crate::ring::Ring;
+use crate::router::{self, QueryPlan, Route};
+use std::collections::HashMap;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Passes the gate for a simple Query's statements.
+    pub(super) async fn gate_plan(&mut self, plan: &QueryPlan) -> Result<(), Error> {
+        if self.ticket.is_some() || !self.ctx.rebalance.gate.active() {
+            return Ok(());
+        }
+        let stmts = &plan.statements;
+        if stmts.iter().all(|s| s.tables.is_empty()) {
+            return Ok(());
+        }
+        if stmts.iter().any(|s| s.ddl) {
+            return Err(ddl_refused());
+        }
+        let writes = stmts.iter().any(|s| s.writes);
+        self.pass(writes, |ring| {
+            stmts.iter().map(|s| router::route(s, ring).ok()).collect()
+        })
+        .await
+    }
+
+    /// Passes the gate for the Binds of an extended-protocol batch (statements parsed in the
+    /// batch included, read as the batch will read them).
+    pub(super) async fn gate_batch(&mut self, frames: &[Frame]) -> Result<(), Error> {
+        if self.ticket.is_some() || !self.ctx.rebalance.gate.active() {
+            return Ok(());
+        }
+        let mut parsed: HashMap<String, Arc<super::extended::Prepared>> = HashMap::new();
+        let mut binds = Vec::new();
+        for f in frames {
+            match f.tag {
+                b'P' => {
+                    if let Ok(p) = protocol::decode_parse(f.body()) {
+                        let name = p.name.to_owned();
+                        let st = self.prepared_of(p);
+                        parsed.insert(name, st);
+                    }
+                }
+                b'B' => {
+                    if let Ok(b) = protocol::decode_bind(f.body()) {
+                        let st = parsed
+                            .get(b.statement)
+                            .or_else(|| self.stmts.get(b.statement));
+                        if let Some(st) = st {
+                            binds.push((st.clone(), f));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let stmts = || binds.iter().flat_map(|(st, _)| st.plan.statements.iter());
+        if stmts().all(|s| s.tables.is_empty()) {
+            return Ok(());
+        }
+        if stmts().any(|s| s.ddl) {
+            return Err(ddl_refused());
+        }
+        let writes = stmts().any(|s| s.writes);
+        let this = &*self;
+        let routes = |ring: &Ring| -> Vec<Option<Route>> {
+            binds
+                .iter()
+                .filter(|(st, _)| st.plan.statements.iter().any(|s| s.writes))
+                .map(|(st, f)| {
+                    let bind = protocol::decode_bind(f.body()).ok()?;
+                    this.bind_route(st, &bind, ring, false).ok().flatten()
+                })
+                .collect()
+        };
+        let gate = &self.ctx.rebalance.gate;
+        let ticket = gate
+            .enter(|h| writes && must_wait(&routes(&h.old), &routes(&h.new)))
+            .await?;
+        self.ticket = Some(ticket);
+        Ok(())
+    }
+
+    async fn pass(
+        &mut self,
+        writes: bool,
+        routes: impl Fn(&Ring) -> Vec<Option<Route>>,
+    ) -> Result<(), Error> {
+        let gate = &self.ctx.rebalance.gate;
+        let ticket = gate
+            .enter(|h| writes && must_wait(&routes(&h.old), &routes(&h.new)))
+            .await?;
+        self.ticket = Some(ticket);
+        Ok(())
+    }
+}
+
+/// A write waits when either ring sends it somewhere else, or to every shard (a write without
+/// a key may touch moving rows), or when it cannot be routed (it is not let past blind).
+fn must_wait(old: &[Option<Route>], new: &[Option<Route>]) -> bool {
+    old != new || old.iter().any(|r| matches!(r, Some(Route::All) | None))
+}
+
+fn ddl_refused() -> Error {
+    Error::unsupported(
+        "schema changes are refused while a rebalance runs: the shards joining would miss them",
+        "run it once SHOW REBALANCE in the admin console says done",
+    )
+}
