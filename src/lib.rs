@@ -49,7 +49,17 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     let mut boot = config.clone();
     let mut version = 0;
     if let Some((shards, vnodes, v)) = placement {
-        boot.shards = shards;
+        // Urls come from shards.toml where it names the shard (they may have changed since
+        // the journal recorded them); a shard only the journal knows keeps the journal's.
+        boot.shards = shards
+            .into_iter()
+            .map(|mut s| {
+                if let Some(c) = config.shards.iter().find(|c| c.name == s.name) {
+                    s.url = c.url.clone();
+                }
+                s
+            })
+            .collect();
         boot.proxy.vnodes = vnodes;
         version = v;
     }

@@ -93,3 +93,70 @@ fn waited_too_long(wait: Duration) -> Error {
         secs: wait.as_secs(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ShardConfig;
+
+    fn ring(n: usize) -> Arc<Ring> {
+        let shards: Vec<ShardConfig> = (0..n)
+            .map(|i| ShardConfig {
+                name: format!("s{i}"),
+                url: String::new(),
+                weight: 1,
+            })
+            .collect();
+        Arc::new(Ring::new(&shards, 16))
+    }
+
+    #[tokio::test]
+    async fn a_held_write_waits_until_the_hold_ends_and_others_pass() {
+        let gate = Arc::new(Gate::default());
+        gate.hold(Some(Hold {
+            old: ring(3),
+            new: ring(4),
+        }));
+        // A statement that does not move passes at once.
+        drop(gate.enter(|_| false).await.unwrap());
+        let g = gate.clone();
+        let waiting = tokio::spawn(async move { g.enter(|_| true).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "a moving write waits while the hold lasts"
+        );
+        gate.hold(None);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn closing_waits_for_tickets_and_keeps_new_ones_out() {
+        let gate = Arc::new(Gate::default());
+        let ticket = gate.enter(|_| false).await.unwrap();
+        assert!(gate.close(Duration::from_millis(50)).await.is_none());
+        drop(ticket);
+        let guard = gate.close(Duration::from_millis(50)).await.unwrap();
+        let g = gate.clone();
+        let waiting = tokio::spawn(async move { g.enter(|_| false).await.map(drop) });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            !waiting.is_finished(),
+            "no statement starts during the commit"
+        );
+        drop(guard);
+        waiting.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_held_too_long_gets_55p03() {
+        let mut gate = Gate::default();
+        gate.wait = Duration::from_millis(30);
+        gate.hold(Some(Hold {
+            old: ring(3),
+            new: ring(4),
+        }));
+        let err = gate.enter(|_| true).await.unwrap_err();
+        assert_eq!(err.sqlstate(), "55P03");
+    }
+}

@@ -289,6 +289,12 @@ async fn apply(
                 "RELOAD again to start over",
             ));
         };
+        // The trigger logs char(n) keys blank-padded; as keys they compare unpadded.
+        let key = if w.moves[i].key_sql_type.starts_with("character(") {
+            key.trim_end_matches(' ').to_owned()
+        } else {
+            key
+        };
         let Ok(k) = crate::ring::Key::from_text(w.moves[i].key_type, &key) else {
             continue;
         };

@@ -18,11 +18,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return Ok(());
         }
         let stmts = &plan.statements;
-        if stmts.iter().all(|s| s.tables.is_empty()) {
-            return Ok(());
-        }
         if stmts.iter().any(|s| s.ddl) {
             return Err(ddl_refused());
+        }
+        if stmts.iter().all(|s| s.tables.is_empty()) {
+            return Ok(());
         }
         let writes = stmts.iter().any(|s| s.writes);
         self.pass(writes, |ring| {
@@ -62,11 +62,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         }
         let stmts = || binds.iter().flat_map(|(st, _)| st.plan.statements.iter());
-        if stmts().all(|s| s.tables.is_empty()) {
-            return Ok(());
-        }
         if stmts().any(|s| s.ddl) {
             return Err(ddl_refused());
+        }
+        if stmts().all(|s| s.tables.is_empty()) {
+            return Ok(());
         }
         let writes = stmts().any(|s| s.writes);
         let this = &*self;
@@ -113,4 +113,29 @@ fn ddl_refused() -> Error {
         "schema changes are refused while a rebalance runs: the shards joining would miss them",
         "run it once SHOW REBALANCE in the admin console says done",
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_wait;
+    use crate::ring::ShardId;
+    use crate::router::Route;
+
+    #[test]
+    fn writes_wait_when_the_rings_disagree_or_no_key_says_where() {
+        let one = |i| Some(Route::Shards(vec![ShardId(i)]));
+        assert!(!must_wait(&[one(1)], &[one(1)]));
+        assert!(must_wait(&[one(1)], &[one(3)]));
+        assert!(must_wait(&[Some(Route::All)], &[Some(Route::All)]));
+        assert!(must_wait(&[None], &[None]));
+        assert!(!must_wait(&[Some(Route::Any)], &[Some(Route::Any)]));
+        let split = |a, b| {
+            Some(Route::Split(vec![
+                (ShardId(a), "x".into()),
+                (ShardId(b), "y".into()),
+            ]))
+        };
+        assert!(!must_wait(&[split(0, 1)], &[split(0, 1)]));
+        assert!(must_wait(&[split(0, 1)], &[split(0, 3)]));
+    }
 }
