@@ -150,8 +150,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_write_held_too_long_gets_55p03() {
-        let mut gate = Gate::default();
-        gate.wait = Duration::from_millis(30);
+        let gate = Gate {
+            wait: Duration::from_millis(30),
+            ..Gate::default()
+        };
         gate.hold(Some(Hold {
             old: ring(3),
             new: ring(4),
