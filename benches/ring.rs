@@ -11,6 +11,7 @@ fn ring(shards: usize) -> Ring {
             name: format!("s{i}"),
             url: String::new(),
             weight: 1,
+            points: None,
         })
         .collect();
     Ring::new(&shards, default_vnodes())

@@ -19,6 +19,7 @@ fn config() -> Config {
             pool_timeout_ms: 1,
             gather_memory_mb: 256,
             recovery_interval_ms: 10_000,
+            rebalance_step_rows: 25_000,
         },
         auth: None,
         shards: (0..4)
@@ -26,6 +27,7 @@ fn config() -> Config {
                 name: format!("s{i}"),
                 url: format!("postgres://127.0.0.1/s{i}"),
                 weight: 1,
+                points: None,
             })
             .collect(),
         tables: vec![TableConfig {

@@ -145,6 +145,7 @@ mod tests {
                 pool_timeout_ms: 1,
                 gather_memory_mb: 1,
                 recovery_interval_ms: 10_000,
+                rebalance_step_rows: 25_000,
             },
             auth: None,
             shards: vec![],

@@ -59,6 +59,10 @@ pub struct ProxyConfig {
     /// How often in-doubt two-phase transactions are looked for and resolved, milliseconds.
     #[serde(default = "default_recovery_interval_ms")]
     pub recovery_interval_ms: u64,
+    /// Rows a rebalance moves per step: each step's switch holds the moving writes while its
+    /// rows change shard, so fewer rows per step means shorter pauses and more table reads.
+    #[serde(default = "default_rebalance_step_rows")]
+    pub rebalance_step_rows: u64,
 }
 
 pub fn default_max_client_connections() -> usize {
@@ -84,6 +88,9 @@ pub fn default_gather_memory_mb() -> u64 {
 }
 pub fn default_recovery_interval_ms() -> u64 {
     10_000
+}
+pub fn default_rebalance_step_rows() -> u64 {
+    25_000
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Copy, Default)]
@@ -136,6 +143,10 @@ pub struct ShardConfig {
     pub url: String,
     #[serde(default = "default_weight")]
     pub weight: u32,
+    /// Ring points, when not `vnodes × weight`: only the intermediate placements a rebalance
+    /// steps through have this (never shards.toml).
+    #[serde(skip)]
+    pub points: Option<u32>,
 }
 
 pub fn default_weight() -> u32 {
@@ -586,6 +597,7 @@ burst = 20                        # bucket size
             name: "x".into(),
             url: url.into(),
             weight: 1,
+            points: None,
         };
         let s = shard("postgres://u:pw@h1,h2:6000/d?password=pw2");
         assert_eq!(s.redacted_url(), "postgres://u@h1:5432,h2:6000/d");

@@ -82,6 +82,7 @@ impl Context {
                 // The ring needs names and weights only; urls live in the backend.
                 url: String::new(),
                 weight: 0,
+                points: None,
             })
             .collect();
         for s in shards {
@@ -92,6 +93,7 @@ impl Context {
                 )));
             };
             list[usize::from(id.0)].weight = s.weight;
+            list[usize::from(id.0)].points = s.points;
         }
         Ok(Ring::new(&list, vnodes))
     }

@@ -96,6 +96,10 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
             "proxy.recovery_interval_ms",
             p.recovery_interval_ms != q.recovery_interval_ms,
         ),
+        (
+            "proxy.rebalance_step_rows",
+            p.rebalance_step_rows != q.rebalance_step_rows,
+        ),
         ("auth", old.auth != new.auth),
         ("rate_limits", old.rate_limits != new.rate_limits),
     ] {

@@ -21,7 +21,8 @@ use twox_hash::XxHash3_64;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ShardId(pub u16);
 
-/// The ring: `vnodes × weight` points per shard at xxh3_64(name ‖ "#" ‖ i). A shard of weight 0
+/// The ring: `vnodes × weight` points per shard at xxh3_64(name ‖ "#" ‖ i) (or `points`, for
+/// the intermediate placements of a rebalance). A shard of weight 0
 /// keeps its id and name (statistics and SHOW commands still name it) but owns no keys.
 #[derive(Clone)]
 pub struct Ring {
@@ -42,15 +43,15 @@ impl Ring {
     /// Shards past u16::MAX (config validation allows far fewer) are ignored.
     pub fn new(shards: &[ShardConfig], vnodes: u32) -> Ring {
         let shards = &shards[..shards.len().min(usize::from(u16::MAX) + 1)];
-        let total: usize = shards
-            .iter()
-            .map(|s| vnodes as usize * s.weight as usize)
-            .sum();
+        let count = |s: &ShardConfig| {
+            s.points
+                .map_or(u64::from(vnodes) * u64::from(s.weight), u64::from)
+        };
+        let total: usize = shards.iter().map(|s| count(s) as usize).sum();
         let mut pairs: Vec<(u64, ShardId)> = Vec::with_capacity(total);
         let mut buf = Vec::new();
         for (id, shard) in (0u16..).zip(shards) {
-            let count = u64::from(vnodes) * u64::from(shard.weight);
-            for i in 0..count {
+            for i in 0..count(shard) {
                 buf.clear();
                 buf.extend_from_slice(shard.name.as_bytes());
                 buf.push(b'#');
@@ -65,7 +66,7 @@ impl Ring {
             weights: shards.iter().map(|s| s.weight).collect(),
             members: (0u16..)
                 .zip(shards)
-                .filter(|(_, s)| s.weight > 0)
+                .filter(|(_, s)| count(s) > 0)
                 .map(|(id, _)| ShardId(id))
                 .collect(),
             vnodes,

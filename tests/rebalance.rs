@@ -15,7 +15,8 @@ use support::proxy::{rows, try_rows, value, Proxy};
 use support::Shards;
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage, SimpleQueryRow};
 
-const OPTS: &str = "pool_size = 8";
+/// Small steps, so that every test goes through intermediate placements (about 6 steps here).
+const OPTS: &str = "pool_size = 8\nrebalance_step_rows = 1000";
 const TABLES: &str = r#"
 [[tables]]
 name = "users"

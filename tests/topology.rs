@@ -33,6 +33,7 @@ fn shard(name: &str, url: &str, weight: u32) -> ShardConfig {
         name: name.into(),
         url: url.into(),
         weight,
+        points: None,
     }
 }
 

@@ -222,7 +222,11 @@ fn rebalance(ctx: &Context) -> Table {
         float(s.pause.as_secs_f64() * 1000.0, 3),
         text(s.from),
         text(s.to),
-        text(s.detail),
+        text(match s.step {
+            (_, 0 | 1) => s.detail,
+            (i, n) if s.detail.is_empty() => format!("step {i} of {n}"),
+            (i, n) => format!("step {i} of {n}: {}", s.detail),
+        }),
     ]);
     t
 }

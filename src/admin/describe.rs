@@ -40,6 +40,10 @@ pub fn config(ctx: &Context) -> Table {
         "proxy.recovery_interval_ms".into(),
         p.recovery_interval_ms.to_string(),
     );
+    kv(
+        "proxy.rebalance_step_rows".into(),
+        p.rebalance_step_rows.to_string(),
+    );
     match &c.auth {
         None => kv("auth.method".into(), "none (every client trusted)".into()),
         Some(a) => {

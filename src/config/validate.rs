@@ -35,6 +35,10 @@ impl Config {
                 ),
             ));
         }
+        if p.rebalance_step_rows == 0 {
+            let msg = "[proxy] rebalance_step_rows must be at least 1";
+            return Err(at.err(&[K("proxy"), K("rebalance_step_rows")], msg));
+        }
         if p.pool_size == 0 {
             let msg = "[proxy] pool_size must be at least 1";
             return Err(at.err(&[K("proxy"), K("pool_size")], msg));

@@ -105,6 +105,7 @@ mod tests {
                 name: format!("s{i}"),
                 url: String::new(),
                 weight: 1,
+                points: None,
             })
             .collect();
         Arc::new(Ring::new(&shards, 16))

@@ -48,11 +48,15 @@ impl Entry {
     }
 }
 
-/// Shards as journal text, one per line: name, weight, url, tab-separated.
+/// Shards as journal text, one per line: name, weight, url and (for a rebalance's intermediate
+/// placements) ring points, tab-separated.
 fn encode(shards: &[ShardConfig]) -> String {
     shards
         .iter()
-        .map(|s| format!("{}\t{}\t{}", s.name, s.weight, s.url))
+        .map(|s| match s.points {
+            Some(p) => format!("{}\t{}\t{}\t{p}", s.name, s.weight, s.url),
+            None => format!("{}\t{}\t{}", s.name, s.weight, s.url),
+        })
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -60,11 +64,12 @@ fn encode(shards: &[ShardConfig]) -> String {
 fn decode(text: &str) -> Vec<ShardConfig> {
     text.lines()
         .filter_map(|l| {
-            let mut it = l.splitn(3, '\t');
+            let mut it = l.split('\t');
             Some(ShardConfig {
                 name: it.next()?.to_owned(),
                 weight: it.next()?.parse().ok()?,
                 url: it.next()?.to_owned(),
+                points: it.next().and_then(|p| p.parse().ok()),
             })
         })
         .collect()

@@ -87,6 +87,8 @@ pub struct Status {
     pub finished: Option<Instant>,
     /// Longest time writes of moving keys waited at the switch.
     pub pause: Duration,
+    /// (step, of steps): large moves go through intermediate placements (run.rs).
+    pub step: (u64, u64),
     pub detail: String,
 }
 
@@ -103,6 +105,7 @@ impl Default for Status {
             started_at: None,
             finished: None,
             pause: Duration::ZERO,
+            step: (0, 0),
             detail: String::new(),
         }
     }

@@ -154,7 +154,10 @@ fn key_type_of(typname: &str) -> Option<KeyType> {
 pub fn placement_key(shards: &[ShardConfig], vnodes: u32) -> String {
     let mut parts: Vec<String> = shards
         .iter()
-        .map(|s| format!("{}={}", s.name, s.weight))
+        .map(|s| match s.points {
+            Some(p) => format!("{}={}@{p}", s.name, s.weight),
+            None => format!("{}={}", s.name, s.weight),
+        })
         .collect();
     parts.sort();
     format!("vnodes={vnodes};{}", parts.join(","))

@@ -42,7 +42,108 @@ pub(super) struct Work {
     pub refs_dirty: HashSet<usize>,
 }
 
+/// Large moves go through intermediate placements of about `[proxy] rebalance_step_rows` rows
+/// each: each step's switch holds the moving writes for as long as its rows take to change shard.
+const MAX_STEPS: u64 = 64;
+
+/// Moves rows from `from`'s placement to `to`'s, in steps: each shard's ring points go from
+/// their old count to their new one in equal parts, so every step moves a slice of the keys
+/// and is a complete rebalance of its own (journaled, crash-safe, switched on its own).
 pub(super) async fn run(ctx: &Arc<Context>, from: Arc<Config>, to: Config) -> Result<(), Error> {
+    let rb = &ctx.rebalance;
+    let estimate = estimate_all(ctx, &from, &to).await?;
+    rb.update(|s| s.rows_to_move = estimate);
+    let widest = from
+        .shards
+        .iter()
+        .chain(&to.shards)
+        .map(|s| points(&from, &s.name).abs_diff(points(&to, &s.name)))
+        .max()
+        .unwrap_or(1);
+    let steps = estimate
+        .div_ceil(to.proxy.rebalance_step_rows.max(1))
+        .clamp(1, MAX_STEPS.min(widest.max(1)));
+    let mut cur = from.clone();
+    for i in 1..=steps {
+        let next = step_config(&from, &to, i, steps);
+        if plan::placement_key(&cur.shards, cur.proxy.vnodes)
+            == plan::placement_key(&next.shards, next.proxy.vnodes)
+        {
+            continue;
+        }
+        rb.update(|s| s.step = (i, steps));
+        run_step(ctx, cur.clone(), next.clone()).await?;
+        cur = ctx.config.load_full();
+    }
+    rb.update(|s| s.rows_to_move = s.rows_to_move.max(s.rows_moved));
+    Ok(())
+}
+
+/// A shard's ring points in a placement (0 when it has none).
+fn points(c: &Config, name: &str) -> u64 {
+    c.shards.iter().find(|s| s.name == name).map_or(0, |s| {
+        s.points
+            .map_or(u64::from(c.proxy.vnodes) * u64::from(s.weight), u64::from)
+    })
+}
+
+/// The placement `i` steps of `n` from `from` to `to` (`to` itself at the last step).
+fn step_config(from: &Config, to: &Config, i: u64, n: u64) -> Config {
+    if i >= n {
+        return to.clone();
+    }
+    let mut out = to.clone();
+    out.shards = from
+        .shards
+        .iter()
+        .chain(
+            to.shards
+                .iter()
+                .filter(|t| !from.shards.iter().any(|f| f.name == t.name)),
+        )
+        .map(|s| {
+            let (a, b) = (points(from, &s.name) as i128, points(to, &s.name) as i128);
+            let p = a + (b - a) * i128::from(i) / i128::from(n);
+            let mut c = to
+                .shards
+                .iter()
+                .find(|t| t.name == s.name)
+                .unwrap_or(s)
+                .clone();
+            c.points = Some(p as u32);
+            c
+        })
+        .collect();
+    out
+}
+
+/// Rows expected to move from `from` to `to`, from the tables' sizes and the ring shares.
+async fn estimate_all(ctx: &Arc<Context>, from: &Config, to: &Config) -> Result<u64, Error> {
+    for s in &to.shards {
+        ctx.backend.add_shard(s, &to.proxy, &ctx.stats)?;
+    }
+    let old = ctx.ring.load_full();
+    let new = ctx.placement_ring(&to.shards, to.proxy.vnodes)?;
+    let timeout = Duration::from_millis(to.proxy.connect_timeout_ms);
+    let tables: Vec<String> = Catalog::from_config(to)
+        .tables()
+        .iter()
+        .filter(|r| matches!(r.kind, crate::catalog::TableKind::Sharded { .. }))
+        .map(|r| plan::qualified(r.schema.as_deref(), &r.name))
+        .collect();
+    let mut sources = Vec::new();
+    for id in old.members() {
+        let name = old.shard_name(*id);
+        if let Some(cfg) = from.shards.iter().find(|s| s.name == name) {
+            sources.push((*id, plan::connect(cfg, timeout).await?));
+        }
+    }
+    let refs: Vec<(ShardId, &tokio_postgres::Client)> =
+        sources.iter().map(|(id, s)| (*id, &s.client)).collect();
+    Ok(estimate(&old, &new, &refs, &tables).await)
+}
+
+async fn run_step(ctx: &Arc<Context>, from: Arc<Config>, to: Config) -> Result<(), Error> {
     let rb = &ctx.rebalance;
     let timeout = Duration::from_millis(to.proxy.connect_timeout_ms);
     // Every shard of the new config gets a pool (new ones start out of the ring).
@@ -166,27 +267,23 @@ async fn phases(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Error> {
     for s in &w.sources {
         capture::install(&w.shards[s].client, &w.moves, &w.refs).await?;
     }
-    rb.update(|s| s.rows_to_move = 0);
-    let estimate = estimate(w).await;
-    rb.update(|s| s.rows_to_move = estimate);
     rb.set_phase(Phase::Copying, "");
     journal::set_state(&w.shards, w.version, Phase::Copying.name()).await?;
     for i in 0..w.refs.len() {
         copy_reference(w, i).await?;
     }
-    let mut found = 0u64;
     for s in w.sources.clone() {
         for (i, table) in w.moves.clone().iter().enumerate() {
             let moved =
                 copy::copy_moving((s, &w.shards[&s].client), &w.shards, table, &w.new, None)
                     .await?;
             rb.add_moved(moved.rows);
-            found += moved.rows;
             let set = w.moving.entry((s, i)).or_default();
             set.extend(moved.keys.into_values().flatten());
         }
     }
-    rb.update(|s| s.rows_to_move = found);
+    let moved = rb.status().rows_moved;
+    rb.update(|s| s.rows_to_move = s.rows_to_move.max(moved));
     rb.set_phase(Phase::CatchingUp, "");
     journal::set_state(&w.shards, w.version, Phase::CatchingUp.name()).await?;
     for _ in 0..MAX_ROUNDS {
@@ -200,12 +297,17 @@ async fn phases(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Error> {
 }
 
 /// Rows expected to move: each source table's size times the share of its keys leaving.
-async fn estimate(w: &Work) -> u64 {
-    let m = crate::ring::movement(&w.old, &w.new);
-    let own = w.old.ownership();
+async fn estimate(
+    old: &Ring,
+    new: &Ring,
+    sources: &[(ShardId, &tokio_postgres::Client)],
+    tables: &[String],
+) -> u64 {
+    let m = crate::ring::movement(old, new);
+    let own = old.ownership();
     let mut total = 0.0;
-    for s in &w.sources {
-        let name = w.old.shard_name(*s);
+    for (s, client) in sources {
+        let name = old.shard_name(*s);
         let owned = own.get(usize::from(s.0)).copied().unwrap_or(0.0);
         let leaving: f64 = m
             .moves()
@@ -213,12 +315,15 @@ async fn estimate(w: &Work) -> u64 {
             .map(|(_, _, x)| x)
             .sum();
         let share = if owned > 0.0 { leaving / owned } else { 0.0 };
-        for t in &w.moves {
+        for t in tables {
+            // A table never analyzed has no estimate (reltuples -1): it is counted instead.
             let sql = format!(
-                "SELECT greatest(reltuples, 0)::float8 FROM pg_class WHERE oid = to_regclass({})",
-                quote_literal(&t.qualified)
+                "SELECT CASE WHEN c.reltuples >= 0 THEN c.reltuples::float8 \
+                             ELSE (SELECT count(*) FROM {t})::float8 END \
+                   FROM pg_class c WHERE c.oid = to_regclass({})",
+                quote_literal(t)
             );
-            if let Ok(row) = w.shards[s].client.query_one(sql.as_str(), &[]).await {
+            if let Ok(row) = client.query_one(sql.as_str(), &[]).await {
                 total += row.get::<_, f64>(0) * share;
             }
         }

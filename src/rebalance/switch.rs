@@ -105,20 +105,24 @@ async fn attempt_switch(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Stop> {
     let mut parts: Vec<ShardId> = w.sources.iter().chain(&w.targets).copied().collect();
     parts.sort();
     parts.dedup();
+    // Every shard prepares its part at once: the moving writes wait for the slowest only.
+    let results = futures_util::future::join_all(parts.iter().map(|p| prepare(w, *p))).await;
     let mut prepared: Vec<ShardId> = Vec::new();
     let (mut inserted, mut deleted) = (0u64, 0u64);
-    for p in &parts {
-        match prepare(w, *p).await {
+    let mut failure = None;
+    for (p, r) in parts.iter().zip(results) {
+        match r {
             Ok((i, d)) => {
                 inserted += i;
                 deleted += d;
                 prepared.push(*p);
             }
-            Err(e) => {
-                abort(w, &prepared).await;
-                return Err(e.into());
-            }
+            Err(e) => failure = failure.or(Some(e)),
         }
+    }
+    if let Some(e) = failure {
+        abort(w, &prepared).await;
+        return Err(e.into());
     }
     if inserted != deleted {
         abort(w, &prepared).await;

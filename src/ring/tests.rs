@@ -17,6 +17,7 @@ fn shards_named(names: &[&str]) -> Vec<ShardConfig> {
             name: (*n).into(),
             url: String::new(),
             weight: 1,
+            points: None,
         })
         .collect()
 }

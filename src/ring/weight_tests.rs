@@ -9,6 +9,7 @@ fn shards(spec: &[(&str, u32)]) -> Vec<ShardConfig> {
             name: name.into(),
             url: String::new(),
             weight,
+            points: None,
         })
         .collect()
 }

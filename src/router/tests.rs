@@ -25,6 +25,7 @@ pub(super) fn config() -> Config {
             pool_timeout_ms: 1,
             gather_memory_mb: 1,
             recovery_interval_ms: 10_000,
+            rebalance_step_rows: 25_000,
         },
         auth: None,
         shards: (0..3)
@@ -32,6 +33,7 @@ pub(super) fn config() -> Config {
                 name: format!("s{i}"),
                 url: format!("postgres://127.0.0.1:5432/s{i}"),
                 weight: 1,
+                points: None,
             })
             .collect(),
         tables: vec![

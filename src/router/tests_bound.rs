@@ -11,6 +11,7 @@ fn ring4() -> Ring {
             name: format!("s{i}"),
             url: format!("postgres://127.0.0.1:5432/s{i}"),
             weight: 1,
+            points: None,
         })
         .collect();
     Ring::new(&shards, 1280)
