@@ -200,6 +200,10 @@ impl fmt::Display for Error {
                 f,
                 "another shardgate moved rows to placement version {version}; the statement was routed by the previous one and was not run"
             ),
+            Error::RebalanceWait { secs: 0 } => write!(
+                f,
+                "a rebalance is moving this statement's rows to their new shard right now, and a pipeline already under way cannot wait for it"
+            ),
             Error::RebalanceWait { secs } => write!(
                 f,
                 "the statement waited {secs} s for a rebalance to move its rows to their new shard"

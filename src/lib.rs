@@ -39,13 +39,13 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     check_auth(&config)?;
     // The shards' journal says where rows are; a rebalance a crash cut short is finished or
     // rolled back here, before any client is served.
-    let placement = match rebalance::journal::recover(&config).await {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!("could not read the placement journal: {e}");
-            None
-        }
-    };
+    // Serving before an interrupted switch is settled could route by the wrong placement
+    // while its prepared parts hold row locks: refuse to start instead.
+    let placement = rebalance::journal::recover(&config).await.map_err(|e| {
+        Error::config(format!(
+            "an interrupted rebalance could not be settled ({e}); start again once every shard it involved is reachable"
+        ))
+    })?;
     let mut boot = config.clone();
     let mut version = 0;
     if let Some((shards, vnodes, v)) = placement {

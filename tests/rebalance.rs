@@ -30,9 +30,12 @@ shard_key = "user_id"
 name = "countries"
 reference = true
 "#;
+/// A foreign key between the co-located tables and an identity column: the switch inserts
+/// parents first and deletes children first, and writes identity values as they were.
 const SCHEMA: &str = "
     CREATE TABLE users (id bigint PRIMARY KEY, name text, balance bigint NOT NULL DEFAULT 0);
-    CREATE TABLE orders (id bigint, user_id bigint NOT NULL, amount bigint, PRIMARY KEY (user_id, id));
+    CREATE TABLE orders (id bigint, user_id bigint NOT NULL REFERENCES users (id), amount bigint,
+                         line bigint GENERATED ALWAYS AS IDENTITY, PRIMARY KEY (user_id, id));
     CREATE TABLE countries (code text PRIMARY KEY, name text)";
 const COUNTRIES: [(&str, &str); 3] = [("fr", "France"), ("jp", "Japan"), ("pe", "Peru")];
 /// Users loaded before the rebalance, ids 1..=USERS.
@@ -185,7 +188,10 @@ async fn timed(
     write: impl std::future::Future<Output = Result<u64, tokio_postgres::Error>>,
 ) -> Result<u64, String> {
     let start = Instant::now();
-    let n = write.await.map_err(|e| format!("{what}: {e}"))?;
+    let n = write.await.map_err(|e| match e.as_db_error() {
+        Some(db) => format!("{what}: {} ({})", db.message(), db.code().code()),
+        None => format!("{what}: {e}"),
+    })?;
     acked.longest = acked.longest.max(start.elapsed());
     acked.writes += 1;
     Ok(n)

@@ -40,32 +40,35 @@ fn fail(doing: &str, e: tokio_postgres::Error) -> Error {
 }
 
 /// Installs the log and a trigger on each table (sharded tables log keys; reference tables
-/// log that they changed). Taking the trigger's lock waits for running writers, bounded by
-/// `lock_timeout`.
+/// log that they changed). Each table is done in a transaction of its own, with CREATE OR
+/// REPLACE (no DROP, whose exclusive lock would block readers): holding one table's lock while
+/// waiting for another's would deadlock with a client writing a child row, whose foreign key
+/// check locks the parent.
 pub async fn install(client: &Client, moves: &[TableMove], refs: &[RefTable]) -> Result<(), Error> {
-    let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '5s';\n");
-    sql.push_str(SETUP);
-    sql.push('\n');
+    client
+        .batch_execute(SETUP)
+        .await
+        .map_err(|e| fail("installing change capture", e))?;
     let tables = moves
         .iter()
         .map(|t| (&t.name, &t.qualified, key_name(&t.key)))
         .chain(refs.iter().map(|r| (&r.name, &r.qualified, String::new())));
     for (name, q, key) in tables {
         let (n, k) = (quote_literal(name), quote_literal(&key));
-        sql.push_str(&format!(
-            "DROP TRIGGER IF EXISTS {TRIGGER} ON {q};
-CREATE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {q}
+        let sql = format!(
+            "BEGIN; SET LOCAL lock_timeout = '5s';
+CREATE OR REPLACE TRIGGER {TRIGGER} AFTER INSERT OR UPDATE OR DELETE ON {q}
   FOR EACH ROW EXECUTE FUNCTION shardgate.rebalance_capture({n}, {k});
-DROP TRIGGER IF EXISTS {TRIGGER}_t ON {q};
-CREATE TRIGGER {TRIGGER}_t AFTER TRUNCATE ON {q}
-  FOR EACH STATEMENT EXECUTE FUNCTION shardgate.rebalance_capture({n}, {k});\n"
-        ));
+CREATE OR REPLACE TRIGGER {TRIGGER}_t AFTER TRUNCATE ON {q}
+  FOR EACH STATEMENT EXECUTE FUNCTION shardgate.rebalance_capture({n}, {k});
+COMMIT;"
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| fail("installing change capture", e))?;
     }
-    sql.push_str("COMMIT;");
-    client
-        .batch_execute(&sql)
-        .await
-        .map_err(|e| fail("installing change capture", e))
+    Ok(())
 }
 
 /// Removes the triggers and the log (idempotent).
@@ -78,24 +81,28 @@ pub async fn remove(client: &Client, moves: &[TableMove], refs: &[RefTable]) -> 
     remove_named(client, &names).await
 }
 
-/// `remove` by the tables' quoted names; tables missing on this shard are skipped.
+/// `remove` by the tables' quoted names; tables missing on this shard are skipped. One table
+/// per transaction, for the reason `install` gives.
 pub async fn remove_named(client: &Client, qualified: &[String]) -> Result<(), Error> {
-    let mut sql = String::from("BEGIN; SET LOCAL lock_timeout = '5s';\n");
     for q in qualified {
         let lit = quote_literal(q);
-        sql.push_str(&format!(
-            "DO $do$ BEGIN IF to_regclass({lit}) IS NOT NULL THEN \
-               DROP TRIGGER IF EXISTS {TRIGGER} ON {q}; DROP TRIGGER IF EXISTS {TRIGGER}_t ON {q}; \
-             END IF; END $do$;\n"
-        ));
+        let sql = format!(
+            "BEGIN; SET LOCAL lock_timeout = '5s';
+DO $do$ BEGIN IF to_regclass({lit}) IS NOT NULL THEN \
+   DROP TRIGGER IF EXISTS {TRIGGER} ON {q}; DROP TRIGGER IF EXISTS {TRIGGER}_t ON {q}; \
+ END IF; END $do$;
+COMMIT;"
+        );
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| fail("removing change capture", e))?;
     }
-    sql.push_str(
-        "DROP TABLE IF EXISTS shardgate.rebalance_log;
-DROP FUNCTION IF EXISTS shardgate.rebalance_capture();
-COMMIT;",
-    );
     client
-        .batch_execute(&sql)
+        .batch_execute(
+            "DROP TABLE IF EXISTS shardgate.rebalance_log;
+             DROP FUNCTION IF EXISTS shardgate.rebalance_capture();",
+        )
         .await
         .map_err(|e| fail("removing change capture", e))
 }

@@ -75,6 +75,12 @@ impl Gate {
         }
     }
 
+    /// True when a hold is on and `must_wait` says the statement is among the writes it holds
+    /// (for a request that already has its ticket and so cannot wait).
+    pub fn holding(&self, must_wait: impl Fn(&Hold) -> bool) -> bool {
+        self.hold.borrow().as_ref().is_some_and(|h| must_wait(h))
+    }
+
     /// Waits for the statements in flight and keeps new ones out until the guard drops.
     pub(super) async fn close(&self, within: Duration) -> Option<OwnedRwLockWriteGuard<()>> {
         tokio::time::timeout(within, self.lock.clone().write_owned())

@@ -123,12 +123,16 @@ pub async fn begin(
     running: &std::sync::atomic::AtomicI64,
 ) -> Result<i64, Error> {
     let mut latest: Option<Entry> = None;
+    let mut in_force: Option<Entry> = None;
     for s in shards.values() {
         s.client
             .batch_execute(DDL)
             .await
             .map_err(|e| fail("creating", e))?;
         for e in read(&s.client).await.map_err(|e| fail("reading", e))? {
+            if e.in_force() && in_force.as_ref().is_none_or(|l| e.version > l.version) {
+                in_force = Some(e.clone());
+            }
             if latest.as_ref().is_none_or(|l| e.version > l.version) {
                 latest = Some(e);
             }
@@ -136,16 +140,23 @@ pub async fn begin(
     }
     let mut version = latest.as_ref().map_or(0, |l| l.version);
     let key = |shards: &[ShardConfig], v| plan::placement_key(shards, v);
-    let current = latest.as_ref().is_some_and(|l| {
-        l.in_force() && key(&l.shards, l.vnodes) == key(&from.shards, from.proxy.vnodes)
-    });
+    // The newest placement in force, if it is the running one, keeps its version: other proxies
+    // routing by it must not find their placement replaced (backend/fence.rs).
+    let current = in_force
+        .as_ref()
+        .filter(|l| key(&l.shards, l.vnodes) == key(&from.shards, from.proxy.vnodes))
+        .map(|l| l.version);
     let mut rows = Vec::new();
-    if !current {
-        version += 1;
-        rows.push((version, from, IN_FORCE));
-    }
+    let running_version = match current {
+        Some(v) => v,
+        None => {
+            version += 1;
+            rows.push((version, from, IN_FORCE));
+            version
+        }
+    };
     // This proxy's own new connections must find their placement current (backend/fence.rs).
-    running.store(version, std::sync::atomic::Ordering::Release);
+    running.store(running_version, std::sync::atomic::Ordering::Release);
     version += 1;
     rows.push((version, to, "preparing"));
     for s in shards.values() {
@@ -189,17 +200,22 @@ pub async fn set_state(
 pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i64)>, Error> {
     let timeout = Duration::from_millis(config.proxy.connect_timeout_ms);
     let mut entries: Vec<Entry> = Vec::new();
+    let mut reachable = Vec::new();
     for s in &config.shards {
         let Ok(shard) = plan::connect(s, timeout).await else {
             continue;
         };
         if let Ok(rows) = read(&shard.client).await {
             for e in rows {
-                if !entries.iter().any(|x| x.version == e.version) {
-                    entries.push(e);
+                // The coordinator's copy may be the only one saying the switch was decided.
+                match entries.iter_mut().find(|x| x.version == e.version) {
+                    Some(x) if decided_state(&e.state) => *x = e,
+                    Some(_) => {}
+                    None => entries.push(e),
                 }
             }
         }
+        reachable.push(shard);
     }
     entries.sort_by_key(|e| e.version);
     let Some(force) = entries.iter().rev().find(|e| e.in_force()).cloned() else {
@@ -211,6 +227,16 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
         .find(|e| e.version > force.version && e.pending())
         .cloned()
     else {
+        // No switch can be running: prepared parts an earlier failure left are settled by
+        // their version's record.
+        for s in &reachable {
+            settle(&s.client, |v| {
+                entries
+                    .iter()
+                    .any(|e| e.version == v && decided_state(&e.state))
+            })
+            .await?;
+        }
         return Ok(Some((force.shards, force.vnodes, force.version)));
     };
     // Every shard of both placements, by name.
@@ -245,7 +271,6 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
         .map_err(|e| fail("reading the coordinator's record", e))?
         .iter()
         .any(|e| e.version == pending.version && (e.state == COMMITTING || e.state == DONE));
-    let verb = if decided { "COMMIT" } else { "ROLLBACK" };
     let catalog = Catalog::from_config(config);
     let tables: Vec<String> = catalog
         .tables()
@@ -253,21 +278,16 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
         .map(|r| qualified(r.schema.as_deref(), &r.name))
         .collect();
     for s in shards.values() {
-        let gids = s
-            .client
-            .query(
-                "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE $1",
-                &[&format!("{GID_PREFIX}{}\\_%", pending.version)],
-            )
-            .await
-            .map_err(|e| fail("reading prepared transactions", e))?;
-        for g in gids {
-            let gid: String = g.get(0);
-            s.client
-                .batch_execute(&format!("{verb} PREPARED '{gid}'"))
-                .await
-                .map_err(|e| fail("finishing the interrupted switch", e))?;
-        }
+        settle(&s.client, |v| {
+            if v == pending.version {
+                decided
+            } else {
+                entries
+                    .iter()
+                    .any(|e| e.version == v && decided_state(&e.state))
+            }
+        })
+        .await?;
         super::capture::remove_named(&s.client, &tables).await?;
         super::capture::drop_stage(&s.client).await?;
     }
@@ -283,4 +303,44 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
     } else {
         (force.shards, force.vnodes, force.version)
     }))
+}
+
+fn decided_state(state: &str) -> bool {
+    state == COMMITTING || state == DONE
+}
+
+/// Commits or rolls back every prepared part of a rebalance switch on this shard, as its
+/// version was decided.
+async fn settle(
+    client: &tokio_postgres::Client,
+    decided: impl Fn(i64) -> bool,
+) -> Result<(), Error> {
+    let gids = client
+        .query(
+            "SELECT gid FROM pg_prepared_xacts WHERE database = current_database() AND gid LIKE $1",
+            &[&format!("{}%", GID_PREFIX.replace('_', "\\_"))],
+        )
+        .await
+        .map_err(|e| fail("reading prepared transactions", e))?;
+    for g in gids {
+        let gid: String = g.get(0);
+        let Some(version) = gid
+            .strip_prefix(GID_PREFIX)
+            .and_then(|r| r.split('_').next())
+            .and_then(|v| v.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        let verb = if decided(version) {
+            "COMMIT"
+        } else {
+            "ROLLBACK"
+        };
+        client
+            .batch_execute(&format!("{verb} PREPARED '{gid}'"))
+            .await
+            .map_err(|e| fail("finishing an interrupted switch", e))?;
+        tracing::warn!("{verb} PREPARED {gid}: left by an interrupted rebalance");
+    }
+    Ok(())
 }

@@ -40,6 +40,8 @@ pub(super) struct Work {
     pub moving: HashMap<(ShardId, usize), HashSet<String>>,
     /// Reference tables changed since they were copied to the joining shards.
     pub refs_dirty: HashSet<usize>,
+    /// The coordinator recorded the switch: it must complete, never be rolled back.
+    pub decided: bool,
 }
 
 /// Large moves go through intermediate placements of about `[proxy] rebalance_step_rows` rows
@@ -224,6 +226,7 @@ async fn run_step(ctx: &Arc<Context>, from: Arc<Config>, to: Config) -> Result<(
         refs,
         moving: HashMap::new(),
         refs_dirty: HashSet::new(),
+        decided: false,
     };
     match phases(ctx, &mut w).await {
         Ok(()) => cleanup(&w).await,
@@ -231,7 +234,9 @@ async fn run_step(ctx: &Arc<Context>, from: Arc<Config>, to: Config) -> Result<(
             // Nothing was switched (the switch rolls back its own prepared parts): drop the
             // copies and the capture, record the failure, keep the old ring.
             let _ = cleanup(&w).await;
-            let _ = journal::set_state(&w.shards, w.version, journal::ROLLED_BACK).await;
+            if !w.decided {
+                let _ = journal::set_state(&w.shards, w.version, journal::ROLLED_BACK).await;
+            }
             rb.update(|s| s.detail = e.to_string());
             Err(e)
         }
@@ -337,7 +342,8 @@ pub(super) async fn copy_reference(w: &Work, i: usize) -> Result<(), Error> {
     let from = &w.shards[&w.sources[0]].client;
     for j in &w.joining {
         let to = &w.shards[j].client;
-        to.batch_execute(&format!("TRUNCATE {}", t.qualified))
+        // DELETE, not TRUNCATE: sharded tables may hold foreign keys to a reference table.
+        to.batch_execute(&format!("DELETE FROM {}", t.qualified))
             .await
             .map_err(|e| {
                 Error::internal(format!(

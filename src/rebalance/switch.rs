@@ -94,8 +94,13 @@ async fn attempt_switch(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Stop> {
         Some(guard) => drop(guard),
         None => return Err(Stop::Retry("statements still running after 5 s".into())),
     }
-    for s in &w.sources {
-        wait_for_writers(&w.shards[s].client).await?;
+    let deadline = Instant::now() + DRAIN;
+    let waits = w
+        .sources
+        .iter()
+        .map(|s| wait_for_writers(&w.shards[s].client, deadline));
+    for r in futures_util::future::join_all(waits).await {
+        r?;
     }
     // Every change to a moving key is committed and logged now, and new ones wait.
     catch_up(ctx, w).await?;
@@ -122,7 +127,7 @@ async fn attempt_switch(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Stop> {
     }
     if let Some(e) = failure {
         abort(w, &prepared).await;
-        return Err(e.into());
+        return Err(e);
     }
     if inserted != deleted {
         abort(w, &prepared).await;
@@ -149,8 +154,10 @@ async fn attempt_switch(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Stop> {
             describe(&e)
         ))));
     }
+    w.decided = true;
     ctx.backend.twophase.failpoint("rebalance-decided");
-    // Decided: from here every prepared part commits, by this process or by the next start.
+    // Decided: from here every prepared part commits, by this process or by the next start,
+    // and nothing may report the switch as failed or rolled back.
     for p in &prepared {
         commit(w, *p).await;
     }
@@ -165,12 +172,18 @@ async fn attempt_switch(ctx: &Arc<Context>, w: &mut Work) -> Result<(), Stop> {
         .store(w.version, Ordering::Release);
     drop(guard);
     tracing::info!("rebalance: {inserted} rows changed shard at the switch");
-    journal::set_state(&w.shards, w.version, journal::DONE).await?;
+    for attempt in 1..=3 {
+        match journal::set_state(&w.shards, w.version, journal::DONE).await {
+            Ok(()) => break,
+            // The coordinator's row says committing: the next start settles it the same way.
+            Err(e) => tracing::error!("rebalance: recording done (attempt {attempt}): {e}"),
+        }
+    }
     Ok(())
 }
 
 /// Waits until the transactions running on a source when called have ended.
-async fn wait_for_writers(client: &tokio_postgres::Client) -> Result<(), Stop> {
+async fn wait_for_writers(client: &tokio_postgres::Client, deadline: Instant) -> Result<(), Stop> {
     let fail = |e: tokio_postgres::Error| Stop::Fail(Error::internal(describe(&e)));
     let row = client
         .query_one(
@@ -180,7 +193,6 @@ async fn wait_for_writers(client: &tokio_postgres::Client) -> Result<(), Stop> {
         .await
         .map_err(fail)?;
     let xids: Vec<String> = row.get(0);
-    let deadline = Instant::now() + DRAIN;
     loop {
         let row = client
             .query_one(
@@ -203,31 +215,27 @@ async fn wait_for_writers(client: &tokio_postgres::Client) -> Result<(), Stop> {
 }
 
 /// One shard's part: stage rows into the table (receiving), moved keys out (sending). Returns
-/// (rows inserted, rows deleted).
-async fn prepare(w: &Work, p: ShardId) -> Result<(u64, u64), Error> {
+/// (rows inserted, rows deleted). Inserts go in shards.toml's table order and deletes in the
+/// reverse, so foreign keys between co-located tables hold when parents are listed first.
+async fn prepare(w: &Work, p: ShardId) -> Result<(u64, u64), Stop> {
     let c = &w.shards[&p].client;
-    let fail = |e: tokio_postgres::Error| {
-        Error::internal(format!(
-            "rebalance: preparing {}: {}",
-            w.shards[&p].name,
-            describe(&e)
-        ))
-    };
-    c.batch_execute("BEGIN; SET LOCAL lock_timeout = '3s'")
-        .await
-        .map_err(fail)?;
+    let name = &w.shards[&p].name;
     let (mut ins, mut del) = (0, 0);
     let result: Result<(), tokio_postgres::Error> = async {
-        for (i, t) in w.moves.iter().enumerate() {
-            if w.targets.contains(&p) {
+        c.batch_execute("BEGIN; SET LOCAL lock_timeout = '3s'")
+            .await?;
+        if w.targets.contains(&p) {
+            for t in &w.moves {
                 let sql = format!(
-                    "INSERT INTO {} ({c}) SELECT {c} FROM {}",
+                    "INSERT INTO {} ({c}) OVERRIDING SYSTEM VALUE SELECT {c} FROM {}",
                     t.qualified,
                     t.stage,
                     c = t.columns
                 );
                 ins += c.execute(sql.as_str(), &[]).await?;
             }
+        }
+        for (i, t) in w.moves.iter().enumerate().rev() {
             if let Some(keys) = w.moving.get(&(p, i)) {
                 let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
                 let sql = format!(
@@ -245,7 +253,20 @@ async fn prepare(w: &Work, p: ShardId) -> Result<(u64, u64), Error> {
         Ok(()) => Ok((ins, del)),
         Err(e) => {
             let _ = c.batch_execute("ROLLBACK").await;
-            Err(fail(e))
+            let why = format!("preparing {name}: {}", describe(&e));
+            // Busy rows (a lock wait, a deadlock, a conflict) put the switch off; anything
+            // else is a real failure.
+            use tokio_postgres::error::SqlState;
+            let busy = [
+                SqlState::LOCK_NOT_AVAILABLE,
+                SqlState::T_R_SERIALIZATION_FAILURE,
+                SqlState::T_R_DEADLOCK_DETECTED,
+            ];
+            if e.code().is_some_and(|c| busy.contains(c)) {
+                Err(Stop::Retry(why))
+            } else {
+                Err(Stop::Fail(Error::internal(format!("rebalance: {why}"))))
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Passes the gate for a simple Query's statements.
     pub(super) async fn gate_plan(&mut self, plan: &QueryPlan) -> Result<(), Error> {
-        if self.ticket.is_some() || !self.ctx.rebalance.gate.active() {
+        if !self.ctx.rebalance.gate.active() {
             return Ok(());
         }
         let stmts = &plan.statements;
@@ -34,7 +34,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Passes the gate for the Binds of an extended-protocol batch (statements parsed in the
     /// batch included, read as the batch will read them).
     pub(super) async fn gate_batch(&mut self, frames: &[Frame]) -> Result<(), Error> {
-        if self.ticket.is_some() || !self.ctx.rebalance.gate.active() {
+        if !self.ctx.rebalance.gate.active() {
             return Ok(());
         }
         let mut parsed: HashMap<String, Arc<super::extended::Prepared>> = HashMap::new();
@@ -81,9 +81,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 .collect()
         };
         let gate = &self.ctx.rebalance.gate;
-        let ticket = gate
-            .enter(|h| writes && must_wait(&routes(&h.old), &routes(&h.new)))
-            .await?;
+        let check =
+            |h: &crate::rebalance::Hold| writes && must_wait(&routes(&h.old), &routes(&h.new));
+        if self.ticket.is_some() {
+            return match gate.holding(check) {
+                true => Err(Error::RebalanceWait { secs: 0 }),
+                false => Ok(()),
+            };
+        }
+        let ticket = gate.enter(check).await?;
         self.ticket = Some(ticket);
         Ok(())
     }
@@ -94,9 +100,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         routes: impl Fn(&Ring) -> Vec<Option<Route>>,
     ) -> Result<(), Error> {
         let gate = &self.ctx.rebalance.gate;
-        let ticket = gate
-            .enter(|h| writes && must_wait(&routes(&h.old), &routes(&h.new)))
-            .await?;
+        let check =
+            |h: &crate::rebalance::Hold| writes && must_wait(&routes(&h.old), &routes(&h.new));
+        // A request already past the gate (a pipeline, a batch flushed before its Sync) holds
+        // a ticket the switch waits for: it cannot wait in turn, so a held write is refused.
+        if self.ticket.is_some() {
+            return match gate.holding(check) {
+                true => Err(Error::RebalanceWait { secs: 0 }),
+                false => Ok(()),
+            };
+        }
+        let ticket = gate.enter(check).await?;
         self.ticket = Some(ticket);
         Ok(())
     }
