@@ -24,6 +24,7 @@ pub mod journal;
 pub mod plan;
 mod run;
 pub mod schema;
+mod steps;
 mod switch;
 
 use crate::config::Config;
@@ -207,7 +208,7 @@ pub fn start(ctx: &Arc<Context>, to: Config) -> Result<String, Error> {
     let ctx = ctx.clone();
     tokio::spawn(async move {
         ctx.rebalance.gate.set_active(true);
-        let result = run::run(&ctx, from, to).await;
+        let result = steps::run(&ctx, from, to).await;
         ctx.rebalance.gate.set_active(false);
         match result {
             Ok(()) => ctx.rebalance.set_phase(Phase::Done, ""),
