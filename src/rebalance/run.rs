@@ -44,7 +44,11 @@ pub(super) struct Work {
     pub decided: bool,
 }
 
-pub(super) async fn run_step(ctx: &Arc<Context>, from: Arc<Config>, to: Config) -> Result<(), Error> {
+pub(super) async fn run_step(
+    ctx: &Arc<Context>,
+    from: Arc<Config>,
+    to: Config,
+) -> Result<(), Error> {
     let rb = &ctx.rebalance;
     let timeout = Duration::from_millis(to.proxy.connect_timeout_ms);
     // Every shard of the new config gets a pool (new ones start out of the ring).
