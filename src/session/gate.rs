@@ -5,6 +5,7 @@
 use super::Session;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
+use crate::rebalance::Ticket;
 use crate::ring::Ring;
 use crate::router::{self, QueryPlan, Route};
 use std::collections::HashMap;
@@ -80,17 +81,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 })
                 .collect()
         };
-        let gate = &self.ctx.rebalance.gate;
-        let check =
-            |h: &crate::rebalance::Hold| writes && must_wait(&routes(&h.old), &routes(&h.new));
-        if self.ticket.is_some() {
-            return match gate.holding(check) {
-                true => Err(Error::RebalanceWait { secs: 0 }),
-                false => Ok(()),
-            };
+        let admitted = admit(
+            &self.ctx.rebalance.gate,
+            self.ticket.is_some(),
+            writes,
+            routes,
+        );
+        if let Some(ticket) = admitted.await? {
+            self.ticket = Some(ticket);
         }
-        let ticket = gate.enter(check).await?;
-        self.ticket = Some(ticket);
         Ok(())
     }
 
@@ -99,21 +98,36 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         writes: bool,
         routes: impl Fn(&Ring) -> Vec<Option<Route>>,
     ) -> Result<(), Error> {
-        let gate = &self.ctx.rebalance.gate;
-        let check =
-            |h: &crate::rebalance::Hold| writes && must_wait(&routes(&h.old), &routes(&h.new));
-        // A request already past the gate (a pipeline, a batch flushed before its Sync) holds
-        // a ticket the switch waits for: it cannot wait in turn, so a held write is refused.
-        if self.ticket.is_some() {
-            return match gate.holding(check) {
-                true => Err(Error::RebalanceWait { secs: 0 }),
-                false => Ok(()),
-            };
+        let admitted = admit(
+            &self.ctx.rebalance.gate,
+            self.ticket.is_some(),
+            writes,
+            routes,
+        );
+        if let Some(ticket) = admitted.await? {
+            self.ticket = Some(ticket);
         }
-        let ticket = gate.enter(check).await?;
-        self.ticket = Some(ticket);
         Ok(())
     }
+}
+
+/// Passes the gate: a new ticket, or None when the request already holds one. A request
+/// already past the gate (a pipeline, a batch flushed before its Sync) holds a ticket the
+/// switch waits for: it cannot wait in turn, so a held write is refused.
+async fn admit(
+    gate: &crate::rebalance::Gate,
+    has_ticket: bool,
+    writes: bool,
+    routes: impl Fn(&Ring) -> Vec<Option<Route>>,
+) -> Result<Option<Ticket>, Error> {
+    let check = |h: &crate::rebalance::Hold| writes && must_wait(&routes(&h.old), &routes(&h.new));
+    if has_ticket {
+        return match gate.holding(check) {
+            true => Err(Error::RebalanceWait { secs: 0 }),
+            false => Ok(None),
+        };
+    }
+    gate.enter(check).await.map(Some)
 }
 
 /// A write waits when either ring sends it somewhere else, or to every shard (a write without
