@@ -293,6 +293,13 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
     }
     let state = if decided { DONE } else { ROLLED_BACK };
     set_state(&shards, pending.version, state).await?;
+    // Released now, not when the connection's backend gets round to exiting: the rebalance
+    // this start may begin next takes the same lock.
+    coord
+        .client
+        .execute("SELECT pg_advisory_unlock($1)", &[&LOCK_KEY])
+        .await
+        .map_err(|e| fail("unlocking", e))?;
     tracing::warn!(
         "an interrupted rebalance (placement version {}) was {} at start",
         pending.version,
