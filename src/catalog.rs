@@ -146,6 +146,10 @@ mod tests {
                 gather_memory_mb: 1,
                 recovery_interval_ms: 10_000,
                 rebalance_step_rows: 25_000,
+                max_user_connections: 0,
+                client_idle_timeout_ms: 0,
+                idle_transaction_timeout_ms: 0,
+                statement_timeout_ms: 0,
             },
             auth: None,
             shards: vec![],
@@ -157,6 +161,7 @@ mod tests {
             metrics: None,
             stats: Default::default(),
             rate_limits: vec![],
+            tls: None,
         };
         Catalog::from_config(&config)
     }

@@ -8,7 +8,9 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
+mod gateway;
 mod validate;
+pub use gateway::parse_cidr;
 pub use validate::fold_name;
 
 /// The whole of shards.toml.
@@ -29,6 +31,8 @@ pub struct Config {
     pub stats: StatsConfig,
     #[serde(default)]
     pub rate_limits: Vec<RateLimitConfig>,
+    #[serde(default)]
+    pub tls: Option<TlsConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -63,6 +67,22 @@ pub struct ProxyConfig {
     /// rows change shard, so fewer rows per step means shorter pauses and more table reads.
     #[serde(default = "default_rebalance_step_rows")]
     pub rebalance_step_rows: u64,
+    /// Connections one user name may hold (0: no cap beyond max_client_connections);
+    /// `[[auth.users]] max_connections` overrides it per user.
+    #[serde(default)]
+    pub max_user_connections: usize,
+    /// A client idle this long between requests (outside a transaction) is disconnected
+    /// (57P05), milliseconds; 0: never.
+    #[serde(default)]
+    pub client_idle_timeout_ms: u64,
+    /// A client idle this long inside a transaction is disconnected (25P03) and its
+    /// transaction rolled back, milliseconds; 0: never.
+    #[serde(default)]
+    pub idle_transaction_timeout_ms: u64,
+    /// A statement running longer than this at the proxy is cancelled on its shards (57014),
+    /// milliseconds; 0: no limit.
+    #[serde(default)]
+    pub statement_timeout_ms: u64,
 }
 
 pub fn default_max_client_connections() -> usize {
@@ -122,6 +142,9 @@ pub struct UserConfig {
     pub name: String,
     /// A verifier as in pg_authid (SCRAM-SHA-256$..., md5...) or a plain password.
     pub password: String,
+    /// Connections this user may hold; absent: `[proxy] max_user_connections`.
+    #[serde(default)]
+    pub max_connections: Option<usize>,
 }
 
 impl std::fmt::Debug for UserConfig {
@@ -130,6 +153,7 @@ impl std::fmt::Debug for UserConfig {
         f.debug_struct("UserConfig")
             .field("name", &self.name)
             .field("password", &"<hidden>")
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -239,6 +263,54 @@ pub struct RateLimitConfig {
     pub per: String,
     pub rate: f64,
     pub burst: u32,
+    /// Other rates for named users, addresses (or CIDR ranges), databases or tables.
+    #[serde(default)]
+    pub overrides: Vec<RateLimitOverride>,
+}
+
+/// `[[rate_limits.overrides]]`: a bucket of another size for the names it matches.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitOverride {
+    /// A user, database or table name, or a client address or CIDR range (`10.0.0.0/8`).
+    #[serde(rename = "match")]
+    pub matches: String,
+    pub rate: f64,
+    pub burst: u32,
+}
+
+/// `[tls]`: TLS for clients (cert and key) and to the shards.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain offered to clients; with `key`, clients may use TLS.
+    #[serde(default)]
+    pub cert: Option<String>,
+    /// PEM private key of `cert`.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Refuse clients that do not use TLS (28000); needs cert and key.
+    #[serde(default)]
+    pub require: bool,
+    /// TLS to the shards.
+    #[serde(default)]
+    pub shards: ShardTls,
+    /// PEM CA certificates that shard certificates must chain to (`verify-full`).
+    #[serde(default)]
+    pub shard_ca: Option<String>,
+}
+
+/// How the proxy's own connections to the shards use TLS (as libpq's sslmode).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ShardTls {
+    /// Plain TCP.
+    #[default]
+    Disable,
+    /// Encrypted; the certificate is not checked.
+    Require,
+    /// Encrypted; the certificate must chain to `shard_ca` and name the host.
+    VerifyFull,
 }
 
 /// The `[[rate_limits]] per` values the proxy knows how to bucket by.

@@ -196,7 +196,7 @@ impl Config {
                 return Err(at.err(&here("burst"), msg));
             }
         }
-        Ok(())
+        self.validate_gateway(at)
     }
 }
 
@@ -287,13 +287,13 @@ pub(super) fn position(text: &str, offset: usize) -> String {
 
 /// One step of a path into the document: a table key or an array index.
 #[derive(Clone, Copy)]
-enum Seg<'a> {
+pub(super) enum Seg<'a> {
     K(&'a str),
     I(usize),
 }
 
 /// Finds the text position of a config item, so that semantic errors can name a line.
-struct Locator<'t> {
+pub(super) struct Locator<'t> {
     text: &'t str,
     doc: Option<Spanned<DeTable<'t>>>,
 }
@@ -319,7 +319,7 @@ impl Locator<'_> {
         found.map(|v| v.span())
     }
 
-    fn err(&self, path: &[Seg<'_>], message: impl Into<String>) -> Error {
+    pub(super) fn err(&self, path: &[Seg<'_>], message: impl Into<String>) -> Error {
         let message = message.into();
         match self.span(path) {
             Some(span) => Error::config(format!("{}: {message}", position(self.text, span.start))),

@@ -26,6 +26,10 @@ pub(super) fn config() -> Config {
             gather_memory_mb: 1,
             recovery_interval_ms: 10_000,
             rebalance_step_rows: 25_000,
+            max_user_connections: 0,
+            client_idle_timeout_ms: 0,
+            idle_transaction_timeout_ms: 0,
+            statement_timeout_ms: 0,
         },
         auth: None,
         shards: (0..3)
@@ -47,6 +51,7 @@ pub(super) fn config() -> Config {
         metrics: None,
         stats: Default::default(),
         rate_limits: vec![],
+        tls: None,
     }
 }
 
