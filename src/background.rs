@@ -19,7 +19,8 @@ pub fn spawn(ctx: &Arc<Context>) {
     tokio::spawn(crate::rebalance::follow::follow(ctx.clone()));
 }
 
-/// The statistics' clock and decayed shares advance once a second.
+/// The statistics' clock and decayed shares advance once a second, and idle rate-limit
+/// buckets are forgotten.
 async fn tick(ctx: Arc<Context>) {
     while !ctx.backend.is_closed() {
         for (id, skewed) in ctx.stats.tick(&ctx.ring.load()) {
@@ -36,6 +37,7 @@ async fn tick(ctx: Arc<Context>) {
                 None => tracing::info!(shard, "shard no longer skewed"),
             }
         }
+        ctx.limits.load().sweep();
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

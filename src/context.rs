@@ -29,6 +29,10 @@ pub struct Context {
     pub clients: AtomicUsize,
     /// Connected admin console sessions (counted apart, see server.rs).
     pub admin_clients: AtomicUsize,
+    /// The `[[rate_limits]]` in force and their buckets (swapped whole on reload).
+    pub limits: ArcSwap<crate::gateway::Limiter>,
+    /// Connections per user name.
+    pub user_conns: crate::gateway::ConnCaps,
     /// The shards' database collation, which orders text when rows of several shards merge.
     pub collation: ArcSwap<Collation>,
     /// The config file, when the proxy was started from one (RELOAD and SIGHUP re-read it).
@@ -46,6 +50,7 @@ impl Context {
         let catalog = Catalog::from_config(&config);
         let stats = Arc::new(Stats::new(&config));
         let backend = Backend::new(&config, &stats)?;
+        let limits = crate::gateway::Limiter::new(&config.rate_limits);
         let ctx = Context {
             config: ArcSwap::from_pointee(config),
             // Replaced at once below, when the backend it is built over is in place.
@@ -57,6 +62,8 @@ impl Context {
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             admin_clients: AtomicUsize::new(0),
+            limits: ArcSwap::from_pointee(limits),
+            user_conns: Default::default(),
             collation: ArcSwap::from_pointee(Collation::bytewise()),
             metrics_addr: Default::default(),
             config_path: Default::default(),

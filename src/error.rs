@@ -25,8 +25,15 @@ pub enum Error {
     UnknownDatabase { database: String },
     /// Too many client connections (53300).
     TooManyConnections,
-    /// Rate limit exceeded (53400).
-    RateLimited { limit: String },
+    /// Too many connections for one user name (53300).
+    UserConnections { user: String, limit: usize },
+    /// Rate limit exceeded (53400): which limit, and what to do.
+    RateLimited { limit: String, hint: String },
+    /// The client was idle past `[proxy] client_idle_timeout_ms` (57P05) or, inside a
+    /// transaction, past `idle_transaction_timeout_ms` (25P03).
+    IdleTimeout { in_transaction: bool },
+    /// A statement ran past `[proxy] statement_timeout_ms` and was cancelled (57014).
+    StatementTimeout,
     /// Bad password (28P01).
     BadPassword { user: String },
     /// A user not listed in `[auth] admin_users` asked for the admin console (28000).
@@ -93,7 +100,15 @@ impl Error {
             Error::ShardUnavailable { .. } => "08006",
             Error::UnknownDatabase { .. } => "3D000",
             Error::PoolTimeout { .. } | Error::TooManyConnections => "53300",
+            Error::UserConnections { .. } => "53300",
             Error::RateLimited { .. } => "53400",
+            Error::IdleTimeout {
+                in_transaction: false,
+            } => "57P05",
+            Error::IdleTimeout {
+                in_transaction: true,
+            } => "25P03",
+            Error::StatementTimeout => "57014",
             Error::BadPassword { .. } => "28P01",
             Error::NotAdmin { .. } => "28000",
             Error::Protocol { .. } => "08P01",
@@ -133,6 +148,7 @@ impl Error {
                 "retry it; SHOW REBALANCE in the admin console tells how the rebalance is doing"
                     .into(),
             ),
+            Error::RateLimited { hint, .. } => Some(hint.clone()),
             Error::GatherMemory { .. } => Some(
                 "narrow the query (WHERE, fewer groups, a LIMIT with ORDER BY), or raise [proxy] gather_memory_mb"
                     .into(),
@@ -160,7 +176,21 @@ impl fmt::Display for Error {
                 write!(f, "database \"{database}\" does not exist")
             }
             Error::TooManyConnections => write!(f, "too many client connections to shardgate"),
-            Error::RateLimited { limit } => write!(f, "rate limit exceeded: {limit}"),
+            Error::UserConnections { user, limit } => write!(
+                f,
+                "too many connections for user \"{user}\" (at most {limit})"
+            ),
+            Error::RateLimited { limit, .. } => write!(f, "rate limit exceeded: {limit}"),
+            Error::IdleTimeout {
+                in_transaction: false,
+            } => write!(f, "terminating connection due to idle-session timeout"),
+            Error::IdleTimeout {
+                in_transaction: true,
+            } => write!(
+                f,
+                "terminating connection due to idle-in-transaction timeout"
+            ),
+            Error::StatementTimeout => write!(f, "canceling statement due to statement timeout"),
             Error::BadPassword { user } => {
                 write!(f, "password authentication failed for user \"{user}\"")
             }
@@ -246,7 +276,14 @@ mod tests {
         };
         assert_eq!(down.sqlstate(), "08006");
         assert!(down.to_string().contains("s1"));
-        assert_eq!(Error::RateLimited { limit: "u".into() }.sqlstate(), "53400");
+        assert_eq!(
+            Error::RateLimited {
+                limit: "u".into(),
+                hint: String::new()
+            }
+            .sqlstate(),
+            "53400"
+        );
         assert_eq!(Error::TooManyConnections.sqlstate(), "53300");
         assert_eq!(Error::BadPassword { user: "u".into() }.sqlstate(), "28P01");
         let unknown = Error::UnknownTable { table: "t".into() };

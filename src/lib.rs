@@ -13,6 +13,7 @@ pub mod context;
 pub mod demo;
 pub mod error;
 pub mod explain;
+pub mod gateway;
 pub mod gather;
 pub mod localpg;
 pub mod protocol;

@@ -102,6 +102,22 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
         ),
         ("auth", old.auth != new.auth),
         ("rate_limits", old.rate_limits != new.rate_limits),
+        (
+            "proxy.max_user_connections",
+            p.max_user_connections != q.max_user_connections,
+        ),
+        (
+            "proxy.client_idle_timeout_ms",
+            p.client_idle_timeout_ms != q.client_idle_timeout_ms,
+        ),
+        (
+            "proxy.idle_transaction_timeout_ms",
+            p.idle_transaction_timeout_ms != q.idle_transaction_timeout_ms,
+        ),
+        (
+            "proxy.statement_timeout_ms",
+            p.statement_timeout_ms != q.statement_timeout_ms,
+        ),
     ] {
         if changed {
             note(key, "applied".into());
@@ -144,6 +160,12 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
             .collect();
     }
     ctx.config.store(Arc::new(live));
+    if old.rate_limits != new.rate_limits {
+        // Sessions see the new generation at their next statement; buckets whose limit is
+        // unchanged keep their tokens.
+        let next = ctx.limits.load().reload(&new.rate_limits);
+        ctx.limits.store(Arc::new(next));
+    }
     if !added.is_empty() {
         if let Err(e) = ctx.refresh_catalog().await {
             // The shards cannot be asked now: the new tables are known, with the key types

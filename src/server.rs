@@ -63,6 +63,8 @@ struct ClientSlot {
     ctx: Arc<Context>,
     pid: Option<i32>,
     admin: bool,
+    /// The user's slot under its connection cap.
+    _user: Option<crate::gateway::UserSlot>,
 }
 
 /// Console sessions beyond max_client_connections: an operator can look in when the proxy is
@@ -191,6 +193,7 @@ where
         ctx: ctx.clone(),
         pid: None,
         admin: false,
+        _user: None,
     };
     let (counter, limit) = if admin {
         (&ctx.admin_clients, ADMIN_RESERVE)
@@ -210,6 +213,16 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         protocol::put_negotiate_protocol(&mut out, &unsupported);
+    }
+    if !admin {
+        // Counted once the client is who it says it is, as PostgreSQL counts rolconnlimit.
+        let cap = config
+            .auth
+            .as_ref()
+            .and_then(|a| a.users.iter().find(|u| u.name == user))
+            .and_then(|u| u.max_connections)
+            .unwrap_or(config.proxy.max_user_connections);
+        slot._user = Some(ctx.user_conns.acquire(user, cap)?);
     }
     protocol::put_auth_ok(&mut out);
     for (name, value) in ctx.server_params().await.iter() {

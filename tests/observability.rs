@@ -279,7 +279,7 @@ async fn the_console_answers_every_command_and_survives_bad_input() {
     assert_eq!(err.as_db_error().unwrap().code().code(), "0A000", "{err}");
     let err = admin.simple_query("SHOW HOTSPOTS 0").await.unwrap_err();
     assert_eq!(err.as_db_error().unwrap().code().code(), "42601");
-    assert_eq!(show(&admin, "SHOW HELP").await.len(), 12);
+    assert_eq!(show(&admin, "SHOW HELP").await.len(), 13);
     assert_eq!(show(&admin, "SHOW SHARDS").await.len(), 3);
 }
 

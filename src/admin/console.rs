@@ -84,7 +84,7 @@ pub async fn answer(ctx: &Arc<Context>, text: &str, out: &mut BytesMut) {
 }
 
 /// The commands, for errors and SHOW HELP.
-pub const COMMANDS: [(&str, &str); 12] = [
+pub const COMMANDS: [(&str, &str); 13] = [
     ("SHOW SHARDS", "per shard: traffic, latency, shares, skew"),
     (
         "SHOW HOTSPOTS [n]",
@@ -103,6 +103,10 @@ pub const COMMANDS: [(&str, &str); 12] = [
     (
         "SHOW REBALANCE",
         "the running or last rebalance: state, rows moved",
+    ),
+    (
+        "SHOW LIMITS",
+        "rate limits: each rule and bucket, tokens left, statements refused",
     ),
     ("SHOW HELP", "this list"),
     (
@@ -145,6 +149,7 @@ fn run(ctx: &Context, command: &str) -> Result<Table, Error> {
         "RING" => no_args(describe::ring(ctx)),
         "MEMORY" => no_args(show::memory(ctx)),
         "REBALANCE" => no_args(rebalance(ctx)),
+        "LIMITS" => no_args(super::limits::limits(ctx)),
         "HELP" => no_args(help()),
         "ROUTE" => {
             // The statement as written: everything after the word ROUTE.

@@ -91,6 +91,7 @@ pub fn render(ctx: &Context) -> String {
     o.family("shardgate_clients", "gauge", "Connected clients.");
     o.sample("shardgate_clients", &[], stats.clients.len() as f64);
     rebalance(&mut o, ctx);
+    limits(&mut o, ctx);
 
     let per_shard = |o: &mut Out, name: &str, kind: &str, help: &str, f: &dyn Fn(usize) -> f64| {
         o.family(name, kind, help);
@@ -375,6 +376,37 @@ fn rebalance(o: &mut Out, ctx: &Context) {
         &[],
         ctx.backend.fence.version.load(Relaxed) as f64,
     );
+}
+
+/// Statements refused by each rate-limit rule, and the buckets each rule keeps.
+fn limits(o: &mut Out, ctx: &Context) {
+    let limiter = ctx.limits.load();
+    o.family(
+        "shardgate_rate_limited_total",
+        "counter",
+        "Statements refused (53400) by each [[rate_limits]] rule since start.",
+    );
+    for r in &limiter.rules {
+        let refused = r.refused.load(Relaxed) as f64;
+        o.sample(
+            "shardgate_rate_limited_total",
+            &[("per", r.per.as_str())],
+            refused,
+        );
+    }
+    o.family(
+        "shardgate_rate_limit_buckets",
+        "gauge",
+        "Buckets each [[rate_limits]] rule holds now (idle full ones are forgotten).",
+    );
+    for r in &limiter.rules {
+        let n = r.buckets().len() as f64;
+        o.sample(
+            "shardgate_rate_limit_buckets",
+            &[("per", r.per.as_str())],
+            n,
+        );
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod console;
 mod describe;
 pub mod http;
+pub mod limits;
 pub mod metrics;
 mod show;
 mod table;

@@ -51,6 +51,13 @@ impl Running {
     fn keys(&self) -> Vec<CancelKey> {
         lock(&self.0).clone()
     }
+
+    /// Cancels whatever runs now on every backend of the set.
+    pub async fn cancel_all(&self) {
+        for key in self.keys() {
+            key.cancel().await;
+        }
+    }
 }
 
 /// Every connected client's (pid, secret) and what it is running. Touched at connect, at

@@ -11,6 +11,13 @@ impl Config {
     pub(super) fn validate_gateway(&self, at: &Locator<'_>) -> Result<(), Error> {
         use Seg::{I, K};
         for (i, limit) in self.rate_limits.iter().enumerate() {
+            if self.rate_limits[..i].iter().any(|l| l.per == limit.per) {
+                let msg = format!(
+                    "[[rate_limits]] per = {:?} is listed twice: give one rule per kind, with overrides for the exceptions",
+                    limit.per
+                );
+                return Err(at.err(&[K("rate_limits"), I(i), K("per")], msg));
+            }
             for (j, o) in limit.overrides.iter().enumerate() {
                 let here = |field| [K("rate_limits"), I(i), K("overrides"), I(j), K(field)];
                 if !(o.rate > 0.0 && o.rate.is_finite()) {

@@ -50,6 +50,10 @@ pub(super) enum Recv {
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Runs every statement of a query string; one ReadyForQuery follows (sent by the caller).
     pub(super) async fn run_plan(&mut self, text: &str, plan: &QueryPlan) -> Step {
+        if let Err(e) = self.limit_plan(plan) {
+            self.fail(&e)?;
+            return Ok(());
+        }
         if let Err(e) = self.gate_plan(plan).await {
             self.fail(&e)?;
             return Ok(());
@@ -475,8 +479,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
+            let deadline = self.deadline;
+            // Biased: a frame already buffered returns without arming the timer.
             tokio::select! {
+                biased;
                 r = conn.recv() => return Ok(match r {
+                    Ok(f) if self.timed_out => Recv::Frame(super::timeout::timeout_error(f)),
                     Ok(f) => Recv::Frame(f),
                     Err(e) => Recv::Broken(e),
                 }),
@@ -485,6 +493,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         conn.cancel().await;
                         conn.broken = true;
                         return Err(Gone);
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    if !self.deadline_passed() {
+                        conn.broken = true;
+                        return Ok(Recv::Broken(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to the statement timeout's cancel",
+                        )));
                     }
                 }
             }
@@ -509,6 +526,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             shard: self.ctx.backend.name(shard).to_owned(),
             detail: format!("connection lost: {e}"),
         }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    if let Some(d) = deadline {
+        tokio::time::sleep_until(d).await;
     }
 }
 

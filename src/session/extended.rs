@@ -98,7 +98,20 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
         let frames = std::mem::take(&mut self.batch);
-        if let Err(e) = self.gate_batch(&frames).await {
+        if !self.timed_out {
+            // Each batch sent is a statement to PostgreSQL's statement_timeout too.
+            self.arm_statement_timeout();
+        }
+        let admitted = match self.ext_skipping {
+            // A batch already failing runs nothing up to its Sync, so it takes no tokens.
+            true => Ok(()),
+            false => self.limit_batch(&frames),
+        };
+        let admitted = match admitted {
+            Ok(()) => self.gate_batch(&frames).await,
+            refused => refused,
+        };
+        if let Err(e) = admitted {
             // As any refusal in a batch: the error, then nothing up to Sync.
             let _ = self.fail(&e);
             self.ext_skipping = true;

@@ -10,7 +10,9 @@ mod ext_gather;
 mod extended;
 mod gate;
 mod gather;
+mod limit;
 mod settings;
+mod timeout;
 mod txn;
 
 use crate::backend::{PooledConn, Running};
@@ -90,6 +92,12 @@ pub struct Session<S> {
     began: Option<Instant>,
     /// The widest route of the request's statements so far.
     kind: std::sync::atomic::AtomicU8,
+    /// This client's rate-limit buckets.
+    limits: crate::gateway::SessionLimits,
+    /// When the request now running passes `[proxy] statement_timeout_ms`.
+    deadline: Option<tokio::time::Instant>,
+    /// The statement timeout fired and the shards were asked to cancel.
+    timed_out: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -101,7 +109,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         running: Arc<Running>,
         me: Arc<Client>,
     ) -> Self {
+        let limits = crate::gateway::SessionLimits::new(&me.user, &me.database, me.addr.ip());
         Session {
+            limits,
+            deadline: None,
+            timed_out: false,
             plans_version: ctx.catalog_version.load(Ordering::Acquire),
             ctx,
             client,
@@ -143,13 +155,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     async fn serve(&mut self) -> Step {
         loop {
-            let frame = match self.client.next().await {
+            let frame = match self.idle_limit() {
+                None => self.client.next().await,
+                Some((limit, in_transaction)) => {
+                    match tokio::time::timeout(limit, self.client.next()).await {
+                        Ok(next) => next,
+                        Err(_) => {
+                            let err = Error::IdleTimeout { in_transaction };
+                            protocol::put_fatal(&mut self.out, &err);
+                            let _ = self.flush().await;
+                            return Err(Gone);
+                        }
+                    }
+                }
+            };
+            let frame = match frame {
                 Ok(Some(f)) => f,
                 _ => return Err(Gone),
             };
             if self.began.is_none() {
                 self.began = Some(Instant::now());
                 self.me.set_state(State::Active);
+                self.arm_statement_timeout();
             }
             match frame.tag {
                 b'Q' => self.on_query(&frame).await?,
@@ -234,6 +261,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         protocol::put_ready(&mut self.out, status);
         self.ticket = None;
+        self.deadline = None;
+        self.timed_out = false;
         if let Some(began) = self.began.take() {
             let kind = RouteKind::from_index(self.kind.swap(0, Ordering::Relaxed));
             self.ctx.stats.request(kind, began.elapsed());
