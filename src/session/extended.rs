@@ -319,6 +319,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
         }
         let expects = self.build(&msgs, refused_at, sync, &mut conn);
+        // A CancelRequest (or the statement timeout) reaches the Executes of this run too.
+        let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
         if let Err(e) = conn.flush().await {
             return self.batch_broken(shard, conn, e).await;
         }

@@ -1,0 +1,192 @@
+//! Connection caps and the proxy's timeouts, through real clients: max_client_connections and
+//! per-user caps refuse with 53300 and free their slots; idle clients are disconnected (57P05,
+//! 25P03 with the transaction rolled back); a statement past statement_timeout_ms is cancelled
+//! on its shards (57014) and the connection stays usable.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::proxy::{eventually, value, Proxy};
+use support::Shards;
+use tokio::task::JoinHandle;
+use tokio_postgres::{Client, NoTls};
+
+const TABLES: &str = "[[tables]]\nname = \"users\"\nshard_key = \"id\"\n";
+
+/// A client as `user`, with the connection task's outcome (how the server ended it).
+async fn connect(
+    proxy: &Proxy,
+    user: &str,
+    db: &str,
+) -> Result<(Client, JoinHandle<Result<(), tokio_postgres::Error>>), tokio_postgres::Error> {
+    let url = format!(
+        "host=127.0.0.1 port={} user={user} dbname={db}",
+        proxy.addr.port()
+    );
+    let (client, conn) = tokio_postgres::connect(&url, NoTls).await?;
+    Ok((client, tokio::spawn(conn)))
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| d.code().code().to_owned())
+        .unwrap_or_else(|| format!("not a server error: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_caps_refuse_with_53300_and_free_their_slots() {
+    let shards = Shards::databases(2).await;
+    let opts = "pool_size = 4\nmax_client_connections = 3\nmax_user_connections = 2";
+    let proxy = Proxy::start_with(&shards.urls(), opts, TABLES).await;
+    let (a1, _) = connect(&proxy, "alice", "app").await.unwrap();
+    let (a2, _) = connect(&proxy, "alice", "app").await.unwrap();
+    let err = connect(&proxy, "alice", "app").await.unwrap_err();
+    assert_eq!(code(&err), "53300");
+    let msg = err.as_db_error().unwrap().message();
+    assert_eq!(msg, "too many connections for user \"alice\" (at most 2)");
+    let (b1, _) = connect(&proxy, "bob", "app").await.unwrap();
+    let err = connect(&proxy, "carol", "app").await.unwrap_err();
+    assert_eq!(code(&err), "53300");
+    let msg = err.as_db_error().unwrap().message();
+    assert!(msg.contains("too many client connections"), "{msg}");
+    // The console has its own reserve when the proxy is full.
+    let (admin, _) = connect(&proxy, "postgres", "shardgate").await.unwrap();
+    admin.simple_query("SHOW CLIENTS").await.unwrap();
+    // Slots come back when clients leave.
+    drop(a1);
+    assert!(
+        eventually(5, || async {
+            connect(&proxy, "alice", "app").await.is_ok()
+        })
+        .await,
+        "alice's slot did not come back"
+    );
+    for c in [&a2, &b1] {
+        assert_eq!(value(c, "SELECT 1").await, "1");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_clients_are_disconnected_and_their_transactions_rolled_back() {
+    let shards = Shards::databases(2).await;
+    let opts = "pool_size = 4\nclient_idle_timeout_ms = 400\nidle_transaction_timeout_ms = 600";
+    let proxy = Proxy::start_with(&shards.urls(), opts, TABLES).await;
+    let (setup, _) = connect(&proxy, "postgres", "app").await.unwrap();
+    setup
+        .batch_execute("CREATE TABLE users (id int PRIMARY KEY, name text)")
+        .await
+        .unwrap();
+
+    // Busy clients are not idle: statements every 200 ms for over a second.
+    let (busy, busy_conn) = connect(&proxy, "postgres", "app").await.unwrap();
+    for _ in 0..7 {
+        busy.simple_query("SELECT 1").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(!busy_conn.is_finished());
+
+    let (idle, idle_conn) = connect(&proxy, "postgres", "app").await.unwrap();
+    idle.simple_query("SELECT 1").await.unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), idle_conn)
+        .await
+        .expect("the idle client was not disconnected")
+        .unwrap();
+    assert_eq!(code(&ended.unwrap_err()), "57P05");
+    assert!(idle.simple_query("SELECT 1").await.is_err());
+
+    let (txn, txn_conn) = connect(&proxy, "postgres", "app").await.unwrap();
+    txn.batch_execute("BEGIN; INSERT INTO users VALUES (1, 'uncommitted')")
+        .await
+        .unwrap();
+    let began = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(5), txn_conn)
+        .await
+        .expect("the idle transaction was not ended")
+        .unwrap();
+    assert_eq!(code(&ended.unwrap_err()), "25P03");
+    assert!(
+        began.elapsed() >= Duration::from_millis(550),
+        "ended too soon"
+    );
+    // The setup client idled out long ago: a fresh one looks.
+    let (check, _) = connect(&proxy, "postgres", "app").await.unwrap();
+    assert_eq!(
+        value(&check, "SELECT count(*) FROM users").await,
+        "0",
+        "the idle transaction's insert survived"
+    );
+    // Its shard connection went back clean: the row lock is gone.
+    check
+        .batch_execute("INSERT INTO users VALUES (1, 'committed')")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_past_the_timeout_is_cancelled_on_its_shards() {
+    let shards = Shards::databases(2).await;
+    let opts = "pool_size = 4\nstatement_timeout_ms = 500";
+    let proxy = Proxy::start_with(&shards.urls(), opts, TABLES).await;
+    let (c, _) = connect(&proxy, "postgres", "app").await.unwrap();
+    c.batch_execute("CREATE TABLE users (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (1..=20).map(|i| format!("({i})")).collect();
+    c.batch_execute(&format!("INSERT INTO users VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+
+    let timed = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let began = Instant::now();
+            let err = c.simple_query(sql).await.unwrap_err();
+            (err, began.elapsed())
+        }
+    };
+    for sql in [
+        // One shard.
+        "SELECT pg_sleep(5)",
+        "SELECT pg_sleep(5) FROM users WHERE id = 3",
+        // Every shard, through the gather.
+        "SELECT count(*) FROM users WHERE pg_sleep(1) IS NOT NULL",
+    ] {
+        let (err, took) = timed(sql).await;
+        assert_eq!(code(&err), "57014", "{sql}: {err}");
+        let msg = err.as_db_error().unwrap().message().to_owned();
+        assert_eq!(msg, "canceling statement due to statement timeout", "{sql}");
+        assert!(took < Duration::from_secs(3), "{sql} took {took:?}");
+        assert_eq!(value(&c, "SELECT count(*) FROM users").await, "20");
+    }
+    // The extended protocol, and inside a transaction (which the error aborts, as in
+    // PostgreSQL).
+    let err = c
+        .query("SELECT pg_sleep($1::float8)", &[&5.0f64])
+        .await
+        .unwrap_err();
+    assert_eq!(code(&err), "57014");
+    // A client's own CancelRequest reaches an extended-protocol statement too.
+    let token = c.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        token.cancel_query(NoTls).await.unwrap();
+    });
+    let err = c
+        .query("SELECT pg_sleep($1::float8)", &[&5.0f64])
+        .await
+        .unwrap_err();
+    cancel.await.unwrap();
+    let msg = err.as_db_error().unwrap().message().to_owned();
+    assert_eq!(msg, "canceling statement due to user request");
+    c.batch_execute("BEGIN").await.unwrap();
+    let err = c.simple_query("SELECT pg_sleep(5)").await.unwrap_err();
+    assert_eq!(code(&err), "57014");
+    let err = c.simple_query("SELECT 1").await.unwrap_err();
+    assert_eq!(code(&err), "25P02");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    // Statements under the limit are untouched, also one after another in a request.
+    assert_eq!(value(&c, "SELECT pg_sleep(0.3)::text || 'ok'").await, "ok");
+    c.batch_execute("SELECT pg_sleep(0.3); SELECT pg_sleep(0.1)")
+        .await
+        .unwrap();
+}
