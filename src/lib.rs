@@ -4,6 +4,7 @@
 //! the proxy in-process.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 mod background;
 pub mod catalog;
