@@ -2,6 +2,7 @@
 //! client to a session.
 
 use crate::backend::Running;
+use crate::config::AuthMethod;
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, FrameReader};
@@ -210,6 +211,19 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         protocol::put_negotiate_protocol(&mut out, &unsupported);
+    }
+    if let Some(auth) = config
+        .auth
+        .as_ref()
+        .filter(|a| a.method != AuthMethod::Trust)
+    {
+        // NegotiateProtocolVersion comes before the authentication request.
+        if !out.is_empty() {
+            w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
+            out.clear();
+        }
+        let users = ctx.users.load_full();
+        crate::auth::authenticate(&users, auth.method, user, reader, w).await?;
     }
     protocol::put_auth_ok(&mut out);
     for (name, value) in ctx.server_params().await.iter() {
