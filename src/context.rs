@@ -41,6 +41,9 @@ pub struct Context {
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// The online rebalance: its gate for sessions and its progress.
     pub rebalance: crate::rebalance::Rebalance,
+    /// The users of `[auth]` with their parsed passwords; replaced on a reload that changes
+    /// `[auth]`, so clients already in keep their sessions.
+    pub users: ArcSwap<crate::auth::Users>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -68,6 +71,8 @@ impl Context {
             metrics_addr: Default::default(),
             config_path: Default::default(),
             rebalance: Default::default(),
+            // Nobody until `start` puts the config's users here: an empty list fails closed.
+            users: ArcSwap::from_pointee(crate::auth::Users::default()),
             server_params: Mutex::new(None),
         };
         // The backend's ids are the config's order, so this is the config's ring.

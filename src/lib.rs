@@ -4,6 +4,7 @@
 //! the proxy in-process.
 
 pub mod admin;
+pub mod auth;
 pub mod backend;
 mod background;
 pub mod catalog;
@@ -26,7 +27,7 @@ pub mod session;
 pub mod stats;
 pub mod top;
 
-use config::{AuthMethod, Config};
+use config::Config;
 use context::Context;
 use error::Error;
 use server::Server;
@@ -37,7 +38,7 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     if config.auth.is_none() {
         tracing::warn!("no [auth] section: every client is trusted");
     }
-    check_auth(&config)?;
+    let users = check_auth(&config)?;
     // The shards' journal says where rows are; a rebalance a crash cut short is finished or
     // rolled back here, before any client is served.
     // Serving before an interrupted switch is settled could route by the wrong placement
@@ -73,6 +74,7 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         );
     }
     let ctx = Context::new(boot)?;
+    ctx.users.store(Arc::new(users));
     ctx.backend
         .fence
         .version
@@ -100,12 +102,8 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
     Ok((ctx, server))
 }
 
-/// The client authentication this version serves: trust only, refused loudly otherwise.
-pub fn check_auth(config: &Config) -> Result<(), Error> {
-    match config.auth.as_ref().map(|a| a.method) {
-        None | Some(AuthMethod::Trust) => Ok(()),
-        Some(other) => Err(Error::config(format!(
-            "[auth] method {other:?} is not supported by this version yet; use \"trust\""
-        ))),
-    }
+/// The users of `[auth]` with their passwords parsed: a malformed verifier is a config error
+/// naming its user.
+pub fn check_auth(config: &Config) -> Result<auth::Users, Error> {
+    auth::Users::new(config.auth.as_ref())
 }

@@ -55,8 +55,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Next complete frame; `Ok(None)` on a clean end of stream between frames.
     pub async fn next(&mut self) -> io::Result<Option<Frame>> {
+        self.next_within(MAX_MESSAGE_LEN).await
+    }
+
+    /// As `next`, refusing a message longer than `max` bytes before buffering it (for clients
+    /// not yet authenticated).
+    pub async fn next_within(&mut self, max: usize) -> io::Result<Option<Frame>> {
         loop {
-            if let Some(frame) = self.try_frame()? {
+            if let Some(frame) = self.frame_within(max)? {
                 return Ok(Some(frame));
             }
             if self.inner.read_buf(&mut self.buf).await? == 0 {
@@ -74,11 +80,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// A frame if one is already buffered, without reading.
     pub fn try_frame(&mut self) -> io::Result<Option<Frame>> {
+        self.frame_within(MAX_MESSAGE_LEN)
+    }
+
+    fn frame_within(&mut self, max: usize) -> io::Result<Option<Frame>> {
         if self.buf.len() < 5 {
             return Ok(None);
         }
         let len = i32::from_be_bytes([self.buf[1], self.buf[2], self.buf[3], self.buf[4]]);
-        if len < 4 || len as usize > MAX_MESSAGE_LEN {
+        if len < 4 || len as usize > max {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!("invalid message length {len}"),
@@ -287,6 +297,30 @@ pub fn put_empty_query(out: &mut BytesMut) {
 
 pub fn put_auth_ok(out: &mut BytesMut) {
     encode(out, &Authentication::Ok);
+}
+
+/// AuthenticationSASL offering these mechanisms.
+pub fn put_auth_sasl(out: &mut BytesMut, mechanisms: &[&str]) {
+    let list = mechanisms.iter().map(|m| m.to_string()).collect();
+    encode(out, &Authentication::SASL(list));
+}
+
+pub fn put_auth_sasl_continue(out: &mut BytesMut, data: &[u8]) {
+    encode(
+        out,
+        &Authentication::SASLContinue(Bytes::copy_from_slice(data)),
+    );
+}
+
+pub fn put_auth_sasl_final(out: &mut BytesMut, data: &[u8]) {
+    encode(
+        out,
+        &Authentication::SASLFinal(Bytes::copy_from_slice(data)),
+    );
+}
+
+pub fn put_auth_md5(out: &mut BytesMut, salt: [u8; 4]) {
+    encode(out, &Authentication::MD5Password(salt.to_vec()));
 }
 
 pub fn put_parameter_status(out: &mut BytesMut, name: &str, value: &str) {

@@ -39,7 +39,8 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
             "wait until SHOW REBALANCE says done, then RELOAD again",
         ));
     }
-    crate::check_auth(&new)?;
+    // Built before anything changes: a malformed verifier leaves the running config in place.
+    let users = ctx.users.load().rebuild(new.auth.as_ref())?;
     // Every url is checked before anything changes, so a bad one cannot leave a half-applied
     // reload behind.
     for s in &new.shards {
@@ -158,6 +159,9 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
                 a
             })
             .collect();
+    }
+    if old.auth != new.auth {
+        ctx.users.store(Arc::new(users));
     }
     ctx.config.store(Arc::new(live));
     if old.rate_limits != new.rate_limits {

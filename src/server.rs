@@ -2,6 +2,7 @@
 //! client to a session.
 
 use crate::backend::Running;
+use crate::config::AuthMethod;
 use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, FrameReader};
@@ -173,16 +174,9 @@ where
     let database = get("database").unwrap_or(user);
     let config = ctx.config.load();
     let admin = database == "shardgate";
-    if admin {
-        // Without [auth] every client is trusted, for the console too.
-        if let Some(auth) = &config.auth {
-            if !auth.admin_users.iter().any(|u| u == user) {
-                return Err(Error::NotAdmin {
-                    user: user.to_owned(),
-                });
-            }
-        }
-    } else if let Some(only) = &config.proxy.database {
+    // Who may use the console is checked after authentication, below: asking first would
+    // tell anyone who connects which names are admins.
+    if let Some(only) = config.proxy.database.as_ref().filter(|_| !admin) {
         if only != database {
             return Err(Error::UnknownDatabase {
                 database: database.to_owned(),
@@ -213,6 +207,27 @@ where
             .map(|(k, _)| k.clone())
             .collect();
         protocol::put_negotiate_protocol(&mut out, &unsupported);
+    }
+    if let Some(auth) = config
+        .auth
+        .as_ref()
+        .filter(|a| a.method != AuthMethod::Trust)
+    {
+        // NegotiateProtocolVersion comes before the authentication request.
+        if !out.is_empty() {
+            w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
+            out.clear();
+        }
+        let users = ctx.users.load_full();
+        crate::auth::authenticate(&users, auth.method, user, reader, w).await?;
+    }
+    // Without [auth] every client is trusted, for the console too.
+    if let Some(auth) = config.auth.as_ref().filter(|_| admin) {
+        if !auth.admin_users.iter().any(|u| u == user) {
+            return Err(Error::NotAdmin {
+                user: user.to_owned(),
+            });
+        }
     }
     if !admin {
         // Counted once the client is who it says it is, as PostgreSQL counts rolconnlimit.
