@@ -23,6 +23,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod top;
 
 use config::{AuthMethod, Config};
