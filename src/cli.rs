@@ -10,6 +10,7 @@ use std::path::Path;
 /// `shardgate check`: validates the config and prints how the ring divides the key space.
 pub fn check(path: &Path) -> Result<(), Error> {
     let config = Config::load(path)?;
+    crate::check_tls(&config)?;
     let ring = Ring::new(&config.shards, config.proxy.vnodes);
     println!("{}: ok", path.display());
     println!(

@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::gather::collate::Collation;
 use crate::ring::Ring;
 use crate::stats::Stats;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -37,6 +37,9 @@ pub struct Context {
     pub metrics_addr: std::sync::OnceLock<std::net::SocketAddr>,
     /// The online rebalance: its gate for sessions and its progress.
     pub rebalance: crate::rebalance::Rebalance,
+    /// TLS offered to clients (`[tls]` cert and key); RELOAD swaps it, so new connections get
+    /// renewed files and open ones keep theirs.
+    pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -46,6 +49,7 @@ impl Context {
         let catalog = Catalog::from_config(&config);
         let stats = Arc::new(Stats::new(&config));
         let backend = Backend::new(&config, &stats)?;
+        let acceptor = crate::tls::acceptor(config.tls.as_ref())?;
         let ctx = Context {
             config: ArcSwap::from_pointee(config),
             // Replaced at once below, when the backend it is built over is in place.
@@ -61,6 +65,7 @@ impl Context {
             metrics_addr: Default::default(),
             config_path: Default::default(),
             rebalance: Default::default(),
+            tls_acceptor: ArcSwapOption::new(acceptor.map(Arc::new)),
             server_params: Mutex::new(None),
         };
         // The backend's ids are the config's order, so this is the config's ring.
