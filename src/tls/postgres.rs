@@ -40,8 +40,8 @@ pub fn prefer(cfg: &mut tokio_postgres::Config) -> Result<MakeRustls, crate::err
     Ok(MakeRustls(config))
 }
 
-/// tokio-postgres's connector: TLS with this client config (`None` only while the config
-/// disables TLS, when tokio-postgres never asks for it).
+/// tokio-postgres's connector: TLS with this client config (`None` while the config disables
+/// TLS, when tokio-postgres still makes a `TlsConnect` but never runs it).
 #[derive(Clone)]
 pub struct MakeRustls(Option<Arc<ClientConfig>>);
 
@@ -54,22 +54,17 @@ where
     type Error = io::Error;
 
     fn make_tls_connect(&mut self, host: &str) -> io::Result<RustlsConnect> {
-        let config = self.0.clone().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::Unsupported, "TLS is disabled for this shard")
-        })?;
+        let Some(config) = self.0.clone() else {
+            return Ok(RustlsConnect(None));
+        };
         let name = ServerName::try_from(host.to_owned())
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-        Ok(RustlsConnect {
-            connector: TlsConnector::from(config),
-            name,
-        })
+        Ok(RustlsConnect(Some((TlsConnector::from(config), name))))
     }
 }
 
-pub struct RustlsConnect {
-    connector: TlsConnector,
-    name: ServerName<'static>,
-}
+/// A handshake to make, with the name to check; `None` when TLS is disabled.
+pub struct RustlsConnect(Option<(TlsConnector, ServerName<'static>)>);
 
 impl<S> TlsConnect<S> for RustlsConnect
 where
@@ -81,7 +76,11 @@ where
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            let tls = self.connector.connect(self.name, stream).await?;
+            let Some((connector, name)) = self.0 else {
+                let disabled = "TLS is disabled for this connection";
+                return Err(io::Error::new(io::ErrorKind::Unsupported, disabled));
+            };
+            let tls = connector.connect(name, stream).await?;
             Ok(RustlsStream(Box::new(tls)))
         })
     }

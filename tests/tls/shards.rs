@@ -198,4 +198,13 @@ async fn a_shard_without_tls_is_an_error_that_names_it() {
         m.contains("shard \"s0\"") && m.contains("does not offer it"),
         "{m}"
     );
+    // tokio-postgres (rebalance, journal): plain without [tls], refused with it.
+    let config = proxy.ctx.config.load_full();
+    let (shard, timeout) = (&config.shards[0], Duration::from_secs(5));
+    let plan = shardgate::rebalance::plan::connect;
+    plan(shard, None, timeout)
+        .await
+        .expect("plain when TLS is off");
+    let e = plan(shard, config.tls.as_ref(), timeout).await.err();
+    assert!(e.is_some(), "connected in clear although TLS is required");
 }
