@@ -11,6 +11,7 @@ use std::path::Path;
 pub fn check(path: &Path) -> Result<(), Error> {
     let config = Config::load(path)?;
     crate::check_auth(&config)?;
+    crate::check_tls(&config)?;
     let ring = Ring::new(&config.shards, config.proxy.vnodes);
     println!("{}: ok", path.display());
     println!(

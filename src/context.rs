@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::gather::collate::Collation;
 use crate::ring::Ring;
 use crate::stats::Stats;
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -44,6 +44,9 @@ pub struct Context {
     /// The users of `[auth]` with their parsed passwords; replaced on a reload that changes
     /// `[auth]`, so clients already in keep their sessions.
     pub users: ArcSwap<crate::auth::Users>,
+    /// TLS offered to clients (`[tls]` cert and key); RELOAD swaps it, so new connections get
+    /// renewed files and open ones keep theirs.
+    pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }
@@ -54,6 +57,7 @@ impl Context {
         let stats = Arc::new(Stats::new(&config));
         let backend = Backend::new(&config, &stats)?;
         let limits = crate::gateway::Limiter::new(&config.rate_limits);
+        let acceptor = crate::tls::acceptor(config.tls.as_ref())?;
         let ctx = Context {
             config: ArcSwap::from_pointee(config),
             // Replaced at once below, when the backend it is built over is in place.
@@ -73,6 +77,7 @@ impl Context {
             rebalance: Default::default(),
             // Nobody until `start` puts the config's users here: an empty list fails closed.
             users: ArcSwap::from_pointee(crate::auth::Users::default()),
+            tls_acceptor: ArcSwapOption::new(acceptor.map(Arc::new)),
             server_params: Mutex::new(None),
         };
         // The backend's ids are the config's order, so this is the config's ring.

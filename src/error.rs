@@ -38,6 +38,8 @@ pub enum Error {
     BadPassword { user: String },
     /// A user not listed in `[auth] admin_users` asked for the admin console (28000).
     NotAdmin { user: String },
+    /// `[tls] require = true` and the client started without TLS (28000).
+    TlsRequired,
     /// The client broke the wire protocol (08P01).
     Protocol { message: String },
     /// Input that is not valid UTF-8 (22021).
@@ -110,7 +112,7 @@ impl Error {
             } => "25P03",
             Error::StatementTimeout => "57014",
             Error::BadPassword { .. } => "28P01",
-            Error::NotAdmin { .. } => "28000",
+            Error::NotAdmin { .. } | Error::TlsRequired => "28000",
             Error::Protocol { .. } => "08P01",
             Error::Encoding => "22021",
             Error::UnknownStatement { .. } => "26000",
@@ -198,6 +200,7 @@ impl fmt::Display for Error {
                 f,
                 "user \"{user}\" may not use the shardgate admin console (not in [auth] admin_users)"
             ),
+            Error::TlsRequired => write!(f, "TLS is required: connect with sslmode=require"),
             Error::Protocol { message } => write!(f, "protocol violation: {message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
             Error::UnknownStatement { name } => {

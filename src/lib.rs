@@ -25,6 +25,7 @@ pub mod router;
 pub mod server;
 pub mod session;
 pub mod stats;
+pub mod tls;
 pub mod top;
 
 use config::Config;
@@ -39,6 +40,7 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         tracing::warn!("no [auth] section: every client is trusted");
     }
     let users = check_auth(&config)?;
+    check_tls(&config)?;
     // The shards' journal says where rows are; a rebalance a crash cut short is finished or
     // rolled back here, before any client is served.
     // Serving before an interrupted switch is settled could route by the wrong placement
@@ -100,6 +102,18 @@ pub async fn start(config: Config) -> Result<(Arc<Context>, Server), Error> {
         rebalance::start(&ctx, config)?;
     }
     Ok((ctx, server))
+}
+
+/// Reads every file `[tls]` names and prepares each shard's TLS (its name for verify-full, a
+/// url's sslmode), so that a bad certificate, key or CA stops `shardgate check` and start-up
+/// rather than the first connection.
+pub fn check_tls(config: &Config) -> Result<(), Error> {
+    tls::acceptor(config.tls.as_ref())?;
+    for s in &config.shards {
+        let tls = config.tls.as_ref();
+        backend::ShardTarget::from_url(&s.name, &s.url, tls, std::time::Duration::ZERO)?;
+    }
+    Ok(())
 }
 
 /// The users of `[auth]` with their passwords parsed: a malformed verifier is a config error

@@ -53,6 +53,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// A reader whose first bytes were already read from `inner` (into `buf`).
+    pub fn with_buffer(inner: R, mut buf: BytesMut) -> Self {
+        buf.reserve(16 * 1024);
+        FrameReader { inner, buf }
+    }
+
     /// Next complete frame; `Ok(None)` on a clean end of stream between frames.
     pub async fn next(&mut self) -> io::Result<Option<Frame>> {
         self.next_within(MAX_MESSAGE_LEN).await

@@ -41,16 +41,25 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
     }
     // Built before anything changes: a malformed verifier leaves the running config in place.
     let users = ctx.users.load().rebuild(new.auth.as_ref())?;
-    // Every url is checked before anything changes, so a bad one cannot leave a half-applied
-    // reload behind.
+    // The certificate files are read again even when [tls] is unchanged: renewing them and
+    // reloading is how a certificate is rotated.
+    let acceptor = crate::tls::acceptor(new.tls.as_ref())?;
+    // Every url (and the TLS each is reached with) is checked before anything changes, so a bad
+    // one cannot leave a half-applied reload behind.
     for s in &new.shards {
-        crate::backend::ShardTarget::from_url(&s.name, &s.url, std::time::Duration::ZERO)?;
+        let tls = new.tls.as_ref();
+        crate::backend::ShardTarget::from_url(&s.name, &s.url, tls, std::time::Duration::ZERO)?;
     }
     let mut out = Outcome::default();
     let mut note = |k: &str, v: String| out.changes.push((k.to_owned(), v));
     let (p, q) = (&old.proxy, &new.proxy);
-    let pools_rebuilt =
-        p.connect_timeout_ms != q.connect_timeout_ms || p.pool_timeout_ms != q.pool_timeout_ms;
+    let shard_tls = |c: &Config| c.tls.as_ref().map(|t| (t.shards, t.shard_ca.clone()));
+    let shard_tls_changed =
+        shard_tls(&old).unwrap_or_default() != shard_tls(&new).unwrap_or_default();
+    let pools_rebuilt = p.connect_timeout_ms != q.connect_timeout_ms
+        || p.pool_timeout_ms != q.pool_timeout_ms
+        || shard_tls_changed;
+    ctx.backend.set_tls(new.tls.clone());
     // Shards are matched by name: ids keep their first order while rebalances add shards.
     for b in &new.shards {
         let (Some(a), Some(id)) = (
@@ -70,10 +79,12 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
         }
     }
     if pools_rebuilt {
-        note(
-            "proxy.connect_timeout_ms / pool_timeout_ms",
-            "applied: every pool was rebuilt".into(),
-        );
+        let what = if shard_tls_changed {
+            "tls.shards / shard_ca"
+        } else {
+            "proxy.connect_timeout_ms / pool_timeout_ms"
+        };
+        note(what, "applied: every pool was rebuilt".into());
     } else if p.pool_size != q.pool_size {
         ctx.backend.resize_pools(q.pool_size);
     }
@@ -102,6 +113,7 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
             p.rebalance_step_rows != q.rebalance_step_rows,
         ),
         ("auth", old.auth != new.auth),
+        ("tls", old.tls != new.tls),
         ("rate_limits", old.rate_limits != new.rate_limits),
         (
             "proxy.max_user_connections",
@@ -163,6 +175,8 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
     if old.auth != new.auth {
         ctx.users.store(Arc::new(users));
     }
+    // Before the config, so a client never finds `require` without the certificate to offer.
+    ctx.tls_acceptor.store(acceptor.map(Arc::new));
     ctx.config.store(Arc::new(live));
     if old.rate_limits != new.rate_limits {
         // Sessions see the new generation at their next statement; buckets whose limit is

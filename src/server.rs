@@ -7,6 +7,7 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, FrameReader};
 use crate::session::Session;
+use crate::tls;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -88,8 +89,15 @@ impl Drop for ClientSlot {
 
 async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
-    let (r, mut w) = tokio::io::split(stream);
-    let mut reader = FrameReader::new(r);
+    // SSLRequest is answered on the raw socket, so that nothing read in clear can be taken for
+    // what the client sends inside TLS.
+    let acceptor = ctx.tls_acceptor.load_full();
+    let require = ctx.config.load().tls.as_ref().is_some_and(|t| t.require);
+    let Some(start) = tls::negotiate(stream, acceptor.as_deref(), require).await else {
+        return;
+    };
+    let (r, mut w) = tokio::io::split(start.stream);
+    let mut reader = FrameReader::with_buffer(r, start.buffered);
     match startup(&ctx, &mut reader, &mut w).await {
         Ok(Some(started)) => {
             let get = |k: &str| {
@@ -134,7 +142,8 @@ struct Started {
     admin: bool,
 }
 
-/// The startup phase: SSL/GSS refusal, the startup packet, authentication, parameters.
+/// The startup phase: the startup packet, authentication, parameters (SSL and GSS requests
+/// were answered by `tls::negotiate`).
 /// `Ok(None)` when the client went away (or sent a cancel request).
 async fn startup<R, W>(
     ctx: &Arc<Context>,
@@ -151,9 +160,10 @@ where
             return Ok(None);
         };
         match code {
-            // TLS arrives with the gateway work; until then say no, and libpq goes on in clear.
+            // Only a client already inside TLS asks here; it is told no.
             protocol::SSL_REQUEST_CODE | protocol::GSSENC_REQUEST_CODE => {
                 w.write_all(b"N").await.map_err(|_| protocol_err("write"))?;
+                w.flush().await.map_err(|_| protocol_err("write"))?;
             }
             protocol::CANCEL_REQUEST_CODE => {
                 if let (Some(pid), Some(secret)) =
@@ -252,6 +262,8 @@ where
     protocol::put_backend_key(&mut out, pid, secret);
     protocol::put_ready(&mut out, b'I');
     w.write_all(&out).await.map_err(|_| protocol_err("write"))?;
+    // TLS may hold back what the socket would not take yet.
+    w.flush().await.map_err(|_| protocol_err("write"))?;
     Ok(Some(Started {
         params,
         running,

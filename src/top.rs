@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::io::{IsTerminal, Write as _};
 use std::time::{Duration, Instant};
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 pub struct Options {
     pub host: String,
@@ -70,7 +70,12 @@ pub async fn run(opts: Options) -> Result<(), Error> {
         "host={} port={} user={} dbname=shardgate connect_timeout=10",
         opts.host, opts.port, opts.user
     );
-    let (client, connection) = tokio_postgres::connect(&conn, NoTls).await.map_err(|e| {
+    let mut cfg: tokio_postgres::Config = conn
+        .parse()
+        .map_err(|e| Error::config(format!("bad console address: {e}")))?;
+    // A proxy with [tls] require = true takes only TLS clients.
+    let tls = crate::tls::postgres::prefer(&mut cfg)?;
+    let (client, connection) = cfg.connect(tls).await.map_err(|e| {
         Error::config(format!(
             "cannot reach the admin console at {}:{}: {e}",
             opts.host, opts.port

@@ -55,10 +55,12 @@ pub async fn serve<S: AsyncRead + AsyncWrite>(
                 };
                 protocol::put_fatal(&mut out, &e);
                 let _ = writer.write_all(&out).await;
+                let _ = writer.flush().await;
                 return;
             }
         }
-        if writer.write_all(&out).await.is_err() {
+        // The flush sends what TLS held back.
+        if writer.write_all(&out).await.is_err() || writer.flush().await.is_err() {
             return;
         }
         out.clear();

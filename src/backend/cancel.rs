@@ -2,6 +2,7 @@
 //! client is running a statement on, so a client's CancelRequest reaches the right backends.
 
 use crate::protocol;
+use crate::tls::ShardConnector;
 use bytes::{BufMut, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,9 +12,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// What PostgreSQL needs to cancel one backend's running statement.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct CancelKey {
     pub addr: SocketAddr,
+    /// The TLS of the connection to cancel: the request carries its secret, so it goes the
+    /// same way (PostgreSQL reads a cancel request inside TLS as well as in clear).
+    pub tls: ShardConnector,
     pub pid: i32,
     pub secret: i32,
 }
@@ -27,7 +31,8 @@ impl CancelKey {
         packet.put_i32(self.pid);
         packet.put_i32(self.secret);
         let attempt = async {
-            let mut s = TcpStream::connect(self.addr).await?;
+            let tcp = TcpStream::connect(self.addr).await?;
+            let mut s = self.tls.connect(tcp).await.map_err(std::io::Error::other)?;
             s.write_all(&packet).await?;
             s.shutdown().await
         };

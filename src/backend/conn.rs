@@ -1,9 +1,11 @@
 //! One wire connection from the proxy to a shard: connect, authenticate, send and receive frames.
 
 use super::cancel::CancelKey;
+use crate::config::TlsConfig;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
 use crate::stats::ShardStats;
+use crate::tls::{ServerStream, ShardConnector};
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::{md5_hash, sasl};
 use std::collections::HashMap;
@@ -12,7 +14,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// Where and as whom to connect to one shard, parsed once from its url.
@@ -25,6 +26,8 @@ pub struct ShardTarget {
     pub password: Option<Vec<u8>>,
     pub database: String,
     pub connect_timeout: Duration,
+    /// Plain, or the TLS that `[tls] shards` (or the url's sslmode) asks for.
+    pub tls: ShardConnector,
     /// The shard's counters, fed by every connection made to it.
     pub stats: Arc<ShardStats>,
 }
@@ -41,7 +44,12 @@ impl std::fmt::Debug for ShardTarget {
 }
 
 impl ShardTarget {
-    pub fn from_url(name: &str, url: &str, connect_timeout: Duration) -> Result<Self, Error> {
+    pub fn from_url(
+        name: &str,
+        url: &str,
+        tls: Option<&TlsConfig>,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
         use tokio_postgres::config::Host;
         let cfg: tokio_postgres::Config = url
             .parse()
@@ -56,6 +64,7 @@ impl ShardTarget {
             None => "localhost".to_owned(),
         };
         let user = cfg.get_user().unwrap_or("postgres").to_owned();
+        let tls = ShardConnector::new(tls, name, &cfg, &host)?;
         Ok(ShardTarget {
             name: name.to_owned(),
             host,
@@ -64,6 +73,7 @@ impl ShardTarget {
             user,
             password: cfg.get_password().map(|p| p.to_vec()),
             connect_timeout,
+            tls,
             stats: Arc::default(),
         })
     }
@@ -78,8 +88,9 @@ impl ShardTarget {
 
 /// An authenticated connection, idle between statements.
 pub struct ServerConn {
-    reader: FrameReader<OwnedReadHalf>,
-    writer: OwnedWriteHalf,
+    /// Reads frames and, through `get_mut`, writes: one stream, as a TLS stream cannot be split
+    /// without a lock, and reading and writing never overlap here.
+    reader: FrameReader<ServerStream>,
     pub(super) out: BytesMut,
     /// The status of the last ReadyForQuery: b'I', b'T' or b'E'.
     pub status: u8,
@@ -97,6 +108,8 @@ pub struct ServerConn {
     pid: i32,
     secret: i32,
     addr: SocketAddr,
+    /// How a cancel request reaches the server: as this connection did.
+    tls: ShardConnector,
     pub shard: String,
     stats: Arc<ShardStats>,
     /// When the request now awaiting its ReadyForQuery was first sent.
@@ -117,10 +130,31 @@ impl ServerConn {
         .map_err(|e| target.unavailable(e))?;
         let _ = stream.set_nodelay(true);
         let addr = stream.peer_addr().map_err(|e| target.unavailable(e))?;
-        let (r, w) = stream.into_split();
-        let mut conn = ServerConn {
-            reader: FrameReader::new(r),
-            writer: w,
+        // The TLS handshake and the startup share one timeout, so that a pool's create timeout
+        // (twice connect_timeout) covers the whole of connecting.
+        tokio::time::timeout(target.connect_timeout, async {
+            let stream = target
+                .tls
+                .connect(stream)
+                .await
+                .map_err(|e| target.unavailable(e))?;
+            let mut conn = ServerConn::new(stream, addr, target);
+            conn.startup(target).await?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|_| target.unavailable("TLS handshake or startup timed out"))?
+        .map(|mut conn| {
+            conn.started = None;
+            conn.received = 0;
+            conn.stats = target.stats.clone();
+            conn
+        })
+    }
+
+    fn new(stream: ServerStream, addr: SocketAddr, target: &ShardTarget) -> ServerConn {
+        ServerConn {
+            reader: FrameReader::new(stream),
             out: BytesMut::with_capacity(8 * 1024),
             status: b'I',
             broken: false,
@@ -131,19 +165,13 @@ impl ServerConn {
             pid: 0,
             secret: 0,
             addr,
+            tls: target.tls.clone(),
             shard: target.name.clone(),
             // The handshake is the proxy's own traffic, not the shard's workload.
             stats: Arc::default(),
             started: None,
             received: 0,
-        };
-        tokio::time::timeout(target.connect_timeout, conn.startup(target))
-            .await
-            .map_err(|_| target.unavailable("startup timed out"))??;
-        conn.started = None;
-        conn.received = 0;
-        conn.stats = target.stats.clone();
-        Ok(conn)
+        }
     }
 
     async fn startup(&mut self, target: &ShardTarget) -> Result<(), Error> {
@@ -313,7 +341,12 @@ impl ServerConn {
             return Ok(());
         }
         self.started.get_or_insert_with(Instant::now);
-        let r = self.writer.write_all(&self.out).await;
+        let stream = self.reader.get_mut();
+        // TLS keeps what the socket would not take yet until flushed; plain TCP flushes at once.
+        let r = match stream.write_all(&self.out).await {
+            Ok(()) => stream.flush().await,
+            Err(e) => Err(e),
+        };
         self.stats
             .sent_bytes
             .fetch_add(self.out.len() as u64, Relaxed);
@@ -419,6 +452,7 @@ impl ServerConn {
     pub fn cancel_key(&self) -> CancelKey {
         CancelKey {
             addr: self.addr,
+            tls: self.tls.clone(),
             pid: self.pid,
             secret: self.secret,
         }
@@ -432,14 +466,7 @@ impl ServerConn {
     /// True when an idle connection has been closed by the server or has something to say
     /// (a FATAL message before the server shut down): either way it cannot serve a statement.
     pub fn is_dead(&mut self) -> bool {
-        if self.broken || self.reader.buffered() > 0 {
-            return true;
-        }
-        let mut probe = [0u8; 1];
-        !matches!(
-            self.reader.get_mut().try_read(&mut probe),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
-        )
+        self.broken || self.reader.buffered() > 0 || self.reader.get_mut().closed_or_talking()
     }
 
     /// Closes the sending side without a word, as a network failure would (crash tests only):
@@ -458,7 +485,7 @@ impl ServerConn {
     }
 
     pub async fn sever(&mut self) {
-        let _ = self.writer.shutdown().await;
+        let _ = self.reader.get_mut().shutdown().await;
     }
 
     /// Sends Terminate so the server ends the session cleanly.

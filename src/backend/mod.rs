@@ -19,11 +19,11 @@ pub use discover::{discover_collation, discover_keys, quote_literal};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
-use crate::config::{Config, ProxyConfig, ShardConfig, MAX_SHARDS};
+use crate::config::{Config, ProxyConfig, ShardConfig, TlsConfig, MAX_SHARDS};
 use crate::error::Error;
 use crate::ring::ShardId;
 use crate::stats::{ShardStats, Stats};
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -112,18 +112,21 @@ pub struct Backend {
     pub fence: Arc<fence::Fence>,
     /// Set by `close`: the pools may be replaced by RELOAD, so theirs is not the flag.
     closed: std::sync::atomic::AtomicBool,
+    /// `[tls]`, for the targets of pools built from now on (RELOAD replaces it, then the pools).
+    tls: ArcSwapOption<TlsConfig>,
 }
 
 /// A shard's connection target and pool, as the config describes them.
 fn build(
     name: &str,
     url: &str,
+    tls: Option<&TlsConfig>,
     p: &ProxyConfig,
     stats: Arc<ShardStats>,
     fence: Arc<fence::Fence>,
 ) -> Result<(ShardTarget, Pool<Manager>), Error> {
     let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
-    let mut target = ShardTarget::from_url(name, url, connect_timeout)?;
+    let mut target = ShardTarget::from_url(name, url, tls, connect_timeout)?;
     target.stats = stats;
     let pool = Pool::builder(Manager {
         target: target.clone(),
@@ -148,6 +151,7 @@ impl Backend {
             twophase: TwoPhase::new(),
             fence: Arc::default(),
             closed: Default::default(),
+            tls: ArcSwapOption::from_pointee(config.tls.clone()),
         };
         for s in &config.shards {
             backend.add_shard(s, &config.proxy, stats)?;
@@ -180,6 +184,7 @@ impl Backend {
         let (target, pool) = build(
             &cfg.name,
             &cfg.url,
+            self.tls.load().as_deref(),
             p,
             stats.shard(id).clone(),
             self.fence.clone(),
@@ -206,11 +211,25 @@ impl Backend {
     pub fn replace_pool(&self, id: ShardId, url: &str, p: &ProxyConfig) -> Result<(), Error> {
         let shard = self.shard(id);
         let stats = shard.target().stats.clone();
-        let (target, pool) = build(&shard.name, url, p, stats, self.fence.clone())?;
+        let tls = self.tls.load();
+        let (target, pool) = build(
+            &shard.name,
+            url,
+            tls.as_deref(),
+            p,
+            stats,
+            self.fence.clone(),
+        )?;
         shard.target.store(Arc::new(target));
         let old = shard.pool.swap(Arc::new(pool));
         old.close();
         Ok(())
+    }
+
+    /// The `[tls]` that pools built from now on connect with; `replace_pool` applies it to a
+    /// shard's existing pool.
+    pub fn set_tls(&self, tls: Option<TlsConfig>) {
+        self.tls.store(tls.map(Arc::new));
     }
 
     /// Grows or shrinks every pool (connections on loan are kept until returned).

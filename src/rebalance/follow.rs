@@ -23,7 +23,7 @@ pub async fn follow(ctx: Arc<Context>) {
             let timeout = Duration::from_millis(config.proxy.connect_timeout_ms);
             conn = None;
             for s in &config.shards {
-                if let Ok(c) = plan::connect(s, timeout).await {
+                if let Ok(c) = plan::connect(s, config.tls.as_ref(), timeout).await {
                     conn = Some(c);
                     break;
                 }

@@ -202,7 +202,7 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
     let mut entries: Vec<Entry> = Vec::new();
     let mut reachable = Vec::new();
     for s in &config.shards {
-        let Ok(shard) = plan::connect(s, timeout).await else {
+        let Ok(shard) = plan::connect(s, config.tls.as_ref(), timeout).await else {
             continue;
         };
         if let Ok(rows) = read(&shard.client).await {
@@ -248,7 +248,10 @@ pub async fn recover(config: &Config) -> Result<Option<(Vec<ShardConfig>, u32, i
     }
     let mut shards = HashMap::new();
     for (i, s) in all.iter().enumerate() {
-        shards.insert(ShardId(i as u16), plan::connect(s, timeout).await?);
+        shards.insert(
+            ShardId(i as u16),
+            plan::connect(s, config.tls.as_ref(), timeout).await?,
+        );
     }
     let coord = shards
         .values()

@@ -3,11 +3,11 @@
 
 use super::copy::describe;
 use crate::catalog::{Catalog, TableKind};
-use crate::config::{KeyType, ShardConfig};
+use crate::config::{KeyType, ShardConfig, TlsConfig};
 use crate::error::Error;
 use crate::ring::ShardId;
 use std::time::Duration;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
 /// Schema of the stage tables on the shards receiving rows.
 pub const STAGE_SCHEMA: &str = "shardgate_stage";
@@ -54,21 +54,29 @@ pub fn qualified(schema: Option<&str>, name: &str) -> String {
     }
 }
 
-/// Opens a connection of the rebalance's own to a shard.
-pub async fn connect(shard: &ShardConfig, timeout: Duration) -> Result<Shard, Error> {
+/// Opens a connection of the rebalance's own to a shard, with the TLS `[tls]` asks for.
+pub async fn connect(
+    shard: &ShardConfig,
+    tls: Option<&TlsConfig>,
+    timeout: Duration,
+) -> Result<Shard, Error> {
     let mut cfg: tokio_postgres::Config = shard
         .url
         .parse()
         .map_err(|e| Error::config(format!("shard {}: {e}", shard.name)))?;
     cfg.connect_timeout(timeout);
     cfg.application_name("shardgate rebalance");
-    let (client, conn) = cfg
-        .connect(NoTls)
+    let tls = crate::tls::postgres::for_shard(tls, &mut cfg)?;
+    let unavailable = |detail| Error::ShardUnavailable {
+        shard: shard.name.clone(),
+        detail,
+    };
+    // tokio-postgres bounds only the TCP connect; the TLS handshake and the startup get as
+    // long again, as in the proxy's pools.
+    let (client, conn) = tokio::time::timeout(timeout * 2, cfg.connect(tls))
         .await
-        .map_err(|e| Error::ShardUnavailable {
-            shard: shard.name.clone(),
-            detail: describe(&e),
-        })?;
+        .map_err(|_| unavailable("TLS handshake or startup timed out".into()))?
+        .map_err(|e| unavailable(describe(&e)))?;
     tokio::spawn(async move {
         let _ = conn.await;
     });

@@ -71,7 +71,7 @@ pub(super) async fn run_step(
     let mut shards = HashMap::new();
     for s in &all {
         let id = plan::id_of(&ids, &s.name).expect("added above");
-        shards.insert(id, plan::connect(s, timeout).await?);
+        shards.insert(id, plan::connect(s, to.tls.as_ref(), timeout).await?);
     }
     let sources: Vec<ShardId> = old.members().to_vec();
     let targets: Vec<ShardId> = new.members().to_vec();

@@ -105,7 +105,7 @@ async fn estimate_all(ctx: &Arc<Context>, from: &Config, to: &Config) -> Result<
     for id in old.members() {
         let name = old.shard_name(*id);
         if let Some(cfg) = from.shards.iter().find(|s| s.name == name) {
-            sources.push((*id, plan::connect(cfg, timeout).await?));
+            sources.push((*id, plan::connect(cfg, to.tls.as_ref(), timeout).await?));
         }
     }
     let refs: Vec<(ShardId, &tokio_postgres::Client)> =

@@ -318,7 +318,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if self.out.is_empty() {
             return Ok(());
         }
-        let r = self.writer.write_all(&self.out).await;
+        // TLS may hold back what the socket would not take yet; a flush sends it.
+        let r = match self.writer.write_all(&self.out).await {
+            Ok(()) => self.writer.flush().await,
+            Err(e) => Err(e),
+        };
         self.out.clear();
         r.map_err(|_| Gone)
     }

@@ -2,6 +2,7 @@
 //! cluster) that stop and vanish when dropped, even if the test panics or the process is killed.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod pki;
 pub mod proxy;
 
 use shardgate::localpg::{self, Cluster};
@@ -219,6 +220,26 @@ impl Shards {
     /// error message, as when a machine dies; `stop_shard` instead sends sessions FATAL 57P01 first.
     pub fn kill_shard(&self, shard: usize) {
         self.own_cluster(shard).kill();
+    }
+
+    /// Makes every shard's server refuse connections without TLS (`hostnossl ... reject` first in
+    /// pg_hba.conf), so that a plain connection cannot get through unnoticed. The harness's own
+    /// direct clients (`client`, `scalar_each`) are refused from then on too.
+    pub async fn reject_plain(&self) {
+        for cluster in &self.clusters {
+            let hba = cluster.dir().join("pg_hba.conf");
+            let old = std::fs::read_to_string(&hba).unwrap();
+            let rules = "hostnossl all all 127.0.0.1/32 reject\nhostnossl all all ::1/128 reject\n";
+            // Rewritten in place, so it keeps the PostgreSQL user as owner.
+            std::fs::write(&hba, format!("{rules}{old}")).unwrap();
+            let c = cluster.connect("postgres").await.unwrap();
+            c.batch_execute("SELECT pg_reload_conf()").await.unwrap();
+            drop(c);
+            // The postmaster rereads pg_hba.conf a moment after the signal.
+            let refused =
+                proxy::eventually(10, || async { cluster.connect("postgres").await.is_err() });
+            assert!(refused.await, "the server still takes plain connections");
+        }
     }
 
     /// Restarts a stopped shard on its old port, so urls handed out earlier work again.
