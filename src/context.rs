@@ -29,6 +29,10 @@ pub struct Context {
     pub clients: AtomicUsize,
     /// Connected admin console sessions (counted apart, see server.rs).
     pub admin_clients: AtomicUsize,
+    /// Connections still in their handshake (TLS, startup, authentication).
+    pub handshakes: AtomicUsize,
+    /// Held while a reload applies.
+    pub reload_lock: tokio::sync::Mutex<()>,
     /// The `[[rate_limits]]` in force and their buckets (swapped whole on reload).
     pub limits: ArcSwap<crate::gateway::Limiter>,
     /// Connections per user name.
@@ -69,6 +73,8 @@ impl Context {
             cancels: Cancels::default(),
             clients: AtomicUsize::new(0),
             admin_clients: AtomicUsize::new(0),
+            handshakes: AtomicUsize::new(0),
+            reload_lock: Default::default(),
             limits: ArcSwap::from_pointee(limits),
             user_conns: Default::default(),
             collation: ArcSwap::from_pointee(Collation::bytewise()),

@@ -30,6 +30,9 @@ pub async fn reload(ctx: &Arc<Context>) -> Result<Outcome, Error> {
 /// Applies a validated config to the running proxy. Either everything that can apply does, or
 /// (for changes that would move rows) nothing does.
 pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
+    // One at a time (the console's RELOAD and SIGHUP may meet): two reloads building on the
+    // same old state would each make a "next" rate limiter, and sessions could keep the loser's.
+    let _one = ctx.reload_lock.lock().await;
     let old = ctx.config.load_full();
     refuse_moves(&old, &new)?;
     let moves = placement_changed(&old, &new);

@@ -11,8 +11,9 @@ use crate::tls;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -65,6 +66,8 @@ struct ClientSlot {
     ctx: Arc<Context>,
     pid: Option<i32>,
     admin: bool,
+    /// Whether the client holds a place in its counter (clients, or the console's reserve).
+    counted: bool,
     /// The user's slot under its connection cap.
     _user: Option<crate::gateway::UserSlot>,
 }
@@ -80,25 +83,58 @@ impl Drop for ClientSlot {
         } else {
             &self.ctx.clients
         };
-        counter.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            counter.fetch_sub(1, Ordering::AcqRel);
+        }
         if let Some(pid) = self.pid {
             self.ctx.cancels.unregister(pid);
         }
     }
 }
 
+/// From accept to AuthenticationOk, as PostgreSQL's authentication_timeout: a client that stalls
+/// anywhere before it is in (TLS, startup packet, password) gives its socket back.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Decrements the count of handshakes in progress when one ends, however it ends.
+struct Handshake<'a>(&'a AtomicUsize);
+
+impl Drop for Handshake<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
+    // Clients not yet in are bounded too, or idle sockets could use up file descriptors.
+    let handshake = Handshake(&ctx.handshakes);
+    if ctx.handshakes.fetch_add(1, Ordering::AcqRel)
+        >= ctx.config.load().proxy.max_client_connections
+    {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
     // SSLRequest is answered on the raw socket, so that nothing read in clear can be taken for
     // what the client sends inside TLS.
     let acceptor = ctx.tls_acceptor.load_full();
     let require = ctx.config.load().tls.as_ref().is_some_and(|t| t.require);
-    let Some(start) = tls::negotiate(stream, acceptor.as_deref(), require).await else {
+    let negotiated = tokio::time::timeout_at(
+        deadline,
+        tls::negotiate(stream, acceptor.as_deref(), require),
+    );
+    let Ok(Some(start)) = negotiated.await else {
         return;
     };
     let (r, mut w) = tokio::io::split(start.stream);
     let mut reader = FrameReader::with_buffer(r, start.buffered);
-    match startup(&ctx, &mut reader, &mut w).await {
+    let Ok(started) = tokio::time::timeout_at(deadline, startup(&ctx, &mut reader, &mut w)).await
+    else {
+        tracing::debug!(%peer, "client did not complete its startup in time");
+        return;
+    };
+    drop(handshake);
+    match started {
         Ok(Some(started)) => {
             let get = |k: &str| {
                 started
@@ -196,17 +232,26 @@ where
     let mut slot = ClientSlot {
         ctx: ctx.clone(),
         pid: None,
-        admin: false,
+        admin,
+        counted: false,
         _user: None,
     };
-    let (counter, limit) = if admin {
-        (&ctx.admin_clients, ADMIN_RESERVE)
-    } else {
-        (&ctx.clients, config.proxy.max_client_connections)
+    // Clients count from their startup packet on, as in PostgreSQL; the console's reserve only
+    // once authenticated, so that clients stalling in the exchange cannot lock operators out.
+    let take = |slot: &mut ClientSlot| {
+        let (counter, limit) = if admin {
+            (&ctx.admin_clients, ADMIN_RESERVE)
+        } else {
+            (&ctx.clients, config.proxy.max_client_connections)
+        };
+        slot.counted = true;
+        match counter.fetch_add(1, Ordering::AcqRel) >= limit {
+            true => Err(Error::TooManyConnections),
+            false => Ok(()),
+        }
     };
-    slot.admin = admin;
-    if counter.fetch_add(1, Ordering::AcqRel) >= limit {
-        return Err(Error::TooManyConnections);
+    if !admin {
+        take(&mut slot)?;
     }
 
     let mut out = BytesMut::with_capacity(512);
@@ -239,7 +284,9 @@ where
             });
         }
     }
-    if !admin {
+    if admin {
+        take(&mut slot)?;
+    } else {
         // Counted once the client is who it says it is, as PostgreSQL counts rolconnlimit.
         let cap = config
             .auth

@@ -231,14 +231,22 @@ async fn limits_reload_without_disconnecting_and_the_console_is_exempt() {
     for _ in 0..20 {
         rows(&admin, "SHOW LIMITS").await;
     }
-    // A reload that leaves the rule as it is keeps the bucket empty...
-    std::fs::write(
-        file.path(),
-        config(&format!("{tight}# a comment changes nothing\n")),
-    )
-    .unwrap();
-    rows(&admin, "RELOAD").await;
+    // A reload that adds a rule but leaves this one as it is keeps its bucket, still empty...
+    let database = "[[rate_limits]]\nper = \"database\"\nrate = 1000\nburst = 1000\n";
+    std::fs::write(file.path(), config(&format!("{tight}{database}"))).unwrap();
+    let reloaded = rows(&admin, "RELOAD").await;
+    assert!(
+        reloaded
+            .iter()
+            .any(|r| r[0].as_deref() == Some("rate_limits")),
+        "{reloaded:?}"
+    );
     assert!(!attempt(&c, "SELECT 1").await);
+    assert_eq!(
+        rows(&admin, "SHOW LIMITS").await.len(),
+        4,
+        "two rules, two buckets"
+    );
     // ...and one that changes it gives the same session a new bucket at its next statement.
     let loose = "[[rate_limits]]\nper = \"user\"\nrate = 0.01\nburst = 50\n";
     std::fs::write(file.path(), config(loose)).unwrap();
@@ -259,4 +267,138 @@ async fn limits_reload_without_disconnecting_and_the_console_is_exempt() {
         assert!(attempt(&c, "SELECT 1").await);
     }
     assert!(rows(&admin, "SHOW LIMITS").await.is_empty());
+}
+
+/// A raw extended-protocol client, so that one batch can hold several Executes and a Flush
+/// can split it (drivers' own pipelines vary).
+mod raw {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    fn msg(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
+        out.push(tag);
+        out.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        out.extend_from_slice(body);
+    }
+
+    /// Parse (unnamed), Bind (no parameters), Execute: one statement of a pipeline.
+    pub fn statement(out: &mut Vec<u8>, sql: &str) {
+        let mut p = vec![0u8];
+        p.extend_from_slice(sql.as_bytes());
+        p.extend_from_slice(&[0, 0, 0]);
+        msg(out, b'P', &p);
+        msg(out, b'B', &[0, 0, 0, 0, 0, 0, 0, 0]);
+        msg(out, b'E', &[0, 0, 0, 0, 0]);
+    }
+
+    pub fn flush(out: &mut Vec<u8>) {
+        msg(out, b'H', &[]);
+    }
+
+    pub fn sync(out: &mut Vec<u8>) {
+        msg(out, b'S', &[]);
+    }
+
+    pub async fn connect(addr: std::net::SocketAddr, user: &str) -> TcpStream {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let mut body = 196608i32.to_be_bytes().to_vec();
+        for part in ["user", user, "database", "app", ""] {
+            body.extend_from_slice(part.as_bytes());
+            body.push(0);
+        }
+        let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+        packet.extend_from_slice(&body);
+        s.write_all(&packet).await.unwrap();
+        read_until(&mut s, b"Z").await;
+        s
+    }
+
+    /// The messages read up to one of `ends` (tag, and the SQLSTATE of errors).
+    pub async fn read_until(s: &mut TcpStream, ends: &[u8]) -> Vec<(u8, String)> {
+        let mut seen = Vec::new();
+        loop {
+            let tag = s.read_u8().await.unwrap();
+            let len = s.read_i32().await.unwrap() as usize;
+            let mut body = vec![0; len - 4];
+            s.read_exact(&mut body).await.unwrap();
+            let code = match tag {
+                b'E' => body
+                    .split(|b| *b == 0)
+                    .find(|f| f.first() == Some(&b'C'))
+                    .map(|f| String::from_utf8_lossy(&f[1..]).into_owned())
+                    .unwrap_or_default(),
+                _ => String::new(),
+            };
+            seen.push((tag, code));
+            if ends.contains(&tag) {
+                return seen;
+            }
+        }
+    }
+
+    pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
+        s.write_all(bytes).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_counts_every_execute_and_a_refusal_after_a_flush_commits_nothing() {
+    let shards = Shards::databases(2).await;
+    let limits = "[[rate_limits]]\nper = \"user\"\nrate = 0.01\nburst = 2\n";
+    let proxy = Proxy::start(&shards.urls(), &format!("{TABLES}{limits}")).await;
+    let setup = connect(&proxy, "owner", "127.0.0.1", "app").await;
+    setup
+        .batch_execute("CREATE TABLE users (id int PRIMARY KEY)")
+        .await
+        .unwrap();
+    let on_shards = |id: i32| {
+        let shards = &shards;
+        async move {
+            let sql = format!("SELECT count(*) FROM users WHERE id = {id}");
+            shards.scalar_each(&sql).await.iter().sum::<i64>()
+        }
+    };
+
+    // Three Executes before one Sync need three tokens: refused whole, nothing inserted.
+    let mut s = raw::connect(proxy.addr, "piper").await;
+    let mut out = Vec::new();
+    for id in [101, 102, 103] {
+        raw::statement(&mut out, &format!("INSERT INTO users VALUES ({id})"));
+    }
+    raw::sync(&mut out);
+    raw::send(&mut s, &out).await;
+    let seen = raw::read_until(&mut s, b"Z").await;
+    assert_eq!(seen[0], (b'E', "53400".into()), "{seen:?}");
+    for id in [101, 102, 103] {
+        assert_eq!(on_shards(id).await, 0);
+    }
+
+    // One Execute, then Flush: it runs (a token taken), its transaction left open to the Sync.
+    let mut s = raw::connect(proxy.addr, "flusher").await;
+    let mut out = Vec::new();
+    raw::statement(&mut out, "INSERT INTO users VALUES (201)");
+    raw::flush(&mut out);
+    raw::send(&mut s, &out).await;
+    let seen = raw::read_until(&mut s, &[b'C', b'E']).await;
+    assert_eq!(seen.last().unwrap().0, b'C', "{seen:?}");
+    // Two more before the Sync: one token is left, so this part is refused, and the first
+    // part, which the client now takes for failed, must not commit at the Sync.
+    let mut out = Vec::new();
+    raw::statement(&mut out, "INSERT INTO users VALUES (202)");
+    raw::statement(&mut out, "INSERT INTO users VALUES (203)");
+    raw::sync(&mut out);
+    raw::send(&mut s, &out).await;
+    let seen = raw::read_until(&mut s, b"Z").await;
+    assert!(seen.contains(&(b'E', "53400".into())), "{seen:?}");
+    // The connection still works: a lone statement takes the last token (and would commit
+    // the first part, were it still open on its shard).
+    let mut out = Vec::new();
+    raw::statement(&mut out, "SELECT 1");
+    raw::sync(&mut out);
+    raw::send(&mut s, &out).await;
+    let seen = raw::read_until(&mut s, b"Z").await;
+    assert!(seen.iter().all(|(t, _)| *t != b'E'), "{seen:?}");
+    for id in [201, 202, 203] {
+        assert_eq!(on_shards(id).await, 0, "row {id} was committed");
+    }
 }

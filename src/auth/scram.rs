@@ -35,8 +35,8 @@ pub struct Verifier {
 }
 
 impl std::fmt::Debug for Verifier {
-    // The keys let anyone who has them log in to the proxy (the StoredKey check is all it
-    // does), so they stay out of logs.
+    // A verifier allows an offline guessing attack on the password, and the ServerKey lets
+    // whoever has it pose as this server to clients: neither belongs in logs.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Verifier(SCRAM-SHA-256, {} iterations)", self.iterations)
     }
@@ -106,7 +106,8 @@ impl Verifier {
         })
     }
 
-    /// The pg_authid form.
+    /// The pg_authid form (tests only: nothing in the proxy prints a verifier).
+    #[cfg(test)]
     pub fn to_text(&self) -> String {
         format!(
             "{PREFIX}{}:{}${}:{}",

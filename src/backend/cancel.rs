@@ -53,15 +53,9 @@ impl Running {
         lock(&self.0).clear();
     }
 
-    fn keys(&self) -> Vec<CancelKey> {
+    /// The backends in the set now.
+    pub fn keys(&self) -> Vec<CancelKey> {
         lock(&self.0).clone()
-    }
-
-    /// Cancels whatever runs now on every backend of the set.
-    pub async fn cancel_all(&self) {
-        for key in self.keys() {
-            key.cancel().await;
-        }
     }
 }
 

@@ -18,6 +18,9 @@ impl Config {
                 );
                 return Err(at.err(&[K("rate_limits"), I(i), K("per")], msg));
             }
+            if let Some(msg) = too_slow(limit.rate, limit.burst) {
+                return Err(at.err(&[K("rate_limits"), I(i), K("rate")], msg));
+            }
             for (j, o) in limit.overrides.iter().enumerate() {
                 let here = |field| [K("rate_limits"), I(i), K("overrides"), I(j), K(field)];
                 if !(o.rate > 0.0 && o.rate.is_finite()) {
@@ -30,6 +33,9 @@ impl Config {
                 if o.burst == 0 {
                     let msg = "[[rate_limits.overrides]] burst must be at least 1";
                     return Err(at.err(&here("burst"), msg));
+                }
+                if let Some(msg) = too_slow(o.rate, o.burst) {
+                    return Err(at.err(&here("rate"), msg));
                 }
                 if limit.per == "client_ip" && parse_cidr(&o.matches).is_none() {
                     let msg = format!(
@@ -73,6 +79,10 @@ impl Config {
             return Err(at.err(&[K("proxy"), K("listen")], msg));
         }
         if let Some(auth) = &self.auth {
+            if let Some(i) = auth.users.iter().position(|u| u.max_connections == Some(0)) {
+                let msg = "[[auth.users]] max_connections must be at least 1 (leave it out for no cap of the user's own)";
+                return Err(at.err(&[K("auth"), K("users"), I(i), K("max_connections")], msg));
+            }
             if auth.method != AuthMethod::Trust && auth.users.is_empty() {
                 let msg = "[auth] lists no users, so nobody could log in: add [[auth.users]] with name and password";
                 return Err(at.err(&[K("auth"), K("method")], msg));
@@ -80,6 +90,15 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// A bucket is kept as nanoseconds in a u64: one that takes centuries to fill (a typo'd tiny
+/// rate) would overflow it, so it is refused rather than left to misbehave.
+fn too_slow(rate: f64, burst: u32) -> Option<String> {
+    let fill_secs = f64::from(burst) / rate;
+    (fill_secs > 1e9).then(|| {
+        format!("a bucket of {burst} refilled at {rate} per second takes {fill_secs:.0} seconds to fill; give a rate of at least {:e}", f64::from(burst) / 1e9)
+    })
 }
 
 /// An address or CIDR range (`10.0.0.0/8`, `::1`): the network and its prefix length.
@@ -154,6 +173,21 @@ mod tests {
             let m = error_of(&format!("{BASE}{extra}"));
             assert!(m.starts_with(want), "{extra}: got {m}");
         }
+    }
+
+    #[test]
+    fn buckets_that_would_take_centuries_to_fill_are_refused() {
+        for (rule, field) in [
+            ("rate = 1e-10\nburst = 1\n", "rate"),
+            ("rate = 0.001\nburst = 4000000000\n", "rate"),
+        ] {
+            let m = error_of(&format!("{BASE}[[rate_limits]]\nper = \"user\"\n{rule}"));
+            assert!(m.contains("seconds to fill"), "{field}: {m}");
+        }
+        let m = error_of(&format!(
+            "{BASE}[auth]\nmethod = \"trust\"\n[[auth.users]]\nname = \"a\"\npassword = \"p\"\nmax_connections = 0\n"
+        ));
+        assert!(m.contains("max_connections must be at least 1"), "{m}");
     }
 
     #[test]

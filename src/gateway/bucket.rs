@@ -57,7 +57,9 @@ impl Bucket {
         loop {
             let next = current.max(now).saturating_add(cost);
             let ahead = next - now;
-            if ahead > self.span {
+            // A saturated sum is never room in the bucket (config validation keeps spans far
+            // below it; this only keeps the check from failing open).
+            if ahead > self.span || next == u64::MAX {
                 self.refused.fetch_add(u64::from(n), Ordering::Relaxed);
                 return Err(Refused {
                     wait: ahead - self.span,

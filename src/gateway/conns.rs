@@ -36,6 +36,7 @@ impl ConnCaps {
     }
 
     /// Connections `user` holds now.
+    #[cfg(test)]
     pub fn count(&self, user: &str) -> usize {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(user).copied().unwrap_or(0)

@@ -479,12 +479,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
-            let deadline = self.deadline;
-            // Biased: a frame already buffered returns without arming the timer.
+            // Biased: the deadline first, so that a shard that always has rows ready cannot
+            // keep it from being seen; the timer is registered once per request, not per frame.
             tokio::select! {
                 biased;
+                _ = self.timer.as_mut(), if self.deadline.is_some() => {
+                    if !self.deadline_passed() {
+                        conn.broken = true;
+                        return Ok(Recv::Broken(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no answer to the statement timeout's cancel",
+                        )));
+                    }
+                }
                 r = conn.recv() => return Ok(match r {
-                    Ok(f) if self.timed_out => Recv::Frame(super::timeout::timeout_error(f)),
+                    Ok(f) if self.timed_out => Recv::Frame(self.after_timeout(conn, f)),
                     Ok(f) => Recv::Frame(f),
                     Err(e) => Recv::Broken(e),
                 }),
@@ -493,15 +502,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         conn.cancel().await;
                         conn.broken = true;
                         return Err(Gone);
-                    }
-                }
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    if !self.deadline_passed() {
-                        conn.broken = true;
-                        return Ok(Recv::Broken(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            "no answer to the statement timeout's cancel",
-                        )));
                     }
                 }
             }
@@ -526,12 +526,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             shard: self.ctx.backend.name(shard).to_owned(),
             detail: format!("connection lost: {e}"),
         }
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    if let Some(d) = deadline {
-        tokio::time::sleep_until(d).await;
     }
 }
 

@@ -98,10 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
         let frames = std::mem::take(&mut self.batch);
-        if !self.timed_out {
-            // Each batch sent is a statement to PostgreSQL's statement_timeout too.
-            self.arm_statement_timeout();
-        }
+        self.arm_statement_timeout();
         let admitted = match self.ext_skipping {
             // A batch already failing runs nothing up to its Sync, so it takes no tokens.
             true => Ok(()),
@@ -112,7 +109,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             refused => refused,
         };
         if let Err(e) = admitted {
-            // As any refusal in a batch: the error, then nothing up to Sync.
+            // As any refusal in a batch: the error, then nothing up to Sync. An earlier part of
+            // the batch may have run on a connection held since a Flush: its Sync would commit
+            // that part, which the client, seeing the error, takes for failed; closing the
+            // connection rolls it back, as an error before Sync does in PostgreSQL.
+            if let Some((shard, conn)) = self.ext.take() {
+                crate::backend::discard(conn);
+                self.mark_lost(shard);
+            }
             let _ = self.fail(&e);
             self.ext_skipping = true;
             return self.end_batch(sync).await;

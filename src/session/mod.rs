@@ -98,6 +98,12 @@ pub struct Session<S> {
     deadline: Option<tokio::time::Instant>,
     /// The statement timeout fired and the shards were asked to cancel.
     timed_out: bool,
+    /// Fires at `deadline` (polled only while there is one).
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// Backends the statement timeout sent a cancel to, and those whose answer showed it
+    /// consumed (by address and pid), until the request ends.
+    cancels_sent: Vec<(std::net::SocketAddr, i32)>,
+    cancels_seen: Vec<(std::net::SocketAddr, i32)>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -114,6 +120,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             limits,
             deadline: None,
             timed_out: false,
+            timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(86_400))),
+            cancels_sent: Vec::new(),
+            cancels_seen: Vec::new(),
             plans_version: ctx.catalog_version.load(Ordering::Acquire),
             ctx,
             client,
@@ -176,7 +185,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             if self.began.is_none() {
                 self.began = Some(Instant::now());
                 self.me.set_state(State::Active);
-                self.arm_statement_timeout();
             }
             match frame.tag {
                 b'Q' => self.on_query(&frame).await?,
@@ -197,6 +205,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     async fn on_query(&mut self, frame: &Frame) -> Step {
+        self.arm_statement_timeout();
         self.close_open_batch().await?;
         let text = match protocol::query_text(frame.body()) {
             Ok(t) => t,
@@ -263,6 +272,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.ticket = None;
         self.deadline = None;
         self.timed_out = false;
+        self.cancels_sent.clear();
+        self.cancels_seen.clear();
         if let Some(began) = self.began.take() {
             let kind = RouteKind::from_index(self.kind.swap(0, Ordering::Relaxed));
             self.ctx.stats.request(kind, began.elapsed());

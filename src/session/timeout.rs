@@ -2,6 +2,7 @@
 //! and a request running past `[proxy] statement_timeout_ms`.
 
 use super::Session;
+use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use bytes::BytesMut;
@@ -27,9 +28,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// Starts the statement timeout's clock for the request that just began.
+    /// (Each Query and each batch sent is a statement to PostgreSQL's statement_timeout too.)
     pub(super) fn arm_statement_timeout(&mut self) {
+        self.timed_out = false;
         let ms = self.ctx.config.load().proxy.statement_timeout_ms;
         self.deadline = (ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(ms));
+        if let Some(d) = self.deadline {
+            self.timer.as_mut().reset(d);
+        }
     }
 
     /// The deadline passed while waiting for a shard: the first time, every shard the request
@@ -40,23 +46,59 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return false;
         }
         self.timed_out = true;
-        self.deadline = Some(tokio::time::Instant::now() + CANCEL_GRACE);
-        let running = self.running.clone();
-        tokio::spawn(async move { running.cancel_all().await });
+        let grace = tokio::time::Instant::now() + CANCEL_GRACE;
+        self.deadline = Some(grace);
+        self.timer.as_mut().reset(grace);
+        // The keys as they are now: read later, the set could hold the next request's.
+        let keys = self.running.keys();
+        self.cancels_sent
+            .extend(keys.iter().map(|k| (k.addr, k.pid)));
+        tokio::spawn(async move {
+            for key in keys {
+                key.cancel().await;
+            }
+        });
         true
     }
 }
 
 /// A shard's answer after the statement timeout's cancel: its "canceling statement due to user
 /// request" becomes what the client would see from PostgreSQL's own statement_timeout.
-pub(super) fn timeout_error(frame: Frame) -> Frame {
+pub(super) fn timeout_error(frame: &Frame) -> Option<Frame> {
     if frame.tag != b'E' || protocol::error_field(frame.body(), b'C').as_deref() != Some("57014") {
-        return frame;
+        return None;
     }
     let mut out = BytesMut::new();
     protocol::put_error(&mut out, &Error::StatementTimeout);
-    Frame {
+    Some(Frame {
         tag: b'E',
         bytes: out.freeze(),
+    })
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// A frame from `conn` after the timeout's cancel was sent: a 57014 shows the cancel was
+    /// consumed by the statement it was meant for.
+    pub(super) fn after_timeout(&mut self, conn: &PooledConn, frame: Frame) -> Frame {
+        match timeout_error(&frame) {
+            Some(rewritten) => {
+                let key = conn.cancel_key();
+                self.cancels_seen.push((key.addr, key.pid));
+                rewritten
+            }
+            None => frame,
+        }
+    }
+
+    /// A connection that was sent the timeout's cancel without showing it consumed: the cancel
+    /// may still arrive and would then hit the next statement run on it (another client's,
+    /// once pooled), so it is not used again.
+    pub(super) fn cancel_pending(&self, conn: &PooledConn) -> bool {
+        if self.cancels_sent.is_empty() {
+            return false;
+        }
+        let key = conn.cancel_key();
+        let id = (key.addr, key.pid);
+        self.cancels_sent.contains(&id) && !self.cancels_seen.contains(&id)
     }
 }

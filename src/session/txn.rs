@@ -101,7 +101,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// Gives a connection back to the transaction that holds it, or to the pool.
-    pub(super) fn release(&mut self, shard: ShardId, conn: PooledConn) {
+    pub(super) fn release(&mut self, shard: ShardId, mut conn: PooledConn) {
+        if self.cancel_pending(&conn) {
+            conn.broken = true;
+        }
         if conn.broken {
             backend::discard(conn);
             self.mark_lost(shard);

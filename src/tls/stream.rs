@@ -20,12 +20,6 @@ pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
 /// The proxy's wire connection to a shard.
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
-impl<T> MaybeTls<T> {
-    pub fn is_tls(&self) -> bool {
-        matches!(self, MaybeTls::Tls(_))
-    }
-}
-
 impl<T: AsyncRead + Unpin> MaybeTls<T> {
     /// True when the peer closed the connection or sent something, without waiting: an idle
     /// connection of either kind must have nothing to say. What a probe reads is lost, which is
