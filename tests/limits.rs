@@ -379,7 +379,7 @@ async fn a_pipeline_counts_every_execute_and_a_refusal_after_a_flush_commits_not
     raw::statement(&mut out, "INSERT INTO users VALUES (201)");
     raw::flush(&mut out);
     raw::send(&mut s, &out).await;
-    let seen = raw::read_until(&mut s, &[b'C', b'E']).await;
+    let seen = raw::read_until(&mut s, b"CE").await;
     assert_eq!(seen.last().unwrap().0, b'C', "{seen:?}");
     // Two more before the Sync: one token is left, so this part is refused, and the first
     // part, which the client now takes for failed, must not commit at the Sync.
