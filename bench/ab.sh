@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Two builds of shardgate side by side on the same three demo shards: alternated pgbench runs of
 # a point SELECT by key, so that a change's cost shows against the run-to-run noise.
-# Usage: bench/ab.sh OLD_BINARY NEW_BINARY [seconds per run] [rounds]
+# Usage: [AB_OLD_EXTRA=TOML] bench/ab.sh OLD_BINARY NEW_BINARY [seconds per run] [rounds]
 #   e.g. git worktree add /tmp/old HEAD~3 && (cd /tmp/old && cargo build --release)
 #        bench/ab.sh /tmp/old/target/release/shardgate target/release/shardgate
 set -euo pipefail
@@ -27,6 +27,11 @@ for _ in $(seq 1 120); do
 done
 grep -q "Connect with" "$work/demo.log" || { cat "$work/demo.log"; exit 1; }
 sed 's/127.0.0.1:16800/127.0.0.1:16801/' "$work/demo/shards.toml" >"$work/old.toml"
+# AB_OLD_EXTRA: config appended for the old side only, to measure a setting's cost with one
+# binary, e.g. AB_OLD_EXTRA=$'[[rate_limits]]\nper = "user"\nrate = 1e9\nburst = 1000000'
+if [ -n "${AB_OLD_EXTRA:-}" ]; then
+  printf '\n%s\n' "$AB_OLD_EXTRA" >>"$work/old.toml"
+fi
 RUST_LOG=warn "$old" --config "$work/old.toml" >"$work/old.log" 2>&1 &
 old_pid=$!
 sleep 1
