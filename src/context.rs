@@ -50,7 +50,7 @@ pub struct Context {
     pub users: ArcSwap<crate::auth::Users>,
     /// TLS offered to clients (`[tls]` cert and key); RELOAD swaps it, so new connections get
     /// renewed files and open ones keep theirs.
-    pub tls_acceptor: ArcSwapOption<tokio_rustls::TlsAcceptor>,
+    pub tls_acceptor: ArcSwapOption<crate::tls::ClientTls>,
     /// ParameterStatus values of a real shard, reported to clients at startup.
     server_params: Mutex<Option<ServerParams>>,
 }

@@ -40,6 +40,9 @@ pub enum Error {
     NotAdmin { user: String },
     /// `[tls] require = true` and the client started without TLS (28000).
     TlsRequired,
+    /// Over TLS, where SCRAM-SHA-256-PLUS was offered, the client said it could bind to the
+    /// channel but thought the server could not: the offer was stripped on the way (28000).
+    ChannelBindingDowngrade,
     /// The client broke the wire protocol (08P01).
     Protocol { message: String },
     /// Input that is not valid UTF-8 (22021).
@@ -113,6 +116,7 @@ impl Error {
             Error::StatementTimeout => "57014",
             Error::BadPassword { .. } => "28P01",
             Error::NotAdmin { .. } | Error::TlsRequired => "28000",
+            Error::ChannelBindingDowngrade => "28000",
             Error::Protocol { .. } => "08P01",
             Error::Encoding => "22021",
             Error::UnknownStatement { .. } => "26000",
@@ -201,6 +205,11 @@ impl fmt::Display for Error {
                 "user \"{user}\" may not use the shardgate admin console (not in [auth] admin_users)"
             ),
             Error::TlsRequired => write!(f, "TLS is required: connect with sslmode=require"),
+            // PostgreSQL's message and detail, in one line.
+            Error::ChannelBindingDowngrade => write!(
+                f,
+                "SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the server does not, however this server does support channel binding"
+            ),
             Error::Protocol { message } => write!(f, "protocol violation: {message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
             Error::UnknownStatement { name } => {

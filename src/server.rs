@@ -1,6 +1,7 @@
 //! The client-facing listener: accepts connections, runs the startup handshake, and hands each
 //! client to a session.
 
+use crate::auth::ChannelBinding;
 use crate::backend::Running;
 use crate::config::AuthMethod;
 use crate::context::Context;
@@ -128,8 +129,9 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
     };
     let (r, mut w) = tokio::io::split(start.stream);
     let mut reader = FrameReader::with_buffer(r, start.buffered);
-    let Ok(started) = tokio::time::timeout_at(deadline, startup(&ctx, &mut reader, &mut w)).await
-    else {
+    let binding = start.channel_binding.as_ref();
+    let starting = startup(&ctx, &mut reader, &mut w, binding);
+    let Ok(started) = tokio::time::timeout_at(deadline, starting).await else {
         tracing::debug!(%peer, "client did not complete its startup in time");
         return;
     };
@@ -180,11 +182,13 @@ struct Started {
 
 /// The startup phase: the startup packet, authentication, parameters (SSL and GSS requests
 /// were answered by `tls::negotiate`).
-/// `Ok(None)` when the client went away (or sent a cancel request).
+/// `Ok(None)` when the client went away (or sent a cancel request). `binding` is the TLS
+/// channel SCRAM-SHA-256-PLUS can bind to, when the client is on one.
 async fn startup<R, W>(
     ctx: &Arc<Context>,
     reader: &mut FrameReader<R>,
     w: &mut W,
+    binding: Option<&ChannelBinding>,
 ) -> Result<Option<Started>, Error>
 where
     R: AsyncRead + Unpin,
@@ -274,7 +278,7 @@ where
             out.clear();
         }
         let users = ctx.users.load_full();
-        crate::auth::authenticate(&users, auth.method, user, reader, w).await?;
+        crate::auth::authenticate(&users, auth.method, user, binding, reader, w).await?;
     }
     // Without [auth] every client is trusted, for the console too.
     if let Some(auth) = config.auth.as_ref().filter(|_| admin) {

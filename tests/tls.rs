@@ -371,3 +371,70 @@ async fn psql_over_tls_with_scram_for_plain_and_copied_passwords() {
         assert!(!ok && err.contains("TLS is required"), "{err}");
     }
 }
+
+/// SCRAM-SHA-256-PLUS over TLS: psql (libpq computes the certificate hash with OpenSSL, on its
+/// own) with channel_binding=require gets in, and with channel_binding=disable too; so does
+/// tokio-postgres with channel_binding=require. After a reload to a certificate signed with
+/// ECDSA P-384, the binding follows the new certificate and its SHA-384 hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_binding_require_over_tls_with_scram() {
+    let shards = Shards::databases(1).await;
+    let pki = Pki::new("plus");
+    let auth = "[auth]\nmethod = \"scram-sha-256\"\n[[auth.users]]\nname = \"app\"\npassword = \"app-pw\"\n";
+    let extra = format!("{TABLES}[tls]\n{}{auth}", pki.client_toml());
+    let proxy = Proxy::start(&shards.urls(), &extra).await;
+    let login = |password: &str, binding: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=app password={password} dbname=app sslmode=require channel_binding={binding}",
+            proxy.addr.port()
+        )
+    };
+    let psql_in = |password: &'static str, binding: &'static str| {
+        let conninfo = login(password, binding);
+        async move { psql(&conninfo, &["SELECT 7"]).await }
+    };
+    for binding in ["require", "disable", "prefer"] {
+        let (ok, out, err) = psql_in("app-pw", binding).await;
+        assert!(ok, "channel_binding={binding}: {err}");
+        assert!(out.lines().any(|l| l == "7"), "{out}");
+    }
+    let (ok, _, err) = psql_in("wrong-pw", "require").await;
+    assert!(!ok);
+    assert!(
+        err.contains("password authentication failed for user \"app\""),
+        "{err}"
+    );
+    // In clear the proxy offers no PLUS, so a client that requires it gives up before a
+    // password is sent.
+    let clear = format!(
+        "host=127.0.0.1 port={} user=app password=app-pw dbname=app sslmode=disable channel_binding=require",
+        proxy.addr.port()
+    );
+    let (ok, _, err) = psql(&clear, &["SELECT 1"]).await;
+    assert!(!ok && err.contains("channel binding"), "{err}");
+    let (ok, _, err) = psql(&clear.replace("=require", "=disable"), &["SELECT 1"]).await;
+    assert!(ok, "{err}");
+
+    // tokio-postgres, its TLS through the proxy's connector, requiring the binding.
+    let mut cfg: tokio_postgres::Config = login("app-pw", "require").parse().unwrap();
+    let tls = shardgate::tls::postgres::for_shard(Some(&verify_full(&pki.ca)), &mut cfg).unwrap();
+    let (client, conn) = cfg.connect(tls).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(rows(&client, "SELECT 3").await[0][0].as_deref(), Some("3"));
+
+    // Another certificate, another hash function: new connections bind to it.
+    let p384 = Pki::signed_with("plus-384", &rcgen::PKCS_ECDSA_P384_SHA384);
+    let mut config = (*proxy.ctx.config.load_full()).clone();
+    let tls = config.tls.as_mut().unwrap();
+    tls.cert = Some(p384.cert.display().to_string());
+    tls.key = Some(p384.key.display().to_string());
+    shardgate::reload::apply(&proxy.ctx, config).await.unwrap();
+    let (ok, out, err) = psql_in("app-pw", "require").await;
+    assert!(ok, "after the reload: {err}");
+    assert!(out.lines().any(|l| l == "7"), "{out}");
+    let mut cfg: tokio_postgres::Config = login("app-pw", "require").parse().unwrap();
+    let tls = shardgate::tls::postgres::for_shard(Some(&verify_full(&p384.ca)), &mut cfg).unwrap();
+    let (client, conn) = cfg.connect(tls).await.unwrap();
+    tokio::spawn(conn);
+    assert_eq!(rows(&client, "SELECT 4").await[0][0].as_deref(), Some("4"));
+}

@@ -4,6 +4,8 @@
 pub mod md5;
 pub mod scram;
 
+pub use scram::ChannelBinding;
+
 use crate::config::{AuthConfig, AuthMethod};
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
@@ -181,7 +183,7 @@ enum Plan<'a> {
 enum Failure {
     /// Wrong password, unknown user: one message for all (28P01); the reason is for the log.
     Refused(&'static str),
-    /// Broken protocol or a client that went away (08P01).
+    /// Broken protocol or a client that went away (08P01), or another error sent as it is.
     Broken(Error),
 }
 
@@ -198,11 +200,13 @@ fn broken(message: impl Into<String>) -> Error {
 }
 
 /// Runs the password exchange of `method` for `user`, up to (not including) AuthenticationOk,
-/// which the caller sends with the rest of the startup messages.
+/// which the caller sends with the rest of the startup messages. With `binding` (the client is
+/// on TLS) SCRAM-SHA-256-PLUS is offered too.
 pub async fn authenticate<R, W>(
     users: &Users,
     method: AuthMethod,
     user: &str,
+    binding: Option<&ChannelBinding>,
     reader: &mut FrameReader<R>,
     w: &mut W,
 ) -> Result<(), Error>
@@ -213,7 +217,9 @@ where
     let exchange = async {
         match users.plan(method, user) {
             Plan::Trust => Ok(()),
-            Plan::Scram(verifier, doomed) => scram_exchange(verifier, doomed, reader, w).await,
+            Plan::Scram(verifier, doomed) => {
+                scram_exchange(verifier, doomed, binding, reader, w).await
+            }
             Plan::Md5(verifier) => md5_exchange(verifier, reader, w).await,
         }
     };
@@ -260,6 +266,7 @@ async fn password_message<R: AsyncRead + Unpin>(
 async fn scram_exchange<R, W>(
     verifier: scram::Verifier,
     doomed: Option<&'static str>,
+    binding: Option<&ChannelBinding>,
     reader: &mut FrameReader<R>,
     w: &mut W,
 ) -> Result<(), Failure>
@@ -268,15 +275,22 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut out = BytesMut::new();
-    protocol::put_auth_sasl(&mut out, &[scram::MECHANISM]);
+    // PLUS first, as PostgreSQL lists them: clients take the first they can do.
+    match binding {
+        Some(_) => protocol::put_auth_sasl(&mut out, &[scram::MECHANISM_PLUS, scram::MECHANISM]),
+        None => protocol::put_auth_sasl(&mut out, &[scram::MECHANISM]),
+    }
     send(w, &out).await?;
     let initial = password_message(reader).await?;
     let mut body = initial.body();
     let mechanism =
         protocol::take_cstr(&mut body).map_err(|_| broken("malformed SASLInitialResponse"))?;
-    if mechanism != scram::MECHANISM {
-        return Err(broken("client selected an invalid SASL authentication mechanism").into());
-    }
+    let channel = match (mechanism, binding) {
+        (scram::MECHANISM, None) => scram::Channel::Unbound,
+        (scram::MECHANISM, Some(_)) => scram::Channel::Declined,
+        (scram::MECHANISM_PLUS, Some(b)) => scram::Channel::Bound(b.clone()),
+        _ => return Err(broken("client selected an invalid SASL authentication mechanism").into()),
+    };
     let len = protocol::be_i32(body, 0).ok_or_else(|| broken("malformed SASLInitialResponse"))?;
     let data = &body[4..];
     let client_first = if len == -1 && data.is_empty() {
@@ -291,7 +305,8 @@ where
         return Err(broken("malformed SASLInitialResponse").into());
     };
     let nonce: [u8; scram::NONCE_RAW_LEN] = rand::rng().random();
-    let mut server = scram::ServerExchange::new(verifier, doomed.is_some(), STANDARD.encode(nonce));
+    let mut server = scram::ServerExchange::new(verifier, doomed.is_some(), STANDARD.encode(nonce))
+        .with_channel(channel);
     let server_first = server.first(&client_first).map_err(refusal)?;
     out.clear();
     protocol::put_auth_sasl_continue(&mut out, server_first.as_bytes());
@@ -315,6 +330,8 @@ fn refusal(r: scram::Refusal) -> Failure {
             Failure::Broken(broken(format!("malformed SCRAM message: {why}")))
         }
         scram::Refusal::Failed => Failure::Refused("wrong password"),
+        scram::Refusal::BindingMismatch => Failure::Refused("SCRAM channel binding check failed"),
+        scram::Refusal::Downgrade => Failure::Broken(Error::ChannelBindingDowngrade),
     }
 }
 

@@ -1,5 +1,6 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) as PostgreSQL's server speaks it: the verifier format of
-//! pg_authid.rolpassword and the server side of one exchange, without channel binding.
+//! pg_authid.rolpassword and the server side of one exchange, with SCRAM-SHA-256-PLUS binding
+//! to the TLS channel by tls-server-end-point (RFC 5929), the one type PostgreSQL offers.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -8,6 +9,10 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 pub const MECHANISM: &str = "SCRAM-SHA-256";
+/// The same, bound to the TLS channel the exchange runs over.
+pub const MECHANISM_PLUS: &str = "SCRAM-SHA-256-PLUS";
+/// The only channel-binding type served, as in PostgreSQL.
+const CBIND_TYPE: &str = "tls-server-end-point";
 /// PostgreSQL's default `scram_iterations`.
 pub const ITERATIONS: u32 = 4096;
 pub const SALT_LEN: usize = 16;
@@ -23,6 +28,37 @@ pub enum Refusal {
     Malformed(&'static str),
     /// Well formed, but the proof is wrong or the exchange was doomed from the start (28P01).
     Failed,
+    /// SCRAM-SHA-256-PLUS, but the client bound to another channel than this connection: another
+    /// certificate, so a man in the middle may be relaying the exchange (28P01, as a bad
+    /// password: the client learns nothing more).
+    BindingMismatch,
+    /// Flag `y` (the client can bind but thinks the server cannot) where SCRAM-SHA-256-PLUS was
+    /// offered: someone removed it from the list on the way (28000, as PostgreSQL).
+    Downgrade,
+}
+
+/// The data SCRAM-SHA-256-PLUS binds to: the tls-server-end-point hash of the certificate the
+/// proxy presented on the connection (public: anyone who sees the certificate can compute it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelBinding {
+    end_point: Vec<u8>,
+}
+
+impl ChannelBinding {
+    pub fn tls_server_end_point(hash: Vec<u8>) -> ChannelBinding {
+        ChannelBinding { end_point: hash }
+    }
+}
+
+/// What the connection and the client's choice of mechanism make of channel binding.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Channel {
+    /// SCRAM-SHA-256-PLUS was not offered (plain TCP): flags `n` and `y` are fine, `p` is not.
+    Unbound,
+    /// SCRAM-SHA-256-PLUS was offered and the client chose SCRAM-SHA-256: flag `n` only.
+    Declined,
+    /// The client chose SCRAM-SHA-256-PLUS: flag `p=tls-server-end-point` with this binding.
+    Bound(ChannelBinding),
 }
 
 /// What the server keeps of a password: never the password, only the keys derived from it.
@@ -138,13 +174,16 @@ pub struct ServerExchange {
     /// users whose stored password cannot serve SCRAM.
     doomed: bool,
     server_nonce: String,
-    /// Set by `first`: the channel-binding flag, the nonce the client must echo, and the
-    /// first two messages of the AuthMessage.
+    channel: Channel,
+    /// Set by `first`: the channel-binding attribute expected, the nonce the client must echo,
+    /// and the first two messages of the AuthMessage.
     state: Option<First>,
 }
 
 struct First {
-    cbind_flag: u8,
+    /// `c=` of the client-final message: base64 of the gs2 header, and of the binding data
+    /// after it with SCRAM-SHA-256-PLUS.
+    cbind: String,
     nonce: String,
     auth_prefix: String,
 }
@@ -156,22 +195,47 @@ impl ServerExchange {
             verifier,
             doomed,
             server_nonce,
+            channel: Channel::Unbound,
             state: None,
         }
+    }
+
+    /// The exchange under `channel` (`Unbound` without this).
+    pub fn with_channel(mut self, channel: Channel) -> ServerExchange {
+        self.channel = channel;
+        self
     }
 
     /// Reads `gs2-header client-first-message-bare` and returns the server-first message.
     pub fn first(&mut self, client_first: &[u8]) -> Result<String, Refusal> {
         let msg = std::str::from_utf8(client_first).map_err(|_| malformed("not UTF-8"))?;
+        let bound = matches!(self.channel, Channel::Bound(_));
         let (cbind_flag, rest) = match msg.as_bytes().first() {
             Some(b'n') => (b'n', &msg[1..]),
+            Some(b'y') if self.channel == Channel::Declined => return Err(Refusal::Downgrade),
             Some(b'y') => (b'y', &msg[1..]),
             // What PostgreSQL says when a client binds to a channel it was not offered.
-            Some(b'p') => return Err(malformed(
+            Some(b'p') if !bound => return Err(malformed(
                 "the client selected SCRAM-SHA-256 without channel binding, but the SCRAM message includes channel binding data",
             )),
+            Some(b'p') => {
+                let flag = &msg[1..];
+                let end = flag.find(',').unwrap_or(flag.len());
+                let kind = flag[..end]
+                    .strip_prefix('=')
+                    .ok_or(malformed("'=' expected after the channel-binding flag p"))?;
+                if kind != CBIND_TYPE {
+                    return Err(malformed("unsupported SCRAM channel-binding type"));
+                }
+                (b'p', &flag[end..])
+            }
             _ => return Err(malformed("unexpected channel-binding flag")),
         };
+        if bound && cbind_flag != b'p' {
+            return Err(malformed(
+                "the client selected SCRAM-SHA-256-PLUS, but the SCRAM message does not include channel binding data",
+            ));
+        }
         let rest = rest
             .strip_prefix(',')
             .ok_or(malformed("comma expected after the channel-binding flag"))?;
@@ -199,6 +263,11 @@ impl ServerExchange {
             return Err(malformed("the client nonce is not printable"));
         }
         // Optional extensions may follow; they are ignored.
+        let gs2_header = &msg[..msg.len() - bare.len()];
+        let mut cbind = gs2_header.as_bytes().to_vec();
+        if let Channel::Bound(binding) = &self.channel {
+            cbind.extend_from_slice(&binding.end_point);
+        }
         let nonce = format!("{client_nonce}{}", self.server_nonce);
         let server_first = format!(
             "r={nonce},s={},i={}",
@@ -206,7 +275,7 @@ impl ServerExchange {
             self.verifier.iterations
         );
         self.state = Some(First {
-            cbind_flag,
+            cbind: STANDARD.encode(cbind),
             nonce,
             auth_prefix: format!("{bare},{server_first},"),
         });
@@ -228,13 +297,11 @@ impl ServerExchange {
             .and_then(|a| a.strip_prefix("c="))
             .ok_or(malformed("channel-binding attribute expected"))?;
         // Without channel binding the attribute is the gs2 header the client sent first,
-        // base64-encoded: "n,," or "y,,".
-        let expected = if first.cbind_flag == b'n' {
-            "biws"
-        } else {
-            "eSws"
-        };
-        if cbind != expected {
+        // base64-encoded: "n,," or "y,,"; with it, the certificate hash follows the header.
+        if cbind != first.cbind {
+            if let Channel::Bound(_) = self.channel {
+                return Err(Refusal::BindingMismatch);
+            }
             return Err(malformed(
                 "unexpected SCRAM channel-binding attribute in client-final-message",
             ));

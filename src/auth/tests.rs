@@ -61,11 +61,24 @@ impl Client {
 
     /// A whole SCRAM exchange; Ok when the server's final message checks out.
     async fn scram(&mut self, password: &str) -> Result<(), String> {
+        let binding = ChannelBinding::unsupported();
+        self.scram_as(password, PLAIN_ONLY, "SCRAM-SHA-256", binding)
+            .await
+    }
+
+    /// A whole SCRAM exchange with `mechanism` and `binding`, after the server listed
+    /// `offered` (the AuthenticationSASL data).
+    async fn scram_as(
+        &mut self,
+        password: &str,
+        offered: &[u8],
+        mechanism: &str,
+        binding: ChannelBinding,
+    ) -> Result<(), String> {
         let (code, data) = self.recv().await.ok_or("closed")?;
-        assert_eq!((code, data.as_slice()), (10, &b"SCRAM-SHA-256\0\0"[..]));
-        let mut scram = ScramSha256::new(password.as_bytes(), ChannelBinding::unsupported());
-        self.send_initial("SCRAM-SHA-256", Some(scram.message()))
-            .await;
+        assert_eq!((code, data.as_slice()), (10, offered));
+        let mut scram = ScramSha256::new(password.as_bytes(), binding);
+        self.send_initial(mechanism, Some(scram.message())).await;
         let (code, data) = self.recv().await.ok_or("closed")?;
         assert_eq!(code, 11);
         scram.update(&data).map_err(|e| e.to_string())?;
@@ -86,18 +99,32 @@ impl Client {
     }
 }
 
+/// What the server lists over plain TCP, and over TLS.
+const PLAIN_ONLY: &[u8] = b"SCRAM-SHA-256\0\0";
+const WITH_PLUS: &[u8] = b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0";
+
 /// Runs the server side in its own task, which drops its end of the pipe when it returns.
 fn serve(
     users: &Arc<Users>,
     method: AuthMethod,
     user: &str,
 ) -> (Client, JoinHandle<Result<(), Error>>) {
+    serve_on(users, method, user, None)
+}
+
+/// The same, for a client on a TLS channel with this binding (`None`: plain TCP).
+fn serve_on(
+    users: &Arc<Users>,
+    method: AuthMethod,
+    user: &str,
+    binding: Option<super::ChannelBinding>,
+) -> (Client, JoinHandle<Result<(), Error>>) {
     let (ours, theirs) = tokio::io::duplex(1 << 20);
     let (r, mut w) = tokio::io::split(ours);
     let (users, user) = (users.clone(), user.to_owned());
     let server = tokio::spawn(async move {
         let mut reader = FrameReader::new(r);
-        authenticate(&users, method, &user, &mut reader, &mut w).await
+        authenticate(&users, method, &user, binding.as_ref(), &mut reader, &mut w).await
     });
     let (r, w) = tokio::io::split(theirs);
     let client = Client {
@@ -314,4 +341,80 @@ fn debug_output_holds_no_secret() {
         "{entries}"
     );
     assert!(!entries.contains(&verifier[25..]), "{entries}");
+}
+
+/// Over TLS: SCRAM-SHA-256-PLUS with the right certificate hash gets in, with another one it is
+/// refused as a wrong password is; plain SCRAM-SHA-256 with flag `n` is fine, flag `y` is a
+/// downgrade (28000); and over plain TCP PLUS is not offered nor accepted.
+#[tokio::test]
+async fn channel_binding_over_tls_as_postgresql_does() {
+    let us = users("scram-sha-256", &[("app", "pw")]);
+    let hash = Sha256::digest(b"the certificate").to_vec();
+    let tls = || Some(super::ChannelBinding::tls_server_end_point(hash.clone()));
+    let plus = || ChannelBinding::tls_server_end_point(hash.clone());
+    let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "app", tls());
+    let client = c
+        .scram_as("pw", WITH_PLUS, "SCRAM-SHA-256-PLUS", plus())
+        .await;
+    assert_eq!((client, server.await.unwrap()), (Ok(()), Ok(())));
+
+    // The right password, bound to another certificate: a relay, refused without a hint.
+    let mut other = hash.clone();
+    other[0] ^= 1;
+    let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "app", tls());
+    let wrong = ChannelBinding::tls_server_end_point(other);
+    let client = c
+        .scram_as("pw", WITH_PLUS, "SCRAM-SHA-256-PLUS", wrong)
+        .await;
+    assert_eq!(client, Err("refused".into()));
+    assert_eq!(server.await.unwrap(), bad_password("app"));
+    // And an unknown user bound right is refused all the same.
+    let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "ghost", tls());
+    let client = c
+        .scram_as("pw", WITH_PLUS, "SCRAM-SHA-256-PLUS", plus())
+        .await;
+    assert_eq!(client, Err("refused".into()));
+    assert_eq!(server.await.unwrap(), bad_password("ghost"));
+
+    // Without binding over TLS: `n` (channel_binding=disable) is fine.
+    let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "app", tls());
+    let none = ChannelBinding::unsupported();
+    let client = c.scram_as("pw", WITH_PLUS, "SCRAM-SHA-256", none).await;
+    assert_eq!((client, server.await.unwrap()), (Ok(()), Ok(())));
+    // `y` says the client never saw PLUS in the list: refused as PostgreSQL does.
+    let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "app", tls());
+    let unrequested = ChannelBinding::unrequested();
+    let client = c
+        .scram_as("pw", WITH_PLUS, "SCRAM-SHA-256", unrequested)
+        .await;
+    assert_eq!(client, Err("closed".into()));
+    let err = server.await.unwrap().unwrap_err();
+    assert_eq!(err, Error::ChannelBindingDowngrade);
+    assert_eq!(err.sqlstate(), "28000");
+    // PLUS with a `y` or `n` header, or another binding type: broken.
+    for first in [
+        &b"y,,n=,r=abcdef"[..],
+        b"n,,n=,r=abcdef",
+        b"p=tls-unique,,n=,r=abcdef",
+        b"p,,n=,r=abcdef",
+    ] {
+        let (mut c, server) = serve_on(&us, AuthMethod::ScramSha256, "app", tls());
+        c.recv().await.unwrap();
+        c.send_initial("SCRAM-SHA-256-PLUS", Some(first)).await;
+        assert!(is_protocol(server.await.unwrap()), "{first:?}");
+    }
+
+    // Over plain TCP: `y` is fine, PLUS is not offered, and choosing it anyway is broken.
+    let (mut c, server) = serve(&us, AuthMethod::ScramSha256, "app");
+    let unrequested = ChannelBinding::unrequested();
+    let client = c
+        .scram_as("pw", PLAIN_ONLY, "SCRAM-SHA-256", unrequested)
+        .await;
+    assert_eq!((client, server.await.unwrap()), (Ok(()), Ok(())));
+    let (mut c, server) = serve(&us, AuthMethod::ScramSha256, "app");
+    let client = c
+        .scram_as("pw", PLAIN_ONLY, "SCRAM-SHA-256-PLUS", plus())
+        .await;
+    assert_eq!(client, Err("closed".into()));
+    assert!(is_protocol(server.await.unwrap()));
 }

@@ -1,14 +1,14 @@
 //! The start of a client connection, before its startup packet: SSLRequest and GSSENCRequest
 //! are answered on the raw socket, and the TLS handshake runs there when the proxy offers it.
 
-use super::ClientStream;
+use super::{ClientStream, ClientTls};
+use crate::auth::ChannelBinding;
 use crate::error::Error;
 use crate::protocol::{self, CANCEL_REQUEST_CODE, GSSENC_REQUEST_CODE, SSL_REQUEST_CODE};
 use bytes::{Buf, BytesMut};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
 
 /// As PostgreSQL's authentication_timeout: a client stuck mid-handshake does not hold its task
 /// (and file descriptor) for longer.
@@ -20,6 +20,9 @@ pub struct Negotiated {
     /// What the client already sent in clear past the negotiation: its startup (or cancel)
     /// packet, for the frame reader to start from. Always empty after a TLS handshake.
     pub buffered: BytesMut,
+    /// What SCRAM-SHA-256-PLUS binds to on this connection: the hash of the certificate its
+    /// handshake presented. `None` in clear.
+    pub channel_binding: Option<ChannelBinding>,
 }
 
 /// Answers the client's SSL and GSS requests: 'S' and a TLS handshake when `acceptor` is set,
@@ -28,7 +31,7 @@ pub struct Negotiated {
 /// failed the handshake or was refused (it has been told why, where it could be).
 pub async fn negotiate(
     mut tcp: TcpStream,
-    acceptor: Option<&TlsAcceptor>,
+    acceptor: Option<&ClientTls>,
     require: bool,
 ) -> Option<Negotiated> {
     let mut buf = BytesMut::with_capacity(512);
@@ -54,11 +57,12 @@ pub async fn negotiate(
                     return refuse(tcp, Error::Protocol { message }).await;
                 }
                 tcp.write_all(b"S").await.ok()?;
-                let shake = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
-                return match shake {
+                let shake = acceptor.acceptor.accept(tcp);
+                return match tokio::time::timeout(HANDSHAKE_TIMEOUT, shake).await {
                     Ok(Ok(tls)) => Some(Negotiated {
                         stream: ClientStream::Tls(Box::new(tls)),
                         buffered: buf,
+                        channel_binding: acceptor.channel_binding.clone(),
                     }),
                     Ok(Err(e)) => {
                         tracing::debug!("client TLS handshake failed: {e}");
@@ -89,6 +93,7 @@ pub async fn negotiate(
     Some(Negotiated {
         stream: ClientStream::Plain(tcp),
         buffered: buf,
+        channel_binding: None,
     })
 }
 

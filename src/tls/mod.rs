@@ -3,6 +3,7 @@
 //! (`builder_with_provider`), so no process-wide default provider is installed or raced over.
 
 mod accept;
+pub mod end_point;
 pub mod postgres;
 mod shard;
 mod stream;
@@ -11,6 +12,7 @@ pub use accept::{negotiate, Negotiated};
 pub use shard::{shard_mode, ShardConnector};
 pub use stream::{ClientStream, MaybeTls, ServerStream};
 
+use crate::auth::ChannelBinding;
 use crate::config::TlsConfig;
 use crate::error::Error;
 use rustls::crypto::CryptoProvider;
@@ -27,13 +29,30 @@ fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// TLS as offered to clients: the acceptor, and the channel binding of the certificate it
+/// presents. Kept together so that a connection binds to the certificate its own handshake
+/// used, even when a reload has swapped in another since.
+pub struct ClientTls {
+    pub acceptor: TlsAcceptor,
+    /// The tls-server-end-point hash of the certificate; `None` when its signature names no
+    /// usable hash (Ed25519), and then SCRAM-SHA-256-PLUS is not offered.
+    pub channel_binding: Option<ChannelBinding>,
+}
+
 /// The acceptor for clients' TLS, when `[tls]` names a certificate and its key. The files are
 /// read on every call, so RELOAD picks up renewed ones.
-pub fn acceptor(tls: Option<&TlsConfig>) -> Result<Option<TlsAcceptor>, Error> {
+pub fn acceptor(tls: Option<&TlsConfig>) -> Result<Option<ClientTls>, Error> {
     let Some((cert, key)) = tls.and_then(|t| Some((t.cert.as_deref()?, t.key.as_deref()?))) else {
         return Ok(None);
     };
     let chain = read_certs("cert", cert)?;
+    // The first certificate of the chain is the one the handshake presents as the server's.
+    let channel_binding = end_point::hash(&chain[0]).map(ChannelBinding::tls_server_end_point);
+    if channel_binding.is_none() {
+        tracing::warn!(
+            "[tls] cert {cert:?}: its signature algorithm names no hash for channel binding; SCRAM-SHA-256-PLUS is not offered"
+        );
+    }
     let private = read_key(key)?;
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
@@ -46,7 +65,10 @@ pub fn acceptor(tls: Option<&TlsConfig>) -> Result<Option<TlsAcceptor>, Error> {
             ))
         })?;
     config.alpn_protocols = vec![ALPN.to_vec()];
-    Ok(Some(TlsAcceptor::from(Arc::new(config))))
+    Ok(Some(ClientTls {
+        acceptor: TlsAcceptor::from(Arc::new(config)),
+        channel_binding,
+    }))
 }
 
 fn read_file(field: &str, path: &str) -> Result<Vec<u8>, Error> {

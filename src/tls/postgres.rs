@@ -90,9 +90,15 @@ where
 pub struct RustlsStream<S>(Box<tokio_rustls::client::TlsStream<S>>);
 
 impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for RustlsStream<S> {
-    // SCRAM then runs without channel binding, as the proxy's own wire connections do.
+    // The server's certificate as this handshake received it, so that tokio-postgres can use
+    // SCRAM-SHA-256-PLUS (with channel_binding=prefer, its default, whenever it is offered).
+    // A certificate that names no usable hash binds to nothing, as libpq's would fail to.
     fn channel_binding(&self) -> ChannelBinding {
-        ChannelBinding::none()
+        let (_, conn) = self.0.get_ref();
+        conn.peer_certificates()
+            .and_then(|chain| chain.first())
+            .and_then(|cert| super::end_point::hash(cert))
+            .map_or_else(ChannelBinding::none, ChannelBinding::tls_server_end_point)
     }
 }
 

@@ -3,6 +3,7 @@
 
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
+    SignatureAlgorithm,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -18,6 +19,12 @@ pub struct Pki {
 
 impl Pki {
     pub fn new(name: &str) -> Pki {
+        Pki::signed_with(name, &rcgen::PKCS_ECDSA_P256_SHA256)
+    }
+
+    /// A CA whose key (and so the server certificate's signature) is of `alg`: the signature
+    /// decides the hash of channel binding.
+    pub fn signed_with(name: &str, alg: &'static SignatureAlgorithm) -> Pki {
         let dir = tempfile::Builder::new()
             .prefix("shardgate-pki-")
             .tempdir_in(super::scratch_root())
@@ -34,7 +41,8 @@ impl Pki {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+        let ca_key = KeyPair::generate_for(alg).unwrap();
+        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
         let key = KeyPair::generate().unwrap();
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();

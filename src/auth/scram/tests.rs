@@ -133,3 +133,57 @@ fn malformed_client_messages_are_refused_not_panics() {
     let mut s = ServerExchange::new(v, false, "srv".into());
     assert!(matches!(s.last(b"c=biws"), Err(Refusal::Malformed(_))));
 }
+
+/// postgres-protocol's client with `binding` against a server exchange under `channel`.
+fn bound_exchange(channel: Channel, binding: ChannelBinding) -> Result<(), Refusal> {
+    let verifier = Verifier::derive("pw", b"salt", 16);
+    let mut client = ScramSha256::new(b"pw", binding);
+    let mut server =
+        ServerExchange::new(verifier, false, "c2VydmVyIG5vbmNl".into()).with_channel(channel);
+    let first = server.first(client.message())?;
+    client.update(first.as_bytes()).unwrap();
+    let last = server.last(client.message())?;
+    client.finish(last.as_bytes()).unwrap();
+    Ok(())
+}
+
+#[test]
+fn channel_binding_flags_against_what_was_offered() {
+    let hash = Sha256::digest(b"certificate").to_vec();
+    let ours = || Channel::Bound(super::ChannelBinding::tls_server_end_point(hash.clone()));
+    let plus = |h: &[u8]| ChannelBinding::tls_server_end_point(h.to_vec());
+    assert_eq!(bound_exchange(ours(), plus(&hash)), Ok(()));
+    assert_eq!(
+        bound_exchange(ours(), plus(&hash[1..])),
+        Err(Refusal::BindingMismatch)
+    );
+    let unsupported = ChannelBinding::unsupported;
+    let unrequested = ChannelBinding::unrequested;
+    for channel in [Channel::Unbound, Channel::Declined] {
+        assert_eq!(bound_exchange(channel, unsupported()), Ok(()));
+    }
+    assert_eq!(bound_exchange(Channel::Unbound, unrequested()), Ok(()));
+    assert_eq!(
+        bound_exchange(Channel::Declined, unrequested()),
+        Err(Refusal::Downgrade)
+    );
+    for binding in [unsupported(), unrequested()] {
+        assert!(matches!(
+            bound_exchange(ours(), binding),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+    for channel in [Channel::Unbound, Channel::Declined] {
+        assert!(matches!(
+            bound_exchange(channel, plus(&hash)),
+            Err(Refusal::Malformed(_))
+        ));
+    }
+    // The flag as PLUS allows it, then the final message without the binding data.
+    let mut s = ServerExchange::new(Verifier::mock(b"s"), false, "srv".into()).with_channel(ours());
+    s.first(b"p=tls-server-end-point,,n=,r=abc").unwrap();
+    assert_eq!(
+        s.last(b"c=cD10bHMtc2VydmVyLWVuZC1wb2ludCws,r=abcsrv,p=AAAA"),
+        Err(Refusal::BindingMismatch)
+    );
+}
