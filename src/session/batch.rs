@@ -7,6 +7,8 @@ use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
+use std::collections::HashMap;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -141,6 +143,39 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.ext_skipping = false;
         self.release(shard, conn);
         Ok(())
+    }
+
+    /// The prepared statement each Bind of `frames` binds, by the Bind's position (statements
+    /// parsed earlier in the batch included, as the batch will read them when it runs).
+    pub(super) fn bound_statements(
+        &mut self,
+        frames: &[Frame],
+    ) -> Vec<(usize, Arc<super::extended::Prepared>)> {
+        let mut parsed: HashMap<String, Arc<super::extended::Prepared>> = HashMap::new();
+        let mut bound = Vec::new();
+        for (i, f) in frames.iter().enumerate() {
+            match f.tag {
+                b'P' => {
+                    if let Ok(p) = protocol::decode_parse(f.body()) {
+                        let name = p.name.to_owned();
+                        let st = self.prepared_of(p);
+                        parsed.insert(name, st);
+                    }
+                }
+                b'B' => {
+                    if let Ok(b) = protocol::decode_bind(f.body()) {
+                        let st = parsed
+                            .get(b.statement)
+                            .or_else(|| self.stmts.get(b.statement));
+                        if let Some(st) = st {
+                            bound.push((i, st.clone()));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        bound
     }
 
     pub(super) async fn recv_frame(

@@ -8,8 +8,6 @@ use crate::protocol::{self, Frame};
 use crate::rebalance::Ticket;
 use crate::ring::Ring;
 use crate::router::{self, QueryPlan, Route};
-use std::collections::HashMap;
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -38,30 +36,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if !self.ctx.rebalance.gate.active() {
             return Ok(());
         }
-        let mut parsed: HashMap<String, Arc<super::extended::Prepared>> = HashMap::new();
-        let mut binds = Vec::new();
-        for f in frames {
-            match f.tag {
-                b'P' => {
-                    if let Ok(p) = protocol::decode_parse(f.body()) {
-                        let name = p.name.to_owned();
-                        let st = self.prepared_of(p);
-                        parsed.insert(name, st);
-                    }
-                }
-                b'B' => {
-                    if let Ok(b) = protocol::decode_bind(f.body()) {
-                        let st = parsed
-                            .get(b.statement)
-                            .or_else(|| self.stmts.get(b.statement));
-                        if let Some(st) = st {
-                            binds.push((st.clone(), f));
-                        }
-                    }
-                }
-                _ => {}
-            }
-        }
+        let binds: Vec<_> = self
+            .bound_statements(frames)
+            .into_iter()
+            .map(|(i, st)| (st, &frames[i]))
+            .collect();
         let stmts = || binds.iter().flat_map(|(st, _)| st.plan.statements.iter());
         if stmts().any(|s| s.ddl) {
             return Err(ddl_refused());

@@ -7,7 +7,7 @@
 use super::Session;
 use crate::error::Error;
 use crate::gateway::Per;
-use crate::protocol::{self, Frame};
+use crate::protocol::Frame;
 use crate::router::{QueryPlan, StatementPlan, Target, TxnCommand};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,33 +42,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let per_table = limiter.rules.iter().any(|r| r.per == Per::Table);
         let mut n = 0u32;
         let mut tables: Vec<Arc<str>> = Vec::new();
-        // Statements parsed in this batch count as they will be when it runs.
-        let mut parsed: Vec<(String, Arc<super::extended::Prepared>)> = Vec::new();
-        let mut bound: Option<Arc<super::extended::Prepared>> = None;
-        for f in frames {
+        let bound_at = self.bound_statements(frames);
+        let mut binds = bound_at.iter().peekable();
+        let mut bound: Option<&Arc<super::extended::Prepared>> = None;
+        for (i, f) in frames.iter().enumerate() {
             match f.tag {
-                b'P' => {
-                    if let Ok(p) = protocol::decode_parse(f.body()) {
-                        let name = p.name.to_owned();
-                        let st = self.prepared_of(p);
-                        parsed.retain(|(n, _)| *n != name);
-                        parsed.push((name, st));
-                    }
-                }
                 b'B' => {
-                    bound = protocol::decode_bind(f.body()).ok().and_then(|b| {
-                        parsed
-                            .iter()
-                            .rev()
-                            .find(|(n, _)| n == b.statement)
-                            .map(|(_, st)| st.clone())
-                            .or_else(|| self.stmts.get(b.statement).cloned())
-                    });
+                    bound = None;
+                    if let Some((_, st)) = binds.next_if(|(at, _)| *at == i) {
+                        bound = Some(st);
+                    }
                 }
                 b'E' => {
                     // An Execute of a portal bound in an earlier batch is counted, its tables not.
-                    let stmts = bound.as_ref().map(|st| &st.plan.statements[..]);
-                    if stmts.is_some_and(|s| s.iter().all(ends_transaction) && !s.is_empty()) {
+                    let stmts = bound.map(|st| &st.plan.statements[..]);
+                    if stmts.is_some_and(|s| !s.is_empty() && s.iter().all(ends_transaction)) {
                         continue;
                     }
                     n = n.saturating_add(1);
