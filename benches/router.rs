@@ -1,9 +1,11 @@
-//! Router benchmarks: planning a point SELECT and a 10-row INSERT, and resolving routes.
+//! Router benchmarks: planning a point SELECT and a 10-row INSERT, resolving routes, and a
+//! session's plan cache (by text, and by shape for statements that differ only in constants).
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use shardgate::catalog::Catalog;
 use shardgate::config::{Config, KeyType, ProxyConfig, ShardConfig, TableConfig};
 use shardgate::ring::Ring;
+use shardgate::router::cache::PlanCache;
 use shardgate::router::{plan, route};
 use std::hint::black_box;
 
@@ -73,6 +75,41 @@ fn benches(c: &mut Criterion) {
     let insert_plan = plan(&insert, &catalog).statements.remove(0);
     c.bench_function("route 10-row insert", |b| {
         b.iter(|| route(black_box(&insert_plan), &ring))
+    });
+
+    // What a session does per simple Query: the same text again (prepared-style clients, or
+    // the extended protocol's Parse), and a point SELECT with a new key each time (pgbench -S
+    // -M simple): its shape is known, so it is routed by the literal without a parse.
+    let mut cache = PlanCache::new(256, 0);
+    cache.plan(point, &catalog);
+    c.bench_function("plan cache hit, same text", |b| {
+        b.iter(|| cache.plan(black_box(point), &catalog))
+    });
+    let texts: Vec<String> = (0..1000)
+        .map(|i| {
+            format!(
+                "SELECT id, name, email FROM users WHERE id = {}",
+                1000 + i * 7919
+            )
+        })
+        .collect();
+    let mut cache = PlanCache::new(256, 0);
+    // The first of the shape makes its plan; the rest are routed by it.
+    assert!(cache.routed(&texts[0], &catalog, &ring).is_none());
+    assert!(cache.routed(&texts[1], &catalog, &ring).is_some());
+    let mut i = 0;
+    c.bench_function("shape hit, new key: lex + route", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            cache.routed(black_box(&texts[i]), &catalog, &ring)
+        })
+    });
+    let mut i = 0;
+    c.bench_function("plan cache miss, new key: parse + plan", |b| {
+        b.iter(|| {
+            i = (i + 1) % texts.len();
+            plan(black_box(&texts[i]), &catalog)
+        })
     });
 }
 

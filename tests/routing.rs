@@ -424,3 +424,86 @@ async fn a_parameter_in_a_simple_query_gets_postgres_own_error() {
     );
     assert_eq!(value(&c, "SELECT 'fine'").await, "fine");
 }
+
+/// After the first statement of a shape (the text with its constants taken out), the proxy
+/// routes the others by their own literals without parsing them: every one must still reach
+/// the shard its key names, and whatever the shape's plan cannot route falls back to the
+/// statement's own plan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_of_one_shape_are_routed_by_their_own_literals() {
+    let shards = Shards::start(3).await;
+    let extra = format!("{TABLES}\n[[tables]]\nname = \"mail\"\nshard_key = \"addr\"\n");
+    let proxy = Proxy::start(&shards.urls(), &extra).await;
+    let c = proxy.client().await;
+    c.batch_execute(SCHEMA).await.unwrap();
+    c.batch_execute("CREATE TABLE mail (addr text PRIMARY KEY, n int)")
+        .await
+        .unwrap();
+    let ring = proxy.ctx.ring.load();
+
+    // Text keys holding quotes and spaces: one shape, sixty values.
+    let addr = |i: usize| format!("o'brien {i}@example.com");
+    let quoted = |i: usize| addr(i).replace('\'', "''");
+    for i in 0..60 {
+        let sql = format!("INSERT INTO mail (addr, n) VALUES ('{}', {i})", quoted(i));
+        assert_eq!(affected(&c, &sql).await, 1);
+    }
+    let mut placed = 0;
+    for s in 0..3 {
+        let direct = shards.client(s).await;
+        for row in direct.query("SELECT addr FROM mail", &[]).await.unwrap() {
+            let a: String = row.get(0);
+            let home = ring.shard_for_key(&Key::Text(a.clone())).0 as usize;
+            assert_eq!(home, s, "{a} is on the shard the ring names");
+            placed += 1;
+        }
+    }
+    assert_eq!(placed, 60, "every row exactly once");
+    // Reads and writes of one shape each find their own row.
+    for i in 0..60 {
+        let sql = format!("UPDATE mail SET n = n + 100 WHERE addr = '{}'", quoted(i));
+        assert_eq!(affected(&c, &sql).await, 1, "update of row {i}");
+        let sql = format!("SELECT n FROM mail WHERE addr = '{}'", quoted(i));
+        assert_eq!(value(&c, &sql).await, (i + 100).to_string());
+    }
+
+    // Integer keys: an IN list over two shards is the statement's own plan's to gather.
+    let (a, b) = proxy.keys_on_two_shards();
+    for k in [a, b, a + 1000, b + 1000] {
+        let sql = format!("INSERT INTO users (id, name) VALUES ({k}, 'k{k}')");
+        assert_eq!(affected(&c, &sql).await, 1);
+    }
+    let count = |x: i64, y: i64| format!("SELECT count(*) FROM users WHERE id IN ({x}, {y})");
+    assert_eq!(value(&c, &count(a, a)).await, "1");
+    assert_eq!(value(&c, &count(a, b)).await, "2");
+    assert_eq!(value(&c, &count(a + 1000, b + 1000)).await, "2");
+    // A string that is no integer: PostgreSQL's own error, after the same shape routed fine.
+    let by_string = |k: &str| format!("SELECT name FROM users WHERE id = '{k}'");
+    assert_eq!(value(&c, &by_string(&a.to_string())).await, format!("k{a}"));
+    assert_eq!(value(&c, &by_string(&b.to_string())).await, format!("k{b}"));
+    assert_eq!(sqlstate(&c, &by_string("abc")).await, "22P02");
+    // Negative and decimal constants stay part of the shape.
+    assert_eq!(
+        value(
+            &c,
+            &format!("SELECT count(*) FROM users WHERE id = {a} AND score IS NULL AND -1 < 0")
+        )
+        .await,
+        "1"
+    );
+    // In a transaction that rolls back, rows written by shape are gone on every shard.
+    c.batch_execute("BEGIN").await.unwrap();
+    for k in 9000..9020i64 {
+        let sql = format!("INSERT INTO users (id, name) VALUES ({k}, 'k{k}')");
+        assert_eq!(affected(&c, &sql).await, 1);
+    }
+    c.batch_execute("ROLLBACK").await.unwrap();
+    let sql = "SELECT count(*) FROM users WHERE id >= 9000";
+    assert_eq!(shards.scalar_each(sql).await, [0, 0, 0]);
+    // A failed transaction refuses statements of a known shape too.
+    c.batch_execute("BEGIN").await.unwrap();
+    assert_eq!(sqlstate(&c, &by_string("abc")).await, "22P02");
+    assert_eq!(sqlstate(&c, &by_string(&a.to_string())).await, "25P02");
+    c.batch_execute("ROLLBACK").await.unwrap();
+    assert_eq!(value(&c, &by_string(&a.to_string())).await, format!("k{a}"));
+}

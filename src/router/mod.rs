@@ -4,6 +4,7 @@
 //! INTERFACE FROZEN FOR HELPERS.
 
 mod aggregate;
+pub mod cache;
 mod classify;
 mod copy;
 mod decide;
@@ -12,6 +13,7 @@ mod fallback;
 mod insert;
 mod keys;
 mod limit;
+pub mod literals;
 mod merge;
 mod resolve;
 mod rewrite;

@@ -220,7 +220,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// A statement that touches no sharded data: a shard already in the transaction, else the
     /// first of the ring's members that answers.
-    async fn exec_any(&mut self, sql: &str, ring: &Ring) -> Step<bool> {
+    pub(super) async fn exec_any(&mut self, sql: &str, ring: &Ring) -> Step<bool> {
         if let Some(t) = &self.txn {
             let shard = (t.conns.first().map(|(s, _)| *s)).unwrap_or_else(|| ring.first_member());
             return self.exec_one(shard, sql).await;

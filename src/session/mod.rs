@@ -12,6 +12,7 @@ mod gate;
 mod gather;
 mod limit;
 mod settings;
+mod template;
 mod timeout;
 mod txn;
 
@@ -24,10 +25,8 @@ use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use crate::stats::clients::{Client, State};
 use crate::stats::RouteKind;
 use bytes::BytesMut;
-use lru::LruCache;
 use settings::Settings;
 use std::collections::HashMap;
-use std::num::NonZeroUsize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -54,8 +53,7 @@ pub struct Session<S> {
     out: BytesMut,
     /// Output is being collected for a suspended portal, not sent: no flushing.
     capturing: bool,
-    plans: LruCache<u64, (Arc<str>, Arc<QueryPlan>)>,
-    plans_version: u64,
+    cache: router::cache::PlanCache,
     txn: Option<Txn>,
     settings: Settings,
     /// The settings fingerprint a connection will hold once the SET now running succeeds.
@@ -123,13 +121,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             timer: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(86_400))),
             cancels_sent: Vec::new(),
             cancels_seen: Vec::new(),
-            plans_version: ctx.catalog_version.load(Ordering::Acquire),
+            cache: router::cache::PlanCache::new(
+                PLAN_CACHE,
+                ctx.catalog_version.load(Ordering::Acquire),
+            ),
             ctx,
             client,
             writer,
             out: BytesMut::with_capacity(16 * 1024),
             capturing: false,
-            plans: LruCache::new(NonZeroUsize::new(PLAN_CACHE).unwrap_or(NonZeroUsize::MIN)),
             txn: None,
             settings: Settings::from_startup(startup),
             settings_after: None,
@@ -214,6 +214,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return self.ready().await;
             }
         };
+        if let Some(routed) = self.templated(text) {
+            self.run_routed(text, routed).await?;
+            return self.ready().await;
+        }
         let mut plan = self.plan(text);
         if self.needs_catalog(&plan) && self.ctx.refresh_catalog().await.is_ok() {
             plan = self.plan(text);
@@ -229,19 +233,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The cached plan for `text`, made anew when the catalog has changed.
     fn plan(&mut self, text: &str) -> Arc<QueryPlan> {
         let version = self.ctx.catalog_version.load(Ordering::Acquire);
-        if version != self.plans_version {
-            self.plans.clear();
-            self.plans_version = version;
-        }
-        let hash = twox_hash::XxHash3_64::oneshot(text.as_bytes());
-        if let Some((t, p)) = self.plans.get(&hash) {
-            if &**t == text {
-                return p.clone();
-            }
-        }
-        let plan = Arc::new(router::plan(text, &self.ctx.catalog.load()));
-        self.plans.put(hash, (Arc::from(text), plan.clone()));
-        plan
+        self.cache.check_version(version);
+        self.cache.plan(text, &self.ctx.catalog.load())
     }
 
     /// True when a statement was refused only because a key's type is not known yet (the table

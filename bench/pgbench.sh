@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# shardgate beside PgBouncer and direct PostgreSQL, measured in one run on one machine.
+#
+# Starts its own PostgreSQL (initdb into a temp dir), PgBouncer in session mode in front of it, and
+# shardgate with one shard (the same database). For each -M mode and client count it runs
+# pgbench -S (a point SELECT by primary key) against all three, alternating the order every round,
+# and prints tps and p50/p99 latency with the ratios shardgate/PgBouncer and shardgate/direct.
+# Then a second table: three shards (three databases on the same server, loaded through the proxy)
+# against one unsharded database, for the statements the proxy must scatter and gather: a count
+# and an ORDER BY ... LIMIT over a key range.
+#
+# Usage: bench/pgbench.sh [seconds per run] [rounds]
+# Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
+#   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
+#   PgBouncer's pool, 64), MULTI (1 = also the three-shard table, 0 = skip it).
+# Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
+# pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
+set -euo pipefail
+
+secs=${1:-10}
+rounds=${2:-3}
+clients=${CLIENTS:-1 8 64}
+modes=${MODES:-simple extended prepared}
+scale=${SCALE:-10}
+pool=${POOL:-64}
+multi=${MULTI:-1}
+here=$(cd "$(dirname "$0")/.." && pwd)
+bin=${BIN:-$here/target/release/shardgate}
+pg_port=${PG_PORT:-25610}
+bouncer_port=$((pg_port + 1))
+proxy_port=$((pg_port + 2))
+multi_port=$((pg_port + 3))
+
+pgbin=
+for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  [ -x "$d/initdb" ] && pgbin=$d && break
+done
+[ -n "$pgbin" ] || pgbin=$(dirname "$(command -v initdb)")
+command -v pgbouncer >/dev/null || { echo "pgbouncer not found (apt-get install pgbouncer)"; exit 1; }
+if [ ! -x "$bin" ]; then
+  (cd "$here" && cargo build --release --quiet)
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+  as_pg=(runuser -u postgres --)
+  chown postgres "$work"
+fi
+pids=()
+cleanup() {
+  for p in "${pids[@]+"${pids[@]}"}"; do kill -INT "$p" 2>/dev/null || true; done
+  [ -f "$work/bouncer.pid" ] && kill "$(cat "$work/bouncer.pid")" 2>/dev/null
+  [ -d "$work/pg" ] && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# PostgreSQL: room for every client of every target at once, nothing written to disk that a
+# read-only benchmark does not need.
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -U postgres -A trust >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log"; exit 1; }
+cat >>"$work/pg/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$work'
+max_connections = $((pool * 4 + 50))
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+EOF
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+q -d postgres -c 'CREATE DATABASE bench'
+echo "loading pgbench -i -s $scale" >&2
+pgbench -i -s "$scale" -q -h 127.0.0.1 -p "$pg_port" -U postgres bench >"$work/init.log" 2>&1 ||
+  { cat "$work/init.log"; exit 1; }
+
+# PgBouncer, session mode: the pooler that parses nothing.
+cat >"$work/bouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+default_pool_size = $pool
+max_client_conn = $((pool * 2 + 10))
+logfile = $work/bouncer.log
+pidfile = $work/bouncer.pid
+EOF
+echo '"postgres" ""' >"$work/users.txt"
+"${as_pg[@]}" pgbouncer -d "$work/bouncer.ini"
+
+# shardgate with one shard: the same database, the pgbench tables sharded on their ids.
+tables() {
+  printf '[[tables]]\nname = "pgbench_accounts"\nshard_key = "aid"\n'
+  printf '[[tables]]\nname = "pgbench_branches"\nshard_key = "bid"\n'
+  printf '[[tables]]\nname = "pgbench_tellers"\nshard_key = "tid"\n'
+  printf '[[tables]]\nname = "pgbench_history"\nshard_key = "aid"\n'
+}
+{
+  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\n' "$proxy_port" "$pool"
+  printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
+  tables
+} >"$work/one.toml"
+RUST_LOG=warn "$bin" --config "$work/one.toml" >"$work/one.log" 2>&1 &
+one_pid=$!
+pids+=("$one_pid")
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1"
+  cat "$work"/*.log
+  exit 1
+}
+wait_port "$bouncer_port"
+wait_port "$proxy_port"
+
+# CPU time (user + system, in clock ticks) a process has used so far; 0 for none.
+ticks() {
+  [ -n "$1" ] || { echo 0; return; }
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
+
+# One pgbench run: prints "tps cpu", cpu being the middle process's CPU µs per transaction (0 for
+# none), and leaves each transaction's latency (µs) in $work/lat.
+run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
+  local port=$1 pid=$2 mode=$3 c=$4
+  shift 4
+  local j=$((c < 2 ? c : 2)) t0 t1
+  t0=$(ticks "$pid")
+  rm -rf "$work/log" && mkdir "$work/log"
+  (cd "$work/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" \
+    -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; exit 1; }
+  grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; exit 1; }
+  t1=$(ticks "$pid")
+  cat "$work"/log/pgbench_log.* | awk '{print $3}' >"$work/lat"
+  awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
+    /^number of transactions actually processed/ {n = $6}
+    /^tps/ {tps = $3}
+    END {printf "%s %.1f\n", tps, (n > 0 ? t * 1e6 / hz / n : 0)}' "$work/run.out"
+}
+
+# percentile FILE P: the P-th percentile of the numbers in FILE, in ms.
+percentile() {
+  sort -n "$1" | awk -v p="$2" '{v[NR]=$1} END {i=int(NR*p/100); if (i<1) i=1; printf "%.3f", v[i]/1000}'
+}
+
+# table TITLE TARGETS SCRIPT-ARGS...: the alternated runs and their summary, one row per mode and
+# client count. TARGETS is "name:port:pid ..." in the order direct, pooler, shardgate; pid is the
+# process between pgbench and PostgreSQL whose CPU per transaction is shown (none for direct).
+table() {
+  local title=$1 targets=$2
+  shift 2
+  local tg names=() t n port pid v k r
+  read -r -a tg <<<"$targets"
+  for t in "${tg[@]}"; do names+=("${t%%:*}"); done
+  echo
+  echo "$title: $secs s per run, $rounds rounds alternated; tps is the mean over rounds,"
+  echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction"
+  printf '%-8s %3s' mode c
+  printf ' | %-24s' "${names[0]} tps  p50/p99"
+  for n in "${names[@]:1}"; do printf ' | %-29s' "$n tps  p50/p99  cpu"; done
+  printf ' | %s/%s  %s/%s\n' "${names[2]}" "${names[1]}" "${names[2]}" "${names[0]}"
+  for mode in $modes; do
+    for c in $clients; do
+      declare -A tps=() cpu=()
+      for n in "${names[@]}"; do
+        tps[$n]=0 cpu[$n]=0
+        : >"$work/lat-$n"
+      done
+      for r in $(seq 1 "$rounds"); do
+        # Rotate who goes first, so that no target always runs on a warmer machine.
+        for k in $(seq 0 $((${#tg[@]} - 1))); do
+          t=${tg[$(((k + r) % ${#tg[@]}))]}
+          IFS=: read -r n port pid <<<"$t"
+          read -r -a v <<<"$(run "$port" "$pid" "$mode" "$c" "$@")"
+          tps[$n]=$(awk -v a="${tps[$n]}" -v b="${v[0]}" -v r="$rounds" 'BEGIN {print a + b / r}')
+          cpu[$n]=$(awk -v a="${cpu[$n]}" -v b="${v[1]}" -v r="$rounds" 'BEGIN {print a + b / r}')
+          cat "$work/lat" >>"$work/lat-$n"
+        done
+      done
+      printf '%-8s %3s' "$mode" "$c"
+      for n in "${names[@]}"; do
+        printf ' | %7.0f  %6s/%-6s' "${tps[$n]}" "$(percentile "$work/lat-$n" 50)" \
+          "$(percentile "$work/lat-$n" 99)"
+        [ "$n" = "${names[0]}" ] || printf '  %4.1f' "${cpu[$n]}"
+      done
+      awk -v s="${tps[${names[2]}]}" -v b="${tps[${names[1]}]}" -v d="${tps[${names[0]}]}" \
+        'BEGIN {printf " | %19.2f  %16.2f\n", s / b, s / d}'
+      unset tps cpu
+    done
+  done
+}
+
+echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
+echo "shardgate: $bin, pool_size $pool; PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
+bouncer_pid=$(cat "$work/bouncer.pid")
+table "pgbench -S, one shard" \
+  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$proxy_port:$one_pid" -S
+
+[ "$multi" = 1 ] || exit 0
+
+# Three shards: three databases on the same server, loaded through the proxy, so the multi-shard
+# statements pay for the scatter and the gather (on one machine: three backends per statement).
+for s in 0 1 2; do q -d postgres -c "CREATE DATABASE shard$s"; done
+{
+  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\n' "$multi_port" "$pool"
+  for s in 0 1 2; do
+    printf '[[shards]]\nname = "s%s"\nurl = "postgres://postgres@127.0.0.1:%s/shard%s"\n' "$s" "$pg_port" "$s"
+  done
+  tables
+} >"$work/three.toml"
+RUST_LOG=warn "$bin" --config "$work/three.toml" >"$work/three.log" 2>&1 &
+three_pid=$!
+pids+=("$three_pid")
+wait_port "$multi_port"
+echo "loading pgbench -i -s $scale through shardgate into three shards" >&2
+pgbench -i -s "$scale" -q -h 127.0.0.1 -p "$multi_port" -U postgres bench >"$work/init3.log" 2>&1 ||
+  { cat "$work/init3.log"; exit 1; }
+# No pgbench_* table is key-routable by an aid range: both statements go to every shard.
+cat >"$work/count.sql" <<EOF
+\\set a random(1, 100000 * $scale - 1000)
+SELECT count(*) FROM pgbench_accounts WHERE aid BETWEEN :a AND :a + 999;
+EOF
+cat >"$work/top.sql" <<EOF
+\\set a random(1, 100000 * $scale - 1000)
+SELECT aid, abalance FROM pgbench_accounts WHERE aid BETWEEN :a AND :a + 999 ORDER BY abalance DESC, aid LIMIT 10;
+EOF
+modes=${MULTI_MODES:-simple prepared}
+clients=${MULTI_CLIENTS:-8 64}
+table "keyless count over 1000 keys, three shards" \
+  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$multi_port:$three_pid" -f "$work/count.sql"
+table "ORDER BY ... LIMIT 10 over 1000 keys, three shards" \
+  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$multi_port:$three_pid" -f "$work/top.sql"

@@ -1,0 +1,188 @@
+//! A session's cache of plans: by statement text, and by statement shape (the text with its
+//! literals taken out, see `literals.rs`). The plan of a shape is made once, checked against the
+//! plan of the statement itself, and from then on routes every statement of that shape by its
+//! literals' values, as bind parameters would be, without parsing it.
+
+use super::literals::{self, Lit};
+use super::{plan, route, route_bound, QueryPlan, Route, StatementPlan, Target};
+use crate::catalog::Catalog;
+use crate::ring::{array_from_text, ArrayKeys, Key, Ring};
+use lru::LruCache;
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+/// The first statement of a shape, its literals, and the plan of its parameterized text.
+struct Template {
+    text: Arc<str>,
+    lits: Vec<Lit>,
+    plan: Arc<QueryPlan>,
+}
+
+pub struct PlanCache {
+    plans: LruCache<u64, (Arc<str>, Arc<QueryPlan>)>,
+    /// By shape hash; `None` for a shape whose plan cannot stand for its statements.
+    templates: LruCache<u64, Option<Arc<Template>>>,
+    /// The literals of the text being looked up (kept for their buffer).
+    lits: Vec<Lit>,
+    /// The catalog version the cached plans were made under.
+    version: u64,
+}
+
+/// A statement routed by its shape's plan.
+pub struct Routed {
+    pub plan: Arc<QueryPlan>,
+    pub route: Route,
+    /// The keys it was routed by, for the hot-key statistics.
+    pub keys: Vec<Key>,
+}
+
+impl PlanCache {
+    /// Holds up to `capacity` plans by text and as many by shape.
+    pub fn new(capacity: usize, version: u64) -> Self {
+        let cap = NonZeroUsize::new(capacity).unwrap_or(NonZeroUsize::MIN);
+        PlanCache {
+            plans: LruCache::new(cap),
+            templates: LruCache::new(cap),
+            lits: Vec::new(),
+            version,
+        }
+    }
+
+    /// Forgets every plan when the catalog has changed since they were made.
+    pub fn check_version(&mut self, version: u64) {
+        if version != self.version {
+            self.plans.clear();
+            self.templates.clear();
+            self.version = version;
+        }
+    }
+
+    /// The plan of `text`, cached by its text.
+    pub fn plan(&mut self, text: &str, catalog: &Catalog) -> Arc<QueryPlan> {
+        let hash = twox_hash::XxHash3_64::oneshot(text.as_bytes());
+        if let Some((t, p)) = self.plans.get(&hash) {
+            if &**t == text {
+                return p.clone();
+            }
+        }
+        let planned = Arc::new(plan(text, catalog));
+        self.plans.put(hash, (Arc::from(text), planned.clone()));
+        planned
+    }
+
+    /// `text` routed to one shard by its shape's plan, if its shape has one and the literals
+    /// route it to one shard. The first statement of a shape gets `None` (the caller plans it
+    /// as itself) while its shape's plan is made.
+    pub fn routed(&mut self, text: &str, catalog: &Catalog, ring: &Ring) -> Option<Routed> {
+        let mut lits = std::mem::take(&mut self.lits);
+        let found = self.routed_with(text, &mut lits, catalog, ring);
+        self.lits = lits;
+        found
+    }
+
+    fn routed_with(
+        &mut self,
+        text: &str,
+        lits: &mut Vec<Lit>,
+        catalog: &Catalog,
+        ring: &Ring,
+    ) -> Option<Routed> {
+        let hash = literals::shape(text, lits)?;
+        if lits.is_empty() {
+            // Nothing to take out: the cache by text serves it as well.
+            return None;
+        }
+        match self.templates.get(&hash) {
+            Some(Some(t)) if literals::same_shape(&t.text, &t.lits, text, lits) => {
+                let plan = t.plan.clone();
+                let mut keys = Vec::new();
+                let route = route_by_literals(&plan, text, lits, ring, &mut keys)?;
+                return Some(Routed { plan, route, keys });
+            }
+            Some(_) => return None,
+            None => {}
+        }
+        let template = self.make_template(text, lits, catalog, ring);
+        self.templates.put(hash, template);
+        None
+    }
+
+    /// The template of `text`'s shape, if its plan routes `text` exactly as `text`'s own plan
+    /// does and agrees with it on everything else a session reads.
+    fn make_template(
+        &mut self,
+        text: &str,
+        lits: &[Lit],
+        catalog: &Catalog,
+        ring: &Ring,
+    ) -> Option<Arc<Template>> {
+        let own = self.plan(text, catalog);
+        let shaped = Arc::new(plan(&literals::parameterized(text, lits), catalog));
+        let ([mine], [theirs]) = (own.statements.as_slice(), shaped.statements.as_slice()) else {
+            return None;
+        };
+        let fits = match (&mine.target, &theirs.target) {
+            (Target::Keys(_), Target::Bound(b)) => {
+                b.params.iter().chain(&b.arrays).all(|&i| i < lits.len())
+            }
+            (Target::Any, Target::Any) => true,
+            _ => false,
+        };
+        if !fits || !same_flags(mine, theirs) {
+            return None;
+        }
+        let own_route = route(mine, ring).ok()?;
+        if route_by_literals(&shaped, text, lits, ring, &mut Vec::new())? != own_route {
+            return None;
+        }
+        Some(Arc::new(Template {
+            text: Arc::from(text),
+            lits: lits.to_vec(),
+            plan: shaped,
+        }))
+    }
+}
+
+/// Routes a shape's statement by `text`'s literals: `None` unless one shard (or any) answers
+/// it, as a statement over several shards needs its own text planned.
+fn route_by_literals(
+    plan: &QueryPlan,
+    text: &str,
+    lits: &[Lit],
+    ring: &Ring,
+    keys: &mut Vec<Key>,
+) -> Option<Route> {
+    let stmt = plan.statements.first()?;
+    let ty = match &stmt.target {
+        Target::Any => return Some(Route::Any),
+        Target::Bound(b) => b.key_type,
+        _ => return None,
+    };
+    let mut param = |i: usize| -> Option<Result<Key, String>> {
+        let key = Key::from_text(ty, &lits.get(i)?.value(text)).map_err(|e| e.0);
+        if let Ok(k) = &key {
+            keys.push(k.clone());
+        }
+        Some(key)
+    };
+    let mut array = |i: usize| -> Option<Result<ArrayKeys, String>> {
+        Some(array_from_text(ty, &lits.get(i)?.value(text)).map_err(|e| e.0))
+    };
+    // A literal that is no key of the type is for the statement's own plan to report (or
+    // PostgreSQL), so an error here only means "not by the template".
+    match route_bound(stmt, ring, &mut param, &mut array).ok()? {
+        Route::Shards(v) if v.len() == 1 => Some(Route::Shards(v)),
+        _ => None,
+    }
+}
+
+/// Whether two plans of one statement agree on what a session reads besides the target.
+fn same_flags(a: &StatementPlan, b: &StatementPlan) -> bool {
+    a.writes == b.writes
+        && a.ddl == b.ddl
+        && a.no_transaction == b.no_transaction
+        && a.replicated == b.replicated
+        && a.inserts == b.inserts
+        && a.tables == b.tables
+        && a.merge.is_none() == b.merge.is_none()
+}

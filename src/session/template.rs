@@ -1,0 +1,51 @@
+//! Simple-protocol statements routed by their shape's plan (router/cache.rs): no parse, the
+//! route from the literals, the statement's own text relayed to its one shard.
+
+use super::{Session, Step};
+use crate::error::Error;
+use crate::router::cache::Routed;
+use crate::router::Route;
+use std::sync::atomic::Ordering;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// `text` routed to one shard by its shape's plan, if it has one.
+    pub(super) fn templated(&mut self, text: &str) -> Option<Routed> {
+        // While a rebalance runs, its gate routes each request under two rings by the plan of
+        // the statement itself.
+        if self.ctx.rebalance.gate.active() {
+            return None;
+        }
+        let version = self.ctx.catalog_version.load(Ordering::Acquire);
+        self.cache.check_version(version);
+        self.cache
+            .routed(text, &self.ctx.catalog.load(), &self.ctx.ring.load())
+    }
+
+    /// Runs a one-statement Query whose route its shape's plan gave.
+    pub(super) async fn run_routed(&mut self, text: &str, routed: Routed) -> Step {
+        let Routed { plan, route, keys } = routed;
+        if let Err(e) = self.limit_plan(&plan) {
+            self.fail(&e)?;
+            return Ok(());
+        }
+        let Some(stmt) = plan.statements.first() else {
+            return Ok(());
+        };
+        if self.txn.as_ref().is_some_and(|t| t.failed) {
+            self.error(&Error::TransactionAborted);
+            return Ok(());
+        }
+        let ring = self.ctx.ring.load_full();
+        self.count(stmt, &route, &ring);
+        for k in &keys {
+            self.count_key(&stmt.tables, k);
+        }
+        self.reads_only = !stmt.writes && !stmt.ddl;
+        match route {
+            Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], text).await?,
+            _ => self.exec_any(text, &ring).await?,
+        };
+        Ok(())
+    }
+}
