@@ -12,7 +12,8 @@
 # Usage: bench/pgbench.sh [seconds per run] [rounds]
 # Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
 #   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
-#   PgBouncer's pool, 64), MULTI (1 = also the three-shard table, 0 = skip it).
+#   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
+#   three-shard tables, 0 = skip them).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -24,6 +25,7 @@ modes=${MODES:-simple extended prepared}
 scale=${SCALE:-10}
 pool=${POOL:-64}
 multi=${MULTI:-1}
+one=${ONE:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/target/release/shardgate}
 pg_port=${PG_PORT:-25610}
@@ -32,6 +34,7 @@ proxy_port=$((pg_port + 2))
 multi_port=$((pg_port + 3))
 
 pgbin=
+# shellcheck disable=SC2012  # the directory names are version numbers
 for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
   [ -x "$d/initdb" ] && pgbin=$d && break
 done
@@ -66,10 +69,13 @@ cat >>"$work/pg/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
 port = $pg_port
 unix_socket_directories = '$work'
-max_connections = $((pool * 4 + 50))
+# direct clients, PgBouncer's pool, and the one-shard and three-shard proxies' pools at once
+max_connections = $((pool * 6 + 100))
 shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
+# Writes over several shards (pgbench -i through the proxy) commit in two phases.
+max_prepared_transactions = 100
 EOF
 "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
 q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
@@ -140,8 +146,8 @@ run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
   t0=$(ticks "$pid")
   rm -rf "$work/log" && mkdir "$work/log"
   (cd "$work/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" \
-    -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; exit 1; }
-  grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; exit 1; }
+    -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
+  grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; return 1; }
   t1=$(ticks "$pid")
   cat "$work"/log/pgbench_log.* | awk '{print $3}' >"$work/lat"
   awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
@@ -161,9 +167,17 @@ percentile() {
 table() {
   local title=$1 targets=$2
   shift 2
-  local tg names=() t n port pid v k r
+  local tg names=() t n port pid v k r most=1
   read -r -a tg <<<"$targets"
   for t in "${tg[@]}"; do names+=("${t%%:*}"); done
+  # Warm-up: every pool opens the connections the largest client count needs before any run
+  # is measured (PgBouncer's and shardgate's alike).
+  for c in $clients; do [ "$c" -gt "$most" ] && most=$c; done
+  for t in "${tg[@]}"; do
+    IFS=: read -r n port pid <<<"$t"
+    pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$most" -j 2 -T 2 "$@" bench >/dev/null 2>&1 ||
+      { echo "warm-up against $n failed"; exit 1; }
+  done
   echo
   echo "$title: $secs s per run, $rounds rounds alternated; tps is the mean over rounds,"
   echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction"
@@ -183,7 +197,8 @@ table() {
         for k in $(seq 0 $((${#tg[@]} - 1))); do
           t=${tg[$(((k + r) % ${#tg[@]}))]}
           IFS=: read -r n port pid <<<"$t"
-          read -r -a v <<<"$(run "$port" "$pid" "$mode" "$c" "$@")"
+          run "$port" "$pid" "$mode" "$c" "$@" >"$work/v" || { cat "$work/v"; exit 1; }
+          read -r -a v <"$work/v"
           tps[$n]=$(awk -v a="${tps[$n]}" -v b="${v[0]}" -v r="$rounds" 'BEGIN {print a + b / r}')
           cpu[$n]=$(awk -v a="${cpu[$n]}" -v b="${v[1]}" -v r="$rounds" 'BEGIN {print a + b / r}')
           cat "$work/lat" >>"$work/lat-$n"
@@ -205,7 +220,7 @@ table() {
 echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
 echo "shardgate: $bin, pool_size $pool; PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
 bouncer_pid=$(cat "$work/bouncer.pid")
-table "pgbench -S, one shard" \
+[ "$one" = 1 ] && table "pgbench -S, one shard" \
   "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$proxy_port:$one_pid" -S
 
 [ "$multi" = 1 ] || exit 0

@@ -24,7 +24,9 @@ use crate::error::Error;
 use crate::ring::ShardId;
 use crate::stats::{ShardStats, Stats};
 use arc_swap::{ArcSwap, ArcSwapOption};
-use deadpool::managed::{self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult};
+use deadpool::managed::{
+    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
+};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -58,9 +60,12 @@ impl managed::Manager for Manager {
         }
         if conn.status != b'I' {
             // A session left without ending its transaction; never hand that state to another
-            // client.
-            conn.query_rows("ROLLBACK")
+            // client. Bounded here, not by the pool: the pool's recycle timeout would arm a
+            // timer on every checkout for this rare case.
+            let bound = self.target.connect_timeout;
+            tokio::time::timeout(bound, conn.query_rows("ROLLBACK"))
                 .await
+                .map_err(|_| RecycleError::message("ROLLBACK timed out"))?
                 .map_err(RecycleError::Backend)?;
             if conn.status != b'I' {
                 return Err(RecycleError::message("connection not idle after ROLLBACK"));
@@ -133,9 +138,14 @@ fn build(
         fence,
     })
     .max_size(p.pool_size)
+    // The most recently used connection first: a steady load keeps reusing the few backends
+    // it needs, warm in their caches, instead of rotating through every one the pool opened
+    // at its peak (FIFO would wake all of them in turn).
+    .queue_mode(managed::QueueMode::Lifo)
     .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
     .create_timeout(Some(connect_timeout * 2))
-    .recycle_timeout(Some(connect_timeout))
+    // Recycling does no I/O but for the ROLLBACK, which bounds itself.
+    .recycle_timeout(None)
     .runtime(deadpool::Runtime::Tokio1)
     .build()
     .map_err(|e| Error::config(format!("shard {name}: {e}")))?;
@@ -291,8 +301,18 @@ impl Backend {
                 detail,
             });
         }
-        let pool = shard.pool.load_full();
-        pool.get().await.map_err(|e| match e {
+        let pool = shard.pool.load();
+        // Most checkouts find a connection idle: taken without arming the wait timer (a clock
+        // read and a timer entry per statement). Only an empty pool waits, under the timeout.
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..pool.timeouts()
+        };
+        let got = match pool.timeout_get(&now).await {
+            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => pool.get().await,
+            got => got,
+        };
+        got.map_err(|e| match e {
             PoolError::Backend(e) => {
                 // Only connecting can fail here: the shard does not answer.
                 let name = &shard.name;

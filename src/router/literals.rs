@@ -50,7 +50,8 @@ impl Lit {
 pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
     lits.clear();
     let b = text.as_bytes();
-    let mut h = twox_hash::XxHash3_64::with_seed(0);
+    // Chained one-shot hashes: XxHash3's streaming state would be allocated per statement.
+    let mut h = 0u64;
     let mut kept = 0; // start of the text not yet hashed
     let mut i = 0;
     let mut ended = false; // a `;` was seen: only blanks and comments may follow
@@ -116,8 +117,7 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
             _ => i += 1,
         }
     }
-    std::hash::Hasher::write(&mut h, &b[kept..]);
-    Some(std::hash::Hasher::finish(&h))
+    Some(twox_hash::XxHash3_64::oneshot_with_seed(h, &b[kept..]))
 }
 
 /// Whether `a` and `b` have the same shape, given the literals `shape` found in each.
@@ -150,10 +150,10 @@ pub fn parameterized(text: &str, lits: &[Lit]) -> String {
     out
 }
 
-fn push(h: &mut twox_hash::XxHash3_64, kept: &[u8], marker: u8) {
-    std::hash::Hasher::write(h, kept);
-    std::hash::Hasher::write_u8(h, 0);
-    std::hash::Hasher::write_u8(h, marker);
+/// Folds the text before a literal, and the literal's kind, into the shape hash.
+fn push(h: &mut u64, kept: &[u8], marker: u8) {
+    let seed = h.rotate_left(8) ^ u64::from(marker);
+    *h = twox_hash::XxHash3_64::oneshot_with_seed(seed, kept);
 }
 
 fn is_ident_start(c: u8) -> bool {

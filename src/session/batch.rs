@@ -43,7 +43,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         self.out.extend_from_slice(&f.bytes);
                     }
                     if let Some((name, hash)) = record {
-                        conn.prepared.insert(name, hash);
+                        if conn.prepared.get(&name) != Some(&hash) {
+                            conn.prepared.insert(name, hash);
+                        }
                     }
                     return Ok(Ok(true));
                 }

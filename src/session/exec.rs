@@ -477,6 +477,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The next frame from a shard, while watching the client: if the client hangs up meanwhile,
     /// the shard's statement is cancelled and the connection discarded.
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
+        // The rest of an answer that arrived in one read is taken as it is, without a poll.
+        if let Some(r) = conn.try_recv() {
+            return Ok(match r {
+                Ok(f) if self.timed_out => Recv::Frame(self.after_timeout(conn, f)),
+                Ok(f) => Recv::Frame(f),
+                Err(e) => Recv::Broken(e),
+            });
+        }
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
             // Biased: the deadline first, so that a shard that always has rows ready cannot

@@ -319,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // could have run anywhere: Execute must find them there.
         for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
             if let Ok(bind) = protocol::decode_bind(m.frame.body()) {
-                self.portals.insert(bind.portal.to_owned(), shard);
+                note_portal(&mut self.portals, bind.portal, shard);
             }
         }
         let expects = self.build(&msgs, refused_at, sync, &mut conn);
@@ -387,7 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 b'B' => match self.bind_shard(m) {
                     Ok((portal, s)) => {
                         if let Some(s) = s {
-                            self.portals.insert(portal, s);
+                            note_portal(&mut self.portals, &portal, s);
                         }
                         s
                     }
@@ -425,6 +425,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Records a client's Parse under its name (the unnamed statement too).
     fn register(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
+        // Drivers re-parse the unnamed statement with every query: the same text and types, and
+        // the same cached plan, keep the statement already registered (no allocation).
+        if let Some(old) = self.stmts.get(p.name).cloned() {
+            if *old.sql == *p.query
+                && old.types == p.types
+                && Arc::ptr_eq(&self.plan(p.query), &old.plan)
+            {
+                return old;
+            }
+        }
         let name = p.name.to_owned();
         let prepared = self.prepared_of(p);
         self.stmts.insert(name, prepared.clone());
@@ -680,6 +690,21 @@ fn ensure_prepared(
         protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
         note(parsed, &(st.backend_name.clone(), st.hash));
         expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
+    }
+}
+
+/// Records the shard of a portal; the unnamed portal, rebound with every query, is updated in
+/// place rather than allocated again.
+fn note_portal(
+    portals: &mut std::collections::HashMap<String, ShardId>,
+    portal: &str,
+    shard: ShardId,
+) {
+    match portals.get_mut(portal) {
+        Some(s) => *s = shard,
+        None => {
+            portals.insert(portal.to_owned(), shard);
+        }
     }
 }
 
