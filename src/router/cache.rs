@@ -186,3 +186,75 @@ fn same_flags(a: &StatementPlan, b: &StatementPlan) -> bool {
         && a.tables == b.tables
         && a.merge.is_none() == b.merge.is_none()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::tests::{catalog, ring};
+
+    /// Whenever the cache routes a statement by its shape, the route is exactly the one the
+    /// statement's own plan gives; and the point statements are routed by shape at all.
+    #[test]
+    fn a_shape_routes_each_statement_as_its_own_plan_would() {
+        let (catalog, ring) = (catalog(), ring());
+        let families: &[(&str, bool)] = &[
+            ("SELECT * FROM users WHERE id = {a}", true),
+            ("SELECT * FROM users WHERE id = '{a}'", true),
+            ("UPDATE users SET name = 'x{b}' WHERE id = {a}", true),
+            ("INSERT INTO users (id, name) VALUES ({a}, 'n''{b}')", true),
+            ("SELECT * FROM accounts WHERE name = 'o''{a}'", true),
+            (
+                "SELECT * FROM orders o JOIN users u ON u.id = o.user_id WHERE u.id = {a}",
+                true,
+            ),
+            ("DELETE FROM users WHERE id = {a} AND score > {b}", true),
+            ("SELECT 1 + {a}", true),
+            ("UPDATE users SET id = {b} WHERE id = {a}", false),
+            (
+                "INSERT INTO users (id, name) VALUES ({a}, 'a'), ({b}, 'b')",
+                false,
+            ),
+            ("SELECT * FROM users WHERE id IN ({a}, {b})", false),
+            ("SELECT * FROM users WHERE id = {a} OR id = {b}", false),
+            ("SELECT count(*) FROM users WHERE score = {a}", false),
+            ("SELECT * FROM users WHERE id = {a} LIMIT {b}", true),
+        ];
+        for (family, point) in families {
+            let mut cache = PlanCache::new(16, 0);
+            let mut hits = 0;
+            for i in 0..300i64 {
+                let (a, b) = (i * 7919 % 1000, (i * 104_729 + 13) % 1000);
+                let text = family
+                    .replace("{a}", &a.to_string())
+                    .replace("{b}", &b.to_string());
+                let own = plan(&text, &catalog);
+                if let Some(r) = cache.routed(&text, &catalog, &ring) {
+                    hits += 1;
+                    let [stmt] = own.statements.as_slice() else {
+                        panic!("{text}: routed by shape but is not one statement");
+                    };
+                    assert_eq!(Ok(r.route), route(stmt, &ring), "{text}");
+                }
+            }
+            if *point {
+                assert!(hits >= 250, "{family}: only {hits} of 300 routed by shape");
+            }
+        }
+    }
+
+    #[test]
+    fn a_new_catalog_forgets_the_shapes() {
+        let (catalog, ring) = (catalog(), ring());
+        let mut cache = PlanCache::new(16, 1);
+        assert!(cache
+            .routed("SELECT * FROM users WHERE id = 1", &catalog, &ring)
+            .is_none());
+        assert!(cache
+            .routed("SELECT * FROM users WHERE id = 2", &catalog, &ring)
+            .is_some());
+        cache.check_version(2);
+        assert!(cache
+            .routed("SELECT * FROM users WHERE id = 3", &catalog, &ring)
+            .is_none());
+    }
+}
