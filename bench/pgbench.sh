@@ -38,7 +38,10 @@ pgbin=
 for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
   [ -x "$d/initdb" ] && pgbin=$d && break
 done
-[ -n "$pgbin" ] || pgbin=$(dirname "$(command -v initdb)")
+if [ -z "$pgbin" ]; then
+  command -v initdb >/dev/null || { echo "initdb not found (the PostgreSQL server)"; exit 1; }
+  pgbin=$(dirname "$(command -v initdb)")
+fi
 command -v pgbouncer >/dev/null || { echo "pgbouncer not found (apt-get install pgbouncer)"; exit 1; }
 if [ ! -x "$bin" ]; then
   (cd "$here" && cargo build --release --quiet)
@@ -53,6 +56,7 @@ if [ "$(id -u)" -eq 0 ]; then
 fi
 pids=()
 cleanup() {
+  set +e # every step runs even if one fails (a server already gone)
   for p in "${pids[@]+"${pids[@]}"}"; do kill -INT "$p" 2>/dev/null || true; done
   [ -f "$work/bouncer.pid" ] && kill "$(cat "$work/bouncer.pid")" 2>/dev/null
   [ -d "$work/pg" ] && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1
@@ -149,6 +153,7 @@ run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
     -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
   grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; return 1; }
   t1=$(ticks "$pid")
+  compgen -G "$work/log/pgbench_log.*" >/dev/null || { echo "pgbench wrote no latency log"; return 1; }
   cat "$work"/log/pgbench_log.* | awk '{print $3}' >"$work/lat"
   awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
     /^number of transactions actually processed/ {n = $6}

@@ -301,7 +301,8 @@ impl Backend {
                 detail,
             });
         }
-        let pool = shard.pool.load();
+        // Owned, not a guard: the guard would be held across the wait for a connection.
+        let pool = shard.pool.load_full();
         // Most checkouts find a connection idle: taken without arming the wait timer (a clock
         // read and a timer entry per statement). Only an empty pool waits, under the timeout.
         let now = Timeouts {

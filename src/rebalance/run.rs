@@ -14,6 +14,8 @@ use std::time::Duration;
 
 /// Catch-up rounds stop once one finds fewer changes than this, or after `MAX_ROUNDS`.
 const QUIET: usize = 200;
+/// Tries at taking the rebalance lock, 100 ms apart, before another proxy is taken to hold it.
+const LOCK_ATTEMPTS: usize = 50;
 const MAX_ROUNDS: usize = 20;
 /// Changes taken off a log per query.
 const DRAIN_BATCH: i64 = 5000;
@@ -92,12 +94,24 @@ pub(super) async fn run_step(
         })?;
     // One rebalance at a time across proxies: the coordinator's session lock is held for the
     // whole run, and a starting proxy finds it taken (journal::recover leaves the run alone).
-    let locked: bool = shards[&coordinator]
-        .client
-        .query_one("SELECT pg_try_advisory_lock($1)", &[&journal::LOCK_KEY])
-        .await
-        .map_err(|e| Error::internal(format!("rebalance: locking: {}", copy::describe(&e))))?
-        .get(0);
+    // A proxy killed mid-rebalance holds the lock until PostgreSQL notices its connection
+    // closed, which can be a moment after a restarted proxy gets here: retry for a while
+    // before taking the lock for another proxy's.
+    let mut locked = false;
+    for attempt in 0..LOCK_ATTEMPTS {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        locked = shards[&coordinator]
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&journal::LOCK_KEY])
+            .await
+            .map_err(|e| Error::internal(format!("rebalance: locking: {}", copy::describe(&e))))?
+            .get(0);
+        if locked {
+            break;
+        }
+    }
     if !locked {
         return Err(Error::unsupported(
             "another proxy is running a rebalance of these shards",

@@ -3,7 +3,7 @@
 //! plan of the statement itself, and from then on routes every statement of that shape by its
 //! literals' values, as bind parameters would be, without parsing it.
 
-use super::literals::{self, Lit};
+use super::literals::{self, Lit, LitKind};
 use super::{plan, route, route_bound, QueryPlan, Route, StatementPlan, Target};
 use crate::catalog::Catalog;
 use crate::ring::{array_from_text, ArrayKeys, Key, Ring};
@@ -125,7 +125,10 @@ impl PlanCache {
             (Target::Keys(_), Target::Bound(b)) => {
                 b.params.iter().chain(&b.arrays).all(|&i| i < lits.len())
             }
-            (Target::Any, Target::Any) => true,
+            // A statement the router could not parse is refused if its text names a sharded
+            // table, string constants included: the shape's text has no constants to find one
+            // in, so only shapes whose constants are numbers stand for such statements.
+            (Target::Any, Target::Any) => lits.iter().all(|l| l.kind == LitKind::Int),
             _ => false,
         };
         if !fits || !same_flags(mine, theirs) {

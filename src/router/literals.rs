@@ -70,7 +70,8 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
             _ if ended => return None,
             b'\'' => {
                 let end = string_end(b, i)?;
-                if continues_on_next_line(b, end) {
+                // `'x'AS a` would become `$1AS a`, another token.
+                if continues_on_next_line(b, end) || b.get(end).is_some_and(|&n| is_ident(n)) {
                     return None;
                 }
                 push(&mut h, &b[kept..i], b'S');
@@ -223,8 +224,8 @@ fn continues_on_next_line(b: &[u8], mut i: usize) -> bool {
             b'\n' | b'\r' => newline = true,
             b' ' | b'\t' | b'\x0c' => {}
             b'\'' => return newline,
-            // A comment between the parts is allowed too; too rare to follow.
-            b'-' | b'/' => return newline,
+            // A comment may sit between the parts, on the first part's line too: not followed.
+            b'-' | b'/' => return true,
             _ => return false,
         }
         i += 1;
@@ -358,6 +359,8 @@ mod tests {
             "SELECT \"unterminated",
             "SELECT /* unterminated",
             "SELECT $a$ unterminated",
+            "SELECT 'a' -- c\n'b', 1",
+            "SELECT 'x'AS a, 1",
         ] {
             assert!(lits(text).is_none(), "{text}");
         }
