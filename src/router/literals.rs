@@ -69,7 +69,7 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
             b'/' if b.get(i + 1) == Some(&b'*') => i = block_comment_end(b, i)?,
             _ if ended => return None,
             b'\'' => {
-                let end = string_end(b, i)?;
+                let end = quoted_end(b, i)?;
                 // `'x'AS a` would become `$1AS a`, another token.
                 if continues_on_next_line(b, end) || b.get(end).is_some_and(|&n| is_ident(n)) {
                     return None;
@@ -82,7 +82,7 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
                 kept = end;
                 i = end;
             }
-            b'"' => i = quoted_identifier_end(b, i)?,
+            b'"' => i = quoted_end(b, i)?,
             b'$' => match b.get(i + 1) {
                 // A parameter: a simple Query has none to bind.
                 Some(d) if d.is_ascii_digit() => return None,
@@ -203,12 +203,14 @@ fn number_end(b: &[u8], i: usize) -> Option<usize> {
     }
 }
 
-/// The end of `'...'` starting at `i` (past its closing quote).
-fn string_end(b: &[u8], i: usize) -> Option<usize> {
+/// The end of a `'...'` string or `"..."` identifier starting at `i` (past its closing quote,
+/// a doubled quote standing for one).
+fn quoted_end(b: &[u8], i: usize) -> Option<usize> {
+    let quote = b[i];
     let mut j = i + 1;
     loop {
-        let q = memchr(b, j, b'\'')?;
-        if b.get(q + 1) == Some(&b'\'') {
+        let q = memchr(b, j, quote)?;
+        if b.get(q + 1) == Some(&quote) {
             j = q + 2;
         } else {
             return Some(q + 1);
@@ -231,18 +233,6 @@ fn continues_on_next_line(b: &[u8], mut i: usize) -> bool {
         i += 1;
     }
     false
-}
-
-fn quoted_identifier_end(b: &[u8], i: usize) -> Option<usize> {
-    let mut j = i + 1;
-    loop {
-        let q = memchr(b, j, b'"')?;
-        if b.get(q + 1) == Some(&b'"') {
-            j = q + 2;
-        } else {
-            return Some(q + 1);
-        }
-    }
 }
 
 /// The end of a nested `/* ... */` comment starting at `i`.

@@ -387,7 +387,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 b'B' => match self.bind_shard(m) {
                     Ok((portal, s)) => {
                         if let Some(s) = s {
-                            note_portal(&mut self.portals, &portal, s);
+                            note_portal(&mut self.portals, portal, s);
                         }
                         s
                     }
@@ -467,12 +467,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// The portal a Bind creates and the one shard its statement needs (None: any).
-    fn bind_shard(&self, m: &Msg) -> Result<(String, Option<ShardId>), Error> {
+    fn bind_shard<'m>(&self, m: &'m Msg) -> Result<(&'m str, Option<ShardId>), Error> {
         let bind = protocol::decode_bind(m.frame.body())?;
         let prepared = m.stmt.clone().ok_or_else(|| Error::UnknownStatement {
             name: bind.statement.to_owned(),
         })?;
-        let portal = bind.portal.to_owned();
+        let portal = bind.portal;
         let ring = self.ctx.ring.load();
         let route = match self.bind_route(&prepared, &bind, &ring, true)? {
             Some(r) => r,
