@@ -13,7 +13,8 @@
 # Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
 #   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
 #   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
-#   three-shard tables, 0 = skip them).
+#   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers: 1, the default
+#   here, serves every client on one thread as PgBouncer does; 0 = one thread per CPU).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -24,6 +25,7 @@ clients=${CLIENTS:-1 8 64}
 modes=${MODES:-simple extended prepared}
 scale=${SCALE:-10}
 pool=${POOL:-64}
+workers=${WORKERS:-1}
 multi=${MULTI:-1}
 one=${ONE:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -115,7 +117,7 @@ tables() {
   printf '[[tables]]\nname = "pgbench_history"\nshard_key = "aid"\n'
 }
 {
-  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\n' "$proxy_port" "$pool"
+  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$proxy_port" "$pool" "$workers"
   printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
   tables
 } >"$work/one.toml"
@@ -223,7 +225,7 @@ table() {
 }
 
 echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
-echo "shardgate: $bin, pool_size $pool; PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
+echo "shardgate: $bin, pool_size $pool, workers $workers; PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
 bouncer_pid=$(cat "$work/bouncer.pid")
 [ "$one" = 1 ] && table "pgbench -S, one shard" \
   "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$proxy_port:$one_pid" -S
@@ -234,7 +236,7 @@ bouncer_pid=$(cat "$work/bouncer.pid")
 # statements pay for the scatter and the gather (on one machine: three backends per statement).
 for s in 0 1 2; do q -d postgres -c "CREATE DATABASE shard$s"; done
 {
-  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\n' "$multi_port" "$pool"
+  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$multi_port" "$pool" "$workers"
   for s in 0 1 2; do
     printf '[[shards]]\nname = "s%s"\nurl = "postgres://postgres@127.0.0.1:%s/shard%s"\n' "$s" "$pg_port" "$s"
   done

@@ -150,6 +150,7 @@ mod tests {
                 client_idle_timeout_ms: 0,
                 idle_transaction_timeout_ms: 0,
                 statement_timeout_ms: 0,
+                workers: 0,
             },
             auth: None,
             shards: vec![],

@@ -83,6 +83,11 @@ pub struct ProxyConfig {
     /// milliseconds; 0: no limit.
     #[serde(default)]
     pub statement_timeout_ms: u64,
+    /// Threads that serve clients: 0 for one per CPU; 1 runs every session on one thread, as
+    /// PgBouncer does, which saves the hand-offs between threads where the proxy shares a few
+    /// cores with PostgreSQL. Read at start only.
+    #[serde(default)]
+    pub workers: usize,
 }
 
 pub fn default_max_client_connections() -> usize {
@@ -320,6 +325,8 @@ pub const MAX_SHARD_NAME: usize = 63;
 /// Bounds that keep a typo (an extra zero) from building a ring of millions of points.
 pub const MAX_WEIGHT: u32 = 1000;
 pub const MAX_VNODES: u32 = 10000;
+/// More threads than this is a typo, not a machine.
+pub const MAX_WORKERS: usize = 1024;
 /// Shards one proxy can know over its life (the config's and any a rebalance adds): the backend
 /// and the statistics keep a fixed table of slots so that looking a shard up takes no lock.
 pub const MAX_SHARDS: usize = 1024;
@@ -602,6 +609,7 @@ burst = 20                        # bucket size
             ("pool_size = 20", "pool_size = 0", "line 4, column 13: [proxy] pool_size must be at least 1"),
             ("pool_size = 20", "vnodes = 0", "line 4, column 10: [proxy] vnodes must be between 1 and 10000, not 0"),
             ("pool_size = 20", "vnodes = 10001", "line 4, column 10: [proxy] vnodes"),
+            ("pool_size = 20", "workers = 1025", "line 4, column 11: [proxy] workers must be at most 1024 (0: one per CPU), not 1025"),
             ("max_client_connections = 1000", "max_client_connections = 0", "line 3, column 26: [proxy] max_client"),
             ("[[auth.users]]", "[[auth.users]]\nname = \"app\"\npassword = \"x\"\n[[auth.users]]", "line 12, column 8: user \"app\" is listed twice"),
         ];

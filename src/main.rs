@@ -107,7 +107,23 @@ fn main() -> ExitCode {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
-    tokio::runtime::Builder::new_multi_thread()
+    runtime_with(0)
+}
+
+/// `workers` as `[proxy] workers` says: 0 for tokio's default (one per CPU), 1 for a
+/// current-thread runtime, which has no other worker to wake or steal from.
+fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
+    let mut builder = match workers {
+        1 => tokio::runtime::Builder::new_current_thread(),
+        n => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            if n > 1 {
+                b.worker_threads(n);
+            }
+            b
+        }
+    };
+    builder
         .enable_all()
         .build()
         .map_err(|e| shardgate::error::Error::internal(format!("cannot start the runtime: {e}")))
@@ -115,11 +131,17 @@ fn runtime() -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
 
 fn serve(path: &std::path::Path) -> Result<(), shardgate::error::Error> {
     let config = Config::load(path)?;
-    runtime()?.block_on(async {
+    let workers = config.proxy.workers;
+    runtime_with(workers)?.block_on(async {
         let (ctx, server) = shardgate::start(config).await?;
         let _ = ctx.config_path.set(path.to_path_buf());
         tokio::spawn(reload_on_hangup(ctx));
-        tracing::info!("shardgate listening on {}", server.local_addr());
+        let threads = match workers {
+            0 => "one worker thread per CPU".to_string(),
+            1 => "one worker thread".to_string(),
+            n => format!("{n} worker threads"),
+        };
+        tracing::info!("shardgate listening on {} ({threads})", server.local_addr());
         server.run(shutdown_signal()).await;
         Ok(())
     })

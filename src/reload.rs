@@ -141,6 +141,7 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
     }
     for (key, changed) in [
         ("proxy.listen", p.listen != q.listen),
+        ("proxy.workers", p.workers != q.workers),
         ("metrics", old.metrics != new.metrics),
         ("stats", old.stats != new.stats),
     ] {
@@ -158,6 +159,7 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
     // SHOW CONFIG says what is in force.
     let mut live = new.clone();
     live.proxy.listen = p.listen.clone();
+    live.proxy.workers = p.workers;
     live.metrics = old.metrics.clone();
     live.stats = old.stats.clone();
     if moves {

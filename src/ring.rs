@@ -36,6 +36,33 @@ pub struct Ring {
     points: Vec<u64>,
     /// `owners[j]` owns `points[j]`; among equal positions the lower ShardId comes first.
     owners: Vec<ShardId>,
+    /// The points whose top `index_bits` bits are b are `points[index[b]..index[b + 1]]`: a
+    /// lookup reads one index entry and searches a point or two, where a binary search over
+    /// thousands of points misses the cache at every step (the proxy shares its cores).
+    index: Vec<u32>,
+    index_bits: u32,
+    /// The owner of every point when there is one: a ring of one shard needs no search.
+    sole: Option<ShardId>,
+}
+
+/// Bits of the bucket index: about one bucket per point, at most 2^16 buckets (256 KB).
+fn index_bits_for(points: usize) -> u32 {
+    (usize::BITS - points.saturating_sub(1).leading_zeros()).min(16)
+}
+
+fn build_index(points: &[u64], bits: u32) -> Vec<u32> {
+    let buckets = 1usize << bits;
+    let mut index = Vec::with_capacity(buckets + 1);
+    let mut j = 0;
+    for b in 0..buckets as u64 {
+        let start = if bits == 0 { 0 } else { b << (64 - bits) };
+        while j < points.len() && points[j] < start {
+            j += 1;
+        }
+        index.push(j as u32);
+    }
+    index.push(points.len() as u32);
+    index
 }
 
 impl Ring {
@@ -61,6 +88,13 @@ impl Ring {
         }
         // Sorting by (position, id) makes placement independent of shard order on collisions.
         pairs.sort_unstable();
+        let points: Vec<u64> = pairs.iter().map(|p| p.0).collect();
+        let owners: Vec<ShardId> = pairs.iter().map(|p| p.1).collect();
+        let index_bits = index_bits_for(points.len());
+        let sole = match owners.first() {
+            Some(&first) if owners.iter().all(|&o| o == first) => Some(first),
+            _ => None,
+        };
         Ring {
             names: shards.iter().map(|s| s.name.clone()).collect(),
             weights: shards.iter().map(|s| s.weight).collect(),
@@ -70,14 +104,38 @@ impl Ring {
                 .map(|(id, _)| ShardId(id))
                 .collect(),
             vnodes,
-            points: pairs.iter().map(|p| p.0).collect(),
-            owners: pairs.iter().map(|p| p.1).collect(),
+            index: build_index(&points, index_bits),
+            index_bits,
+            points,
+            owners,
+            sole,
         }
     }
 
     /// The shard owning a hash: the first point at or after it, wrapping around.
     /// A ring without points (no shards, or all weights 0) answers ShardId(0).
     pub fn shard_for_hash(&self, hash: u64) -> ShardId {
+        if let Some(owner) = self.sole {
+            return owner;
+        }
+        let b = if self.index_bits == 0 {
+            0
+        } else {
+            (hash >> (64 - self.index_bits)) as usize
+        };
+        let (lo, hi) = match (self.index.get(b), self.index.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.points.len()),
+        };
+        let j = lo + self.points[lo..hi].partition_point(|&p| p < hash);
+        let j = if j == self.points.len() { 0 } else { j };
+        self.owners.get(j).copied().unwrap_or(ShardId(0))
+    }
+
+    /// `shard_for_hash` by a plain binary search over every point: what the index must agree
+    /// with.
+    #[cfg(test)]
+    pub(crate) fn shard_for_hash_by_search(&self, hash: u64) -> ShardId {
         let j = self.points.partition_point(|&p| p < hash);
         let j = if j == self.points.len() { 0 } else { j };
         self.owners.get(j).copied().unwrap_or(ShardId(0))

@@ -2,7 +2,8 @@
 //! that let every error point at the offending line.
 
 use super::{
-    parse_postgres_url, Config, MAX_SHARDS, MAX_SHARD_NAME, MAX_VNODES, MAX_WEIGHT, RATE_LIMIT_KEYS,
+    parse_postgres_url, Config, MAX_SHARDS, MAX_SHARD_NAME, MAX_VNODES, MAX_WEIGHT, MAX_WORKERS,
+    RATE_LIMIT_KEYS,
 };
 use crate::error::Error;
 use std::net::SocketAddr;
@@ -42,6 +43,13 @@ impl Config {
         if p.pool_size == 0 {
             let msg = "[proxy] pool_size must be at least 1";
             return Err(at.err(&[K("proxy"), K("pool_size")], msg));
+        }
+        if p.workers > MAX_WORKERS {
+            let msg = format!(
+                "[proxy] workers must be at most {MAX_WORKERS} (0: one per CPU), not {}",
+                p.workers
+            );
+            return Err(at.err(&[K("proxy"), K("workers")], msg));
         }
         if p.max_client_connections == 0 {
             let msg = "[proxy] max_client_connections must be at least 1";

@@ -93,6 +93,54 @@ fn lookup_takes_the_first_point_at_or_after_the_hash() {
     assert!((ring.ownership().iter().sum::<f64>() - 1.0).abs() < 1e-12);
 }
 
+/// The bucket index must answer what a binary search over every point answers: at every
+/// point, one either side, every bucket boundary, both ends, and a spread of other hashes,
+/// for rings from one point to tens of thousands.
+#[test]
+fn the_index_agrees_with_a_search_of_every_point() {
+    let mut rings = vec![
+        Ring::new(&[], 16),
+        ring_of(&["a"], 0),
+        ring_of(&["x", "x"], 8),
+    ];
+    for names in [
+        &["a"][..],
+        &["a", "b"],
+        &["s0", "s1", "s2"],
+        &["p", "q", "r", "s", "t"],
+    ] {
+        for vnodes in [1, 2, 3, 7, 64, 1280, 10000] {
+            rings.push(ring_of(names, vnodes));
+        }
+    }
+    let mut weighted = shards_named(&["a", "b", "c"]);
+    weighted[1].weight = 0;
+    weighted[2].weight = 7;
+    rings.push(Ring::new(&weighted, 1280));
+    for ring in &rings {
+        let bits = ring.index_bits;
+        let mut probes: Vec<u64> = vec![0, 1, u64::MAX, u64::MAX - 1];
+        for &p in &ring.points {
+            probes.extend([p, p.wrapping_sub(1), p.wrapping_add(1)]);
+        }
+        if bits > 0 {
+            for b in 0..1u64 << bits {
+                let start = b << (64 - bits);
+                probes.extend([start, start.wrapping_sub(1)]);
+            }
+        }
+        probes.extend((0..20_000u64).map(|i| i.wrapping_mul(0x9E37_79B9_7F4A_7C15)));
+        for h in probes {
+            assert_eq!(
+                ring.shard_for_hash(h),
+                ring.shard_for_hash_by_search(h),
+                "hash {h:#x} on a ring of {} points ({bits} index bits)",
+                ring.points.len()
+            );
+        }
+    }
+}
+
 #[test]
 fn placement_ignores_shard_order_and_weight_multiplies_points() {
     let ab = ring_of(&["a", "b", "c"], 64);

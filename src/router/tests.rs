@@ -30,6 +30,7 @@ pub(super) fn config() -> Config {
             client_idle_timeout_ms: 0,
             idle_transaction_timeout_ms: 0,
             statement_timeout_ms: 0,
+            workers: 0,
         },
         auth: None,
         shards: (0..3)

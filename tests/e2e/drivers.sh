@@ -18,11 +18,17 @@ fi
 
 . "$here/demo.sh"
 demo_start
+# The drivers run against a proxy serving every client on one thread ([proxy] workers = 1);
+# psql.sh and tpcb.sh run against the default, one thread per CPU.
+sed -i 's/^listen = .*/&\nworkers = 1/' "$work/shards.toml"
 shard_table e2e_items user_id
 shard_table e2e_node user_id
 shard_table e2e_jdbc user_id
 shard_pgbench_tables
 proxy_start
+for _ in $(seq 1 25); do grep -q "(one worker thread)" "$work/proxy.log" && break; sleep 0.2; done
+grep -q "(one worker thread)" "$work/proxy.log" ||
+  { cat "$work/proxy.log"; echo "the proxy did not start on one worker thread"; exit 1; }
 
 python3 "$here/psycopg_driver.py" "$port" "$shard_port" $((shard_port + 1)) $((shard_port + 2))
 
