@@ -19,7 +19,9 @@ pub const MAX_MESSAGE_LEN: usize = 1 << 30;
 pub const MAX_STARTUP_LEN: usize = 10_000;
 
 mod extended;
+mod names;
 pub use extended::*;
+pub use names::Names;
 
 pub const SSL_REQUEST_CODE: i32 = 80877103;
 pub const GSSENC_REQUEST_CODE: i32 = 80877104;

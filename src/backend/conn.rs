@@ -7,7 +7,6 @@ use crate::protocol::{self, Frame, FrameReader};
 use crate::stats::ShardStats;
 use crate::tls::{ServerStream, ShardConnector};
 use bytes::BytesMut;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -103,7 +102,7 @@ pub struct ServerConn {
     pub settings: u64,
     /// Statements prepared on this connection: backend name → hash of (SQL, parameter types).
     /// The unnamed statement ("") is listed too, until a simple Query replaces it.
-    pub prepared: HashMap<String, u64>,
+    pub prepared: crate::protocol::Names<u64>,
     /// A transaction's BEGIN riding along with the next request (see `prelude.rs`).
     pub(super) prelude: super::prelude::Pending,
     pid: i32,
@@ -161,7 +160,7 @@ impl ServerConn {
             broken: false,
             parameters: Vec::new(),
             settings: 0,
-            prepared: HashMap::new(),
+            prepared: crate::protocol::Names::new(),
             prelude: Default::default(),
             pid: 0,
             secret: 0,

@@ -701,11 +701,7 @@ fn ensure_prepared(
 
 /// Records the shard of a portal; the unnamed portal, rebound with every query, is updated in
 /// place rather than allocated again.
-fn note_portal(
-    portals: &mut std::collections::HashMap<String, ShardId>,
-    portal: &str,
-    shard: ShardId,
-) {
+fn note_portal(portals: &mut protocol::Names<ShardId>, portal: &str, shard: ShardId) {
     match portals.get_mut(portal) {
         Some(s) => *s = shard,
         None => {

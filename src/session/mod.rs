@@ -26,7 +26,6 @@ use crate::stats::clients::{Client, State};
 use crate::stats::RouteKind;
 use bytes::BytesMut;
 use settings::Settings;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
@@ -61,13 +60,13 @@ pub struct Session<S> {
     /// The shard connections the current statement runs on, for the client's CancelRequest.
     running: Arc<Running>,
     /// Statements the client prepared, by its names ("" = unnamed).
-    stmts: HashMap<String, Arc<extended::Prepared>>,
+    stmts: protocol::Names<Arc<extended::Prepared>>,
     /// The shard each open portal runs on.
-    portals: HashMap<String, ShardId>,
+    portals: protocol::Names<ShardId>,
     /// Portals of statements the proxy runs itself (BEGIN, SET... bound through the protocol).
-    local_portals: HashMap<String, Arc<extended::Prepared>>,
+    local_portals: protocol::Names<Arc<extended::Prepared>>,
     /// Portals of multi-shard reads, run through the gather when executed.
-    gather_portals: HashMap<String, ext_gather::GatherPortal>,
+    gather_portals: protocol::Names<ext_gather::GatherPortal>,
     /// A gather portal whose Describe the following Execute answers.
     describe_next: Option<String>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
@@ -134,10 +133,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             settings: Settings::from_startup(startup),
             settings_after: None,
             running,
-            stmts: HashMap::new(),
-            portals: HashMap::new(),
-            local_portals: HashMap::new(),
-            gather_portals: HashMap::new(),
+            stmts: protocol::Names::new(),
+            portals: protocol::Names::new(),
+            local_portals: protocol::Names::new(),
+            gather_portals: protocol::Names::new(),
             describe_next: None,
             batch: Vec::new(),
             ext: None,
