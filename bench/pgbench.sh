@@ -13,8 +13,9 @@
 # Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
 #   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
 #   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
-#   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers: 1, the default
-#   here, serves every client on one thread as PgBouncer does; 0 = one thread per CPU).
+#   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
+#   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU),
+#   MULTI_WORKERS (the three-shard proxy's, 0).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -25,7 +26,8 @@ clients=${CLIENTS:-1 8 64}
 modes=${MODES:-simple extended prepared}
 scale=${SCALE:-10}
 pool=${POOL:-64}
-workers=${WORKERS:-1}
+workers=${WORKERS:-1 0}
+multi_workers=${MULTI_WORKERS:-0}
 multi=${MULTI:-1}
 one=${ONE:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,7 +78,7 @@ listen_addresses = '127.0.0.1'
 port = $pg_port
 unix_socket_directories = '$work'
 # direct clients, PgBouncer's pool, and the one-shard and three-shard proxies' pools at once
-max_connections = $((pool * 6 + 100))
+max_connections = $((pool * 8 + 100))
 shared_buffers = 256MB
 fsync = off
 synchronous_commit = off
@@ -116,14 +118,23 @@ tables() {
   printf '[[tables]]\nname = "pgbench_tellers"\nshard_key = "tid"\n'
   printf '[[tables]]\nname = "pgbench_history"\nshard_key = "aid"\n'
 }
-{
-  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$proxy_port" "$pool" "$workers"
-  printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
-  tables
-} >"$work/one.toml"
-RUST_LOG=warn "$bin" --config "$work/one.toml" >"$work/one.log" 2>&1 &
-one_pid=$!
-pids+=("$one_pid")
+# One proxy per WORKERS value, on proxy_port and then the ports above multi_port; each a
+# "name:port:pid" target of the one-shard table.
+sg_targets=
+port=$proxy_port
+for w in $workers; do
+  {
+    printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$port" "$pool" "$w"
+    printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
+    tables
+  } >"$work/one-$w.toml"
+  RUST_LOG=warn "$bin" --config "$work/one-$w.toml" >"$work/one-$w.log" 2>&1 &
+  pids+=("$!")
+  name=shardgate-$w
+  [ "$w" = 0 ] && name=shardgate-N
+  sg_targets+=" $name:$port:$!"
+  port=$((port == proxy_port ? multi_port + 1 : port + 1))
+done
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -135,7 +146,10 @@ wait_port() {
   exit 1
 }
 wait_port "$bouncer_port"
-wait_port "$proxy_port"
+for t in $sg_targets; do
+  IFS=: read -r _ port _ <<<"$t"
+  wait_port "$port"
+done
 
 # CPU time (user + system, in clock ticks) a process has used so far; 0 for none.
 ticks() {
@@ -169,8 +183,9 @@ percentile() {
 }
 
 # table TITLE TARGETS SCRIPT-ARGS...: the alternated runs and their summary, one row per mode and
-# client count. TARGETS is "name:port:pid ..." in the order direct, pooler, shardgate; pid is the
-# process between pgbench and PostgreSQL whose CPU per transaction is shown (none for direct).
+# client count. TARGETS is "name:port:pid ..." in the order direct, pooler, then one or more
+# shardgates; pid is the process between pgbench and PostgreSQL whose CPU per transaction is
+# shown (none for direct).
 table() {
   local title=$1 targets=$2
   shift 2
@@ -191,7 +206,8 @@ table() {
   printf '%-8s %3s' mode c
   printf ' | %-24s' "${names[0]} tps  p50/p99"
   for n in "${names[@]:1}"; do printf ' | %-29s' "$n tps  p50/p99  cpu"; done
-  printf ' | %s/%s  %s/%s\n' "${names[2]}" "${names[1]}" "${names[2]}" "${names[0]}"
+  for n in "${names[@]:2}"; do printf ' | %s/%s  %s/%s' "$n" "${names[1]}" "$n" "${names[0]}"; done
+  echo
   for mode in $modes; do
     for c in $clients; do
       declare -A tps=() cpu=()
@@ -217,18 +233,22 @@ table() {
           "$(percentile "$work/lat-$n" 99)"
         [ "$n" = "${names[0]}" ] || printf '  %4.1f' "${cpu[$n]}"
       done
-      awk -v s="${tps[${names[2]}]}" -v b="${tps[${names[1]}]}" -v d="${tps[${names[0]}]}" \
-        'BEGIN {printf " | %19.2f  %16.2f\n", s / b, s / d}'
+      for n in "${names[@]:2}"; do
+        awk -v s="${tps[$n]}" -v b="${tps[${names[1]}]}" -v d="${tps[${names[0]}]}" \
+          -v w1="$((${#n} + ${#names[1]} + 1))" -v w2="$((${#n} + ${#names[0]} + 1))" \
+          'BEGIN {printf " | %*.2f  %*.2f", w1, s / b, w2, s / d}'
+      done
+      echo
       unset tps cpu
     done
   done
 }
 
 echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
-echo "shardgate: $bin, pool_size $pool, workers $workers; PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
+echo "shardgate: $bin, pool_size $pool, workers $workers (shardgate-N: one per CPU; three shards: $multi_workers); PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
 bouncer_pid=$(cat "$work/bouncer.pid")
 [ "$one" = 1 ] && table "pgbench -S, one shard" \
-  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$proxy_port:$one_pid" -S
+  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid$sg_targets" -S
 
 [ "$multi" = 1 ] || exit 0
 
@@ -236,7 +256,7 @@ bouncer_pid=$(cat "$work/bouncer.pid")
 # statements pay for the scatter and the gather (on one machine: three backends per statement).
 for s in 0 1 2; do q -d postgres -c "CREATE DATABASE shard$s"; done
 {
-  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$multi_port" "$pool" "$workers"
+  printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$multi_port" "$pool" "$multi_workers"
   for s in 0 1 2; do
     printf '[[shards]]\nname = "s%s"\nurl = "postgres://postgres@127.0.0.1:%s/shard%s"\n' "$s" "$pg_port" "$s"
   done
