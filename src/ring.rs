@@ -50,7 +50,12 @@ fn index_bits_for(points: usize) -> u32 {
     (usize::BITS - points.saturating_sub(1).leading_zeros()).min(16)
 }
 
+/// Empty for a ring too large to index by u32 (far beyond what validation allows): lookups
+/// then search every point.
 fn build_index(points: &[u64], bits: u32) -> Vec<u32> {
+    if u32::try_from(points.len()).is_err() {
+        return Vec::new();
+    }
     let buckets = 1usize << bits;
     let mut index = Vec::with_capacity(buckets + 1);
     let mut j = 0;

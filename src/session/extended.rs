@@ -197,20 +197,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             b'B' => match protocol::decode_bind(f.body()) {
                 Ok(b) => {
                     let st = self.stmts.get(b.statement).cloned();
-                    // Drivers bind the unnamed portal with every query and these maps are
-                    // nearly always empty: hashing the name for nothing shows in profiles.
-                    if !self.gather_portals.is_empty() {
-                        self.gather_portals.remove(b.portal);
-                    }
+                    self.gather_portals.remove(b.portal);
                     match &st {
                         Some(s) if s.local() || self.gather_bind(s, &b, f) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());
                             (true, st)
                         }
                         _ => {
-                            if !self.local_portals.is_empty() {
-                                self.local_portals.remove(b.portal);
-                            }
+                            self.local_portals.remove(b.portal);
                             (false, st)
                         }
                     }
