@@ -38,11 +38,13 @@ pub struct Manager {
 }
 
 impl managed::Manager for Manager {
-    type Type = ServerConn;
+    /// Boxed: the pool moves its objects in and out on every checkout and return, and a
+    /// connection's state is a few hundred bytes.
+    type Type = Box<ServerConn>;
     type Error = Error;
 
-    async fn create(&self) -> Result<ServerConn, Error> {
-        let mut conn = ServerConn::connect(&self.target).await?;
+    async fn create(&self) -> Result<Box<ServerConn>, Error> {
+        let mut conn = Box::new(ServerConn::connect(&self.target).await?);
         // The check is the proxy's own traffic, not the shard's workload.
         let counted = conn.count_in(Arc::default());
         self.fence.check(&mut conn).await?;
@@ -50,7 +52,7 @@ impl managed::Manager for Manager {
         Ok(conn)
     }
 
-    async fn recycle(&self, conn: &mut ServerConn, _: &Metrics) -> RecycleResult<Error> {
+    async fn recycle(&self, conn: &mut Box<ServerConn>, _: &Metrics) -> RecycleResult<Error> {
         // A quiet checkout (`checkout_quiet`) left it counting elsewhere.
         conn.count_to(&self.target.stats);
         if conn.is_dead() {
