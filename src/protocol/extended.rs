@@ -25,12 +25,31 @@ pub fn decode_parse(body: &[u8]) -> Result<ParseMsg<'_>, Error> {
     Ok(ParseMsg { name, query, types })
 }
 
-/// A Bind message, with the byte range of the statement name so it can be renamed.
+/// The statement name of a Parse body, and the rest of the body after it.
+pub fn parse_name(body: &[u8]) -> Result<(&str, &[u8]), Error> {
+    let mut rest = body;
+    let name = take_cstr(&mut rest)?;
+    Ok((name, rest))
+}
+
+/// True when `rest` (a Parse body after its name) is exactly `query` with these parameter
+/// types: a driver's repeated Parse of the same statement, recognized without decoding it.
+pub fn parse_rest_is(rest: &[u8], query: &str, types: &[u32]) -> bool {
+    let q = query.len();
+    rest.len() == q + 3 + 4 * types.len()
+        && rest[..q] == *query.as_bytes()
+        && rest[q] == 0
+        && rest[q + 1..q + 3] == (types.len() as i16).to_be_bytes()
+        && (rest[q + 3..].chunks_exact(4))
+            .zip(types)
+            .all(|(b, t)| *b == t.to_be_bytes())
+}
+
+/// A Bind message with its parameters.
 #[derive(Debug)]
 pub struct BindMsg<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
-    statement_at: std::ops::Range<usize>,
     pub formats: Vec<i16>,
     pub params: Vec<Option<&'a [u8]>>,
     /// Where the parameter formats begin, and where the result formats begin, in the body.
@@ -49,12 +68,35 @@ impl BindMsg<'_> {
     }
 }
 
-pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
+/// The portal and statement a Bind names, read without its parameters: most of the batch's
+/// passes over a Bind need only these, and this allocates nothing.
+#[derive(Debug)]
+pub struct BindNames<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+    /// The byte range of the statement name in the body (see `put_bind_renamed`).
+    pub statement_at: std::ops::Range<usize>,
+}
+
+pub fn bind_names(body: &[u8]) -> Result<BindNames<'_>, Error> {
     let mut b = body;
     let portal = take_cstr(&mut b)?;
     let start = body.len() - b.len();
     let statement = take_cstr(&mut b)?;
-    let statement_at = start..start + statement.len();
+    Ok(BindNames {
+        portal,
+        statement,
+        statement_at: start..start + statement.len(),
+    })
+}
+
+pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
+    let BindNames {
+        portal,
+        statement,
+        statement_at,
+    } = bind_names(body)?;
+    let mut b = &body[statement_at.end + 1..];
     let params_at = body.len() - b.len();
     let nf = take_i16(&mut b)?;
     let mut formats = Vec::with_capacity(nf.max(0) as usize);
@@ -77,7 +119,6 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
     Ok(BindMsg {
         portal,
         statement,
-        statement_at,
         formats,
         params,
         params_at,
@@ -127,14 +168,15 @@ pub fn max_rows_of_execute(body: &[u8]) -> i32 {
     }
 }
 
-/// A copy of a Bind message naming another prepared statement.
-pub fn put_bind_renamed(out: &mut BytesMut, body: &[u8], bind: &BindMsg<'_>, name: &str) {
-    let len = body.len() - bind.statement_at.len() + name.len();
+/// A copy of a Bind message naming another prepared statement; `at` is the byte range of the
+/// statement name in `body` (`BindNames::statement_at`).
+pub fn put_bind_renamed(out: &mut BytesMut, body: &[u8], at: std::ops::Range<usize>, name: &str) {
+    let len = body.len() - at.len() + name.len();
     out.put_u8(b'B');
     out.put_i32(len as i32 + 4);
-    out.put_slice(&body[..bind.statement_at.start]);
+    out.put_slice(&body[..at.start]);
     out.put_slice(name.as_bytes());
-    out.put_slice(&body[bind.statement_at.end..]);
+    out.put_slice(&body[at.end..]);
 }
 
 pub fn put_parse(out: &mut BytesMut, name: &str, query: &str, types: &[u32]) {
@@ -233,7 +275,9 @@ mod tests {
         assert_eq!(bind.params, vec![Some(&42i64.to_be_bytes()[..]), None]);
         assert_eq!((bind.format(0), bind.format(1)), (1, 1));
         let mut out = BytesMut::new();
-        put_bind_renamed(&mut out, &body, &bind, "sg_0123456789abcdef");
+        let names = bind_names(&body).unwrap();
+        assert_eq!((names.portal, names.statement), ("portal", "s1"));
+        put_bind_renamed(&mut out, &body, names.statement_at, "sg_0123456789abcdef");
         let renamed = decode_bind(&out[5..]).unwrap();
         assert_eq!(renamed.statement, "sg_0123456789abcdef");
         assert_eq!(renamed.params, bind.params);
@@ -249,6 +293,13 @@ mod tests {
         put_parse(&mut out, "a", "SELECT $1", &[20]);
         let p = decode_parse(&out[5..]).unwrap();
         assert_eq!((p.name, p.query, p.types), ("a", "SELECT $1", vec![20]));
+        let (name, rest) = parse_name(&out[5..]).unwrap();
+        assert_eq!(name, "a");
+        assert!(parse_rest_is(rest, "SELECT $1", &[20]));
+        assert!(!parse_rest_is(rest, "SELECT $1", &[23]));
+        assert!(!parse_rest_is(rest, "SELECT $1", &[]));
+        assert!(!parse_rest_is(rest, "SELECT $2", &[20]));
+        assert!(!parse_rest_is(&rest[..rest.len() - 1], "SELECT $1", &[20]));
         let body = bind_body("s", &[0, 1, 0], &[Some(b"12345")]);
         for cut in 0..body.len() {
             // Every prefix is either an error or (never) a panic.

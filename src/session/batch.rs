@@ -1,6 +1,7 @@
 //! The I/O side of an extended-protocol batch: reading each message's answer from the shard,
 //! answering batches that need no shard, and closing a batch the client left open.
 
+use super::exec::Recv;
 use super::extended::{is_statement_close, End, Msg};
 use super::{Session, Step};
 use crate::backend::PooledConn;
@@ -21,9 +22,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         record: Option<(String, u64)>,
     ) -> Step<Result<bool, std::io::Error>> {
         loop {
-            let f = match self.recv_frame(conn).await? {
-                Ok(f) => f,
-                Err(e) => return Ok(Err(e)),
+            let next = match self.buffered(conn) {
+                Some(r) => r,
+                None => self.recv(conn).await?,
+            };
+            let f = match next {
+                Recv::Frame(f) => f,
+                Recv::Broken(e) => return Ok(Err(e)),
             };
             match f.tag {
                 b'E' => {
@@ -51,7 +56,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
                 _ if end.is_some() => {
                     self.out.extend_from_slice(&f.bytes);
-                    self.maybe_flush().await?;
+                    if self.out.len() >= super::FLUSH_AT {
+                        self.maybe_flush().await?;
+                    }
                 }
                 _ => {}
             }

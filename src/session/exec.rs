@@ -271,7 +271,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.broken(shard, conn, e);
         }
         loop {
-            let frame = match self.recv(&mut conn).await? {
+            let next = match self.buffered(&mut conn) {
+                Some(r) => r,
+                None => self.recv(&mut conn).await?,
+            };
+            let frame = match next {
                 Recv::Frame(f) => f,
                 Recv::Broken(e) => return self.broken(shard, conn, e),
             };
@@ -289,7 +293,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 _ => {}
             }
             self.out.extend_from_slice(&frame.bytes);
-            self.maybe_flush().await?;
+            if self.out.len() >= super::FLUSH_AT {
+                self.maybe_flush().await?;
+            }
         }
         if !ok {
             if let Some(t) = &mut self.txn {
@@ -477,13 +483,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The next frame from a shard, while watching the client: if the client hangs up meanwhile,
     /// the shard's statement is cancelled and the connection discarded.
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
-        // The rest of an answer that arrived in one read is taken as it is, without a poll.
-        if let Some(r) = conn.try_recv() {
-            return Ok(match r {
-                Ok(f) if self.timed_out => Recv::Frame(self.after_timeout(conn, f)),
-                Ok(f) => Recv::Frame(f),
-                Err(e) => Recv::Broken(e),
-            });
+        if let Some(r) = self.buffered(conn) {
+            return Ok(r);
         }
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
@@ -514,6 +515,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         }
+    }
+
+    /// The next frame if the shard's answer already holds one, as `recv` gives it: the rest of
+    /// an answer that arrived in one read is taken without a poll (or an await) per frame.
+    pub(super) fn buffered(&mut self, conn: &mut PooledConn) -> Option<Recv> {
+        Some(match conn.try_recv()? {
+            Ok(f) if self.timed_out => Recv::Frame(self.after_timeout(conn, f)),
+            Ok(f) => Recv::Frame(f),
+            Err(e) => Recv::Broken(e),
+        })
     }
 
     /// A shard connection broke mid-statement: discard it, tell the client, keep the session.

@@ -26,12 +26,7 @@ pub(super) struct GatherPortal {
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Makes a Bind of a multi-shard read a gather portal; false if it runs on one shard (or
     /// is not a read the gather can run, whose error then comes from the usual path).
-    pub(super) fn gather_bind(
-        &mut self,
-        st: &Arc<Prepared>,
-        bind: &protocol::BindMsg<'_>,
-        frame: &Frame,
-    ) -> bool {
+    pub(super) fn gather_bind(&mut self, st: &Arc<Prepared>, frame: &Frame) -> bool {
         let [stmt] = st.plan.statements.as_slice() else {
             return false;
         };
@@ -44,15 +39,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if one_shard || stmt.writes || stmt.not_mergeable.is_some() {
             return false;
         }
+        let Ok(bind) = protocol::decode_bind(frame.body()) else {
+            return false;
+        };
         // One ring for routing, counting and the shard list, even if a rebalance switches it.
         let ring = self.ctx.ring.load_full();
-        let shards = match self.bind_route(st, bind, &ring, false) {
+        let shards = match self.bind_route(st, &bind, &ring, false) {
             Ok(Some(Route::Shards(v))) if v.len() > 1 => v,
             Ok(Some(Route::All)) => ring.members().to_vec(),
             _ => return false,
         };
         // Counted only now that the gather takes it; otherwise the relay counts it.
-        let _ = self.bind_route(st, bind, &ring, true);
+        let _ = self.bind_route(st, &bind, &ring, true);
         let sql = st.sql_of(stmt);
         let plan = stmt.merge.clone().unwrap_or_else(|| {
             // Concatenation is exact: the plan that merges nothing.

@@ -2,13 +2,14 @@
 //! their bound parameters and relayed to one shard, with client statements prepared lazily on
 //! whichever pooled connection serves them.
 
+use super::exec::Recv;
+use super::ext_route::note_portal;
 use super::{Session, Step};
-use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
-use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
-use crate::router::{self, QueryPlan, Route, Target};
-use bytes::{Bytes, BytesMut};
+use crate::router::{self, QueryPlan, Target};
+use bytes::BytesMut;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
@@ -17,15 +18,17 @@ const MAX_BATCH: usize = 1000;
 
 /// A statement a client prepared, as the proxy keeps it.
 pub struct Prepared {
-    sql: Arc<str>,
+    pub(super) sql: Arc<str>,
     pub(super) types: Vec<u32>,
-    hash: u64,
+    pub(super) hash: u64,
     pub(super) plan: Arc<QueryPlan>,
     /// Its name on backend connections: the same for every client preparing the same text and
     /// types, so a pooled connection prepares it once.
-    backend_name: String,
+    pub(super) backend_name: String,
     /// The session runs it itself (see `runs_locally`).
     local: bool,
+    /// The catalog version `plan` was made under.
+    version: u64,
 }
 
 /// One client message of a batch, with the statement it referred to when it arrived (a later
@@ -33,23 +36,19 @@ pub struct Prepared {
 pub(super) struct Msg {
     pub frame: Frame,
     pub stmt: Option<Arc<Prepared>>,
-}
-
-/// A run of messages for one shard, or one message the proxy answers itself (transaction
-/// control and SET, which the session's own machinery runs).
-enum Segment {
-    Shard(Vec<Msg>),
-    Local(Msg),
+    /// The proxy answers it itself (transaction control and SET, which the session's own
+    /// machinery runs, and multi-shard reads, which the gather runs).
+    pub local: bool,
 }
 
 /// What becomes of the shard's answer to one message of the batch, in order.
-enum Expect {
+pub(super) enum Expect {
     /// The answer to a client message, relayed; on success `record` is noted as prepared.
     Relay(End, Option<(String, u64)>),
     /// The answer to a Parse the proxy added: noted, never shown.
     Swallow(String, u64),
-    /// An answer the proxy gives itself, in its turn.
-    Emit(Bytes),
+    /// A bodiless answer the proxy gives itself, in its turn (ParseComplete, CloseComplete).
+    Emit(u8),
     /// A message the proxy refused: PostgreSQL never saw it or anything after it.
     Refuse(Error),
     Sync,
@@ -77,10 +76,16 @@ impl End {
     }
 }
 
-fn empty(tag: u8) -> Bytes {
-    let mut b = BytesMut::with_capacity(5);
-    protocol::put_empty(&mut b, tag);
-    b.freeze()
+/// Buffers reused from one batch to the next: a driver's every query is a batch, and these
+/// would otherwise be allocated and freed with each.
+#[derive(Default)]
+pub(super) struct Scratch {
+    msgs: Vec<Msg>,
+    pub(super) expects: Vec<Expect>,
+    /// Statements the batch being built prepares (name, hash).
+    pub(super) parsed: Vec<(String, u64)>,
+    /// The bytes for the shard, before they join the connection's output.
+    pub(super) out: BytesMut,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -97,7 +102,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
-        let frames = std::mem::take(&mut self.batch);
+        let mut frames = std::mem::take(&mut self.batch);
         self.arm_statement_timeout();
         let admitted = match self.ext_skipping {
             // A batch already failing runs nothing up to its Sync, so it takes no tokens.
@@ -109,6 +114,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             refused => refused,
         };
         if let Err(e) = admitted {
+            frames.clear();
+            self.batch = frames;
             // As any refusal in a batch: the error, then nothing up to Sync. An earlier part of
             // the batch may have run on a connection held since a Flush: its Sync would commit
             // that part, which the client, seeing the error, takes for failed; closing the
@@ -121,30 +128,30 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             self.ext_skipping = true;
             return self.end_batch(sync).await;
         }
-        let segments = self.segment(frames);
-        let count = segments.len();
-        let mut segments = segments.into_iter().enumerate().peekable();
-        while let Some((i, seg)) = segments.next() {
-            if self.ext_skipping {
-                break;
-            }
-            match seg {
-                Segment::Local(m) => {
-                    self.close_open_batch().await?;
-                    let next = match segments.peek() {
-                        Some((_, Segment::Local(n))) => Some(&n.frame),
-                        _ => None,
-                    };
-                    if self.describe_with_next_execute(&m.frame, next) {
-                        // The Execute right after answers this Describe with its own rows'
-                        // description: one round trip to the shards instead of two.
-                        continue;
-                    }
-                    self.run_local(m).await?;
+        let mut msgs = std::mem::take(&mut self.scratch.msgs);
+        self.segment(&mut frames, &mut msgs);
+        self.batch = frames;
+        let mut i = 0;
+        while i < msgs.len() && !self.ext_skipping {
+            if msgs[i].local {
+                self.close_open_batch().await?;
+                let next = msgs.get(i + 1).filter(|n| n.local).map(|n| &n.frame);
+                // The Execute right after a Describe answers it with its own rows'
+                // description: one round trip to the shards instead of two.
+                if !self.describe_with_next_execute(&msgs[i].frame, next) {
+                    self.run_local(&msgs[i]).await?;
                 }
-                Segment::Shard(msgs) => self.run_segment(msgs, sync || i + 1 < count).await?,
+                i += 1;
+            } else {
+                // A run of messages for one shard, up to the next one the proxy answers.
+                let end = (msgs[i..].iter().position(|m| m.local)).map_or(msgs.len(), |n| i + n);
+                self.run_segment(&msgs[i..end], sync || end < msgs.len())
+                    .await?;
+                i = end;
             }
         }
+        msgs.clear();
+        self.scratch.msgs = msgs;
         self.describe_next = None;
         if sync {
             self.close_open_batch().await?;
@@ -158,48 +165,38 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.end_batch(sync).await
     }
 
-    /// Splits a batch at the messages the proxy answers itself, registering Parses in order.
-    fn segment(&mut self, frames: Vec<Frame>) -> Vec<Segment> {
-        let mut out = Vec::new();
-        let mut run = Vec::new();
-        for frame in frames {
+    /// Takes the batch's messages but Sync and Flush into `msgs`, registering Parses in order
+    /// and marking the messages the proxy answers itself.
+    fn segment(&mut self, frames: &mut Vec<Frame>, msgs: &mut Vec<Msg>) {
+        for frame in frames.drain(..) {
             if matches!(frame.tag, b'S' | b'H') {
                 continue;
             }
             let (local, stmt) = self.classify(&frame);
-            let msg = Msg { frame, stmt };
-            if local {
-                if !run.is_empty() {
-                    out.push(Segment::Shard(std::mem::take(&mut run)));
-                }
-                out.push(Segment::Local(msg));
-            } else {
-                run.push(msg);
-            }
+            msgs.push(Msg { frame, stmt, local });
         }
-        if !run.is_empty() {
-            out.push(Segment::Shard(run));
-        }
-        out
     }
 
     /// Whether the proxy answers this message itself, and the statement it refers to.
     fn classify(&mut self, f: &Frame) -> (bool, Option<Arc<Prepared>>) {
         let is_local = |st: &Option<Arc<Prepared>>| st.as_ref().is_some_and(|s| s.local());
         match f.tag {
-            b'P' => match protocol::decode_parse(f.body()) {
-                Ok(p) => {
-                    let st = Some(self.register(p));
-                    (is_local(&st), st)
-                }
-                Err(_) => (false, None),
+            b'P' => match self.repeated_parse(f.body()) {
+                Some(st) => (st.local(), Some(st)),
+                None => match protocol::decode_parse(f.body()) {
+                    Ok(p) => {
+                        let st = self.register(p);
+                        (st.local(), Some(st))
+                    }
+                    Err(_) => (false, None),
+                },
             },
-            b'B' => match protocol::decode_bind(f.body()) {
+            b'B' => match protocol::bind_names(f.body()) {
                 Ok(b) => {
                     let st = self.stmts.get(b.statement).cloned();
                     self.gather_portals.remove(b.portal);
                     match &st {
-                        Some(s) if s.local() || self.gather_bind(s, &b, f) => {
+                        Some(s) if s.local() || self.gather_bind(s, f) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());
                             (true, st)
                         }
@@ -234,8 +231,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Answers a message about BEGIN/COMMIT/ROLLBACK/SAVEPOINT/SET/RESET itself; Execute runs it
     /// through the same transaction and settings machinery as a simple query.
-    async fn run_local(&mut self, m: Msg) -> Step {
-        let Some(st) = m.stmt else { return Ok(()) };
+    async fn run_local(&mut self, m: &Msg) -> Step {
+        let Some(st) = m.stmt.clone() else {
+            return Ok(());
+        };
         let body = m.frame.body();
         match m.frame.tag {
             b'P' => protocol::put_empty(&mut self.out, b'1'),
@@ -283,13 +282,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Sends one run of messages to its shard and relays the answers. `sync`: end it with a
     /// Sync (the client's, or one between runs); otherwise with a Flush, keeping the connection.
-    async fn run_segment(&mut self, msgs: Vec<Msg>, sync: bool) -> Step {
-        let (shard, refused_at) = self.decide(&msgs);
+    async fn run_segment(&mut self, msgs: &[Msg], sync: bool) -> Step {
+        let (shard, refused_at) = self.decide(msgs);
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
         let needs_backend =
             self.ext.is_some() || msgs[..stop].iter().any(|m| !is_statement_close(&m.frame));
         if !needs_backend {
-            return self.answer_locally(&msgs, refused_at);
+            return self.answer_locally(msgs, refused_at);
         }
         if self.ext.is_none() && self.txn.as_ref().is_some_and(|t| t.failed) {
             // As PostgreSQL: nothing but the transaction's end runs in a failed transaction.
@@ -318,11 +317,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Portals live on the connection that bound them, including those of statements that
         // could have run anywhere: Execute must find them there.
         for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
-            if let Ok(bind) = protocol::decode_bind(m.frame.body()) {
+            if let Ok(bind) = protocol::bind_names(m.frame.body()) {
                 note_portal(&mut self.portals, bind.portal, shard);
             }
         }
-        let expects = self.build(&msgs, refused_at, sync, &mut conn);
+        let mut expects = std::mem::take(&mut self.scratch.expects);
+        self.build(msgs, refused_at, sync, &mut conn, &mut expects);
         // A CancelRequest (or the statement timeout) reaches the Executes of this run too.
         let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
         if let Err(e) = conn.flush().await {
@@ -330,9 +330,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         let mut skipping = self.ext_skipping;
         let mut status = None;
-        for exp in expects {
+        for exp in expects.drain(..) {
             match exp {
-                Expect::Emit(b) if !skipping => self.out.extend_from_slice(&b),
+                Expect::Emit(tag) if !skipping => protocol::put_empty(&mut self.out, tag),
                 Expect::Refuse(e) if !skipping => {
                     self.error(&e);
                     skipping = true;
@@ -350,19 +350,26 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     }
                 }
                 Expect::Sync => loop {
-                    match self.recv_frame(&mut conn).await? {
-                        Ok(f) if f.tag == b'Z' => {
+                    let next = match self.buffered(&mut conn) {
+                        Some(r) => r,
+                        None => self.recv(&mut conn).await?,
+                    };
+                    match next {
+                        Recv::Frame(f) if f.tag == b'Z' => {
                             status = Some(protocol::ready_status(f.body()));
                             break;
                         }
-                        Ok(f) => self.out.extend_from_slice(&f.bytes),
-                        Err(e) => return self.batch_broken(shard, conn, e).await,
+                        Recv::Frame(f) => self.out.extend_from_slice(&f.bytes),
+                        Recv::Broken(e) => return self.batch_broken(shard, conn, e).await,
                     }
                 },
                 _ => {}
             }
-            self.maybe_flush().await?;
+            if self.out.len() >= super::FLUSH_AT {
+                self.maybe_flush().await?;
+            }
         }
+        self.scratch.expects = expects;
         self.ext_skipping = skipping;
         if !sync {
             self.ext = Some((shard, conn));
@@ -377,64 +384,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Ok(())
     }
 
-    /// Where a run of messages goes: the shard of its bound keys, and the first message (with
-    /// its error) that cannot run there.
-    fn decide(&mut self, msgs: &[Msg]) -> (Option<ShardId>, Option<(usize, Error)>) {
-        let mut shard = self.ext.as_ref().map(|(s, _)| *s);
-        for (i, m) in msgs.iter().enumerate() {
-            let f = &m.frame;
-            let here = match f.tag {
-                b'B' => match self.bind_shard(m) {
-                    Ok((portal, s)) => {
-                        if let Some(s) = s {
-                            note_portal(&mut self.portals, portal, s);
-                        }
-                        s
-                    }
-                    Err(e) => return (shard, Some((i, e))),
-                },
-                b'E' => {
-                    protocol::portal_of_execute(f.body()).and_then(|p| self.portals.get(p).copied())
-                }
-                b'D' | b'C' if is_portal_message(f) => protocol::decode_target(f.body())
-                    .ok()
-                    .and_then(|(_, p)| self.portals.get(p).copied()),
-                b'D' if m.stmt.is_none() => {
-                    let name = protocol::decode_target(f.body()).map(|(_, n)| n.to_owned());
-                    let e = Error::UnknownStatement {
-                        name: name.unwrap_or_default(),
-                    };
-                    return (shard, Some((i, e)));
-                }
-                _ => None,
-            };
-            match (shard, here) {
-                (None, Some(s)) => shard = Some(s),
-                (Some(a), Some(b)) if a != b => {
-                    let e = Error::unsupported(
-                        "statements for different shards in one pipelined batch are not supported yet",
-                        "send Sync after each statement, or group the statements by shard key",
-                    );
-                    return (shard, Some((i, e)));
-                }
-                _ => {}
-            }
-        }
-        (shard, None)
+    /// The statement already registered under a Parse's name when the Parse repeats it: drivers
+    /// re-parse the unnamed statement with every query. The same text and types, planned under
+    /// the same catalog, keep it, without decoding the message or looking up a plan.
+    fn repeated_parse(&self, body: &[u8]) -> Option<Arc<Prepared>> {
+        let (name, rest) = protocol::parse_name(body).ok()?;
+        let old = self.stmts.get(name)?;
+        let current = old.version == self.ctx.catalog_version.load(Ordering::Acquire);
+        (current && protocol::parse_rest_is(rest, &old.sql, &old.types)).then(|| old.clone())
     }
 
     /// Records a client's Parse under its name (the unnamed statement too).
     fn register(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
-        // Drivers re-parse the unnamed statement with every query: the same text and types, and
-        // the same cached plan, keep the statement already registered (no allocation).
-        if let Some(old) = self.stmts.get(p.name).cloned() {
-            if *old.sql == *p.query
-                && old.types == p.types
-                && Arc::ptr_eq(&self.plan(p.query), &old.plan)
-            {
-                return old;
-            }
-        }
         let name = p.name.to_owned();
         let prepared = self.prepared_of(p);
         self.stmts.insert(name, prepared.clone());
@@ -454,8 +415,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         } else {
             format!("sg_{hash:016x}")
         };
+        // Read before planning: a catalog change meanwhile leaves the statement planned anew.
+        let version = self.ctx.catalog_version.load(Ordering::Acquire);
         let plan = self.plan(p.query);
         let prepared = Prepared {
+            version,
             local: runs_locally(p.query, &plan),
             sql: Arc::from(p.query),
             types: p.types,
@@ -465,178 +429,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         Arc::new(prepared)
     }
-
-    /// The portal a Bind creates and the one shard its statement needs (None: any).
-    fn bind_shard<'m>(&self, m: &'m Msg) -> Result<(&'m str, Option<ShardId>), Error> {
-        let bind = protocol::decode_bind(m.frame.body())?;
-        let prepared = m.stmt.clone().ok_or_else(|| Error::UnknownStatement {
-            name: bind.statement.to_owned(),
-        })?;
-        let portal = bind.portal;
-        let ring = self.ctx.ring.load();
-        let route = match self.bind_route(&prepared, &bind, &ring, true)? {
-            Some(r) => r,
-            None => return Ok((portal, None)),
-        };
-        match route {
-            Route::Any => Ok((portal, None)),
-            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
-            _ => Err(Error::unsupported(
-                "writes that span shards and return rows are not supported through the extended query protocol yet",
-                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
-            )),
-        }
-    }
-
-    /// Where a bound statement goes; None for an empty or multi-statement string (PostgreSQL
-    /// says what is wrong with it).
-    /// With `count`, the statement and the keys it is routed by are counted in the statistics.
-    pub(super) fn bind_route(
-        &self,
-        prepared: &Prepared,
-        bind: &protocol::BindMsg<'_>,
-        ring: &Ring,
-        count: bool,
-    ) -> Result<Option<Route>, Error> {
-        let [stmt] = prepared.plan.statements.as_slice() else {
-            return Ok(None);
-        };
-        let route = match &stmt.target {
-            Target::Bound(b) => {
-                let ty = b.key_type;
-                let mut param = |i: usize| -> Option<Result<Key, String>> {
-                    let value = (*bind.params.get(i)?)?;
-                    let oid = prepared.types.get(i).copied().unwrap_or(0);
-                    let key = if bind.format(i) == 1 {
-                        Key::from_binary(ty, oid, value).map_err(|e| e.0)
-                    } else {
-                        match std::str::from_utf8(value) {
-                            Ok(text) => Key::from_text(ty, text).map_err(|e| e.0),
-                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
-                        }
-                    };
-                    if let (true, Ok(k)) = (count, &key) {
-                        self.count_key(&stmt.tables, k);
-                    }
-                    Some(key)
-                };
-                let mut array = |i: usize| -> Option<Result<ArrayKeys, String>> {
-                    let value = (*bind.params.get(i)?)?;
-                    let declared = prepared.types.get(i).copied().unwrap_or(0);
-                    // A parameter declared as text is the array's text form even in binary.
-                    let textual = bind.format(i) != 1
-                        || matches!(declared, oid::TEXT | oid::VARCHAR | oid::UNKNOWN);
-                    let keys = if textual {
-                        match std::str::from_utf8(value) {
-                            Ok(text) => array_from_text(ty, text).map_err(|e| e.0),
-                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
-                        }
-                    } else {
-                        array_from_binary(ty, value).map_err(|e| e.0)
-                    };
-                    if let (true, Ok(ArrayKeys::Keys(keys))) = (count, &keys) {
-                        for k in keys.iter().flatten() {
-                            self.count_key(&stmt.tables, k);
-                        }
-                    }
-                    Some(keys)
-                };
-                router::route_bound(stmt, ring, &mut param, &mut array)?
-            }
-            _ => router::route(stmt, ring)?,
-        };
-        if count {
-            self.count(stmt, &route, ring);
-        }
-        Ok(Some(route))
-    }
-
-    /// The bytes for the shard and what to do with each answer.
-    fn build(
-        &mut self,
-        msgs: &[Msg],
-        refused_at: Option<(usize, Error)>,
-        sync: bool,
-        conn: &mut PooledConn,
-    ) -> Vec<Expect> {
-        if conn.has_prelude() {
-            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
-            conn.prepared.remove("");
-        }
-        let mut out = BytesMut::new();
-        let mut expects = Vec::with_capacity(msgs.len() + 1);
-        // Statements this batch prepares: the shard has not confirmed them yet.
-        let mut parsed: Vec<(String, u64)> = Vec::new();
-        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        for msg in &msgs[..stop] {
-            let m = &msg.frame;
-            match m.tag {
-                b'P' => {
-                    let Some(st) = msg.stmt.clone() else {
-                        continue;
-                    };
-                    if !st.backend_name.is_empty() && has(conn, &parsed, &st) {
-                        expects.push(Expect::Emit(empty(b'1')));
-                    } else {
-                        protocol::put_parse(&mut out, &st.backend_name, &st.sql, &st.types);
-                        let record = (st.backend_name.clone(), st.hash);
-                        note(&mut parsed, &record);
-                        expects.push(Expect::Relay(End::Parse, Some(record)));
-                    }
-                }
-                b'B' => {
-                    let Ok(bind) = protocol::decode_bind(m.body()) else {
-                        continue;
-                    };
-                    let Some(st) = msg.stmt.clone() else {
-                        continue;
-                    };
-                    ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
-                    protocol::put_bind_renamed(&mut out, m.body(), &bind, &st.backend_name);
-                    expects.push(Expect::Relay(End::Bind, None));
-                }
-                b'D' if !is_portal_message(m) => {
-                    let Some(st) = msg.stmt.clone() else {
-                        continue;
-                    };
-                    ensure_prepared(conn, &mut parsed, &st, &mut out, &mut expects);
-                    protocol::put_target_message(&mut out, b'D', b'S', &st.backend_name);
-                    expects.push(Expect::Relay(End::Describe, None));
-                }
-                b'C' if !is_portal_message(m) => {
-                    if let Ok((_, name)) = protocol::decode_target(m.body()) {
-                        self.stmts.remove(name);
-                    }
-                    expects.push(Expect::Emit(empty(b'3')));
-                }
-                b'S' | b'H' => {}
-                tag => {
-                    out.extend_from_slice(&m.bytes);
-                    let end = match tag {
-                        b'E' => End::Execute,
-                        b'C' => End::Close,
-                        _ => End::Describe,
-                    };
-                    expects.push(Expect::Relay(end, None));
-                }
-            }
-        }
-        if let Some((_, e)) = refused_at {
-            expects.push(Expect::Refuse(e));
-        }
-        if sync {
-            protocol::put_empty(&mut out, b'S');
-            expects.push(Expect::Sync);
-        } else {
-            protocol::put_empty(&mut out, b'H');
-        }
-        conn.send(&out);
-        expects
-    }
 }
 
 impl Prepared {
-    fn local(&self) -> bool {
+    pub(super) fn local(&self) -> bool {
         self.local
     }
 
@@ -664,51 +460,11 @@ fn runs_locally(sql: &str, plan: &QueryPlan) -> bool {
     }
 }
 
-/// Records that this batch (re)defines a statement name: the latest Parse of a name wins.
-fn note(parsed: &mut Vec<(String, u64)>, record: &(String, u64)) {
-    parsed.retain(|(n, _)| *n != record.0);
-    parsed.push(record.clone());
-}
-
-/// True when the connection has the statement, or this batch prepares it before.
-fn has(conn: &PooledConn, parsed: &[(String, u64)], st: &Prepared) -> bool {
-    conn.prepared.get(&st.backend_name) == Some(&st.hash)
-        || parsed
-            .iter()
-            .any(|(n, h)| *n == st.backend_name && *h == st.hash)
-}
-
-/// Prepares the statement on this connection first if it is not there yet (lazily, hidden).
-fn ensure_prepared(
-    conn: &PooledConn,
-    parsed: &mut Vec<(String, u64)>,
-    st: &Prepared,
-    out: &mut BytesMut,
-    expects: &mut Vec<Expect>,
-) {
-    if !has(conn, parsed, st) {
-        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
-        note(parsed, &(st.backend_name.clone(), st.hash));
-        expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
-    }
-}
-
-/// Records the shard of a portal; the unnamed portal, rebound with every query, is updated in
-/// place rather than allocated again.
-fn note_portal(portals: &mut protocol::Names<ShardId>, portal: &str, shard: ShardId) {
-    match portals.get_mut(portal) {
-        Some(s) => *s = shard,
-        None => {
-            portals.insert(portal.to_owned(), shard);
-        }
-    }
-}
-
 pub(super) fn is_statement_close(m: &Frame) -> bool {
     m.tag == b'C' && m.body().first() == Some(&b'S')
 }
 
 /// Describe or Close of a portal (as opposed to a statement).
-fn is_portal_message(m: &Frame) -> bool {
+pub(super) fn is_portal_message(m: &Frame) -> bool {
     matches!(m.tag, b'D' | b'C') && m.body().first() == Some(&b'P')
 }

@@ -7,6 +7,7 @@ mod copy_binary;
 mod copy_split;
 mod exec;
 mod ext_gather;
+mod ext_route;
 mod extended;
 mod gate;
 mod gather;
@@ -71,6 +72,7 @@ pub struct Session<S> {
     describe_next: Option<String>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
     batch: Vec<Frame>,
+    scratch: extended::Scratch,
     /// The connection of a batch the client flushed but has not synced yet.
     ext: Option<(ShardId, PooledConn)>,
     /// An error happened in the open batch: messages up to Sync are ignored, as PostgreSQL does.
@@ -139,6 +141,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             gather_portals: protocol::Names::new(),
             describe_next: None,
             batch: Vec::new(),
+            scratch: Default::default(),
             ext: None,
             ext_skipping: false,
             sync_buf: BytesMut::new(),

@@ -1,0 +1,271 @@
+//! Where an extended-protocol run of messages goes (the shard of the keys its Binds carry) and
+//! the bytes the proxy sends there for it, with client statements prepared lazily on the
+//! connection.
+
+use super::extended::{is_portal_message, End, Expect, Msg, Prepared, Scratch};
+use super::Session;
+use crate::backend::PooledConn;
+use crate::error::Error;
+use crate::protocol;
+use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
+use crate::router::{self, Route, Target};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// Where a run of messages goes: the shard of its bound keys, and the first message (with
+    /// its error) that cannot run there.
+    pub(super) fn decide(&mut self, msgs: &[Msg]) -> (Option<ShardId>, Option<(usize, Error)>) {
+        let mut shard = self.ext.as_ref().map(|(s, _)| *s);
+        for (i, m) in msgs.iter().enumerate() {
+            let f = &m.frame;
+            let here = match f.tag {
+                b'B' => match self.bind_shard(m) {
+                    Ok((portal, s)) => {
+                        if let Some(s) = s {
+                            note_portal(&mut self.portals, portal, s);
+                        }
+                        s
+                    }
+                    Err(e) => return (shard, Some((i, e))),
+                },
+                b'E' => {
+                    protocol::portal_of_execute(f.body()).and_then(|p| self.portals.get(p).copied())
+                }
+                b'D' | b'C' if is_portal_message(f) => protocol::decode_target(f.body())
+                    .ok()
+                    .and_then(|(_, p)| self.portals.get(p).copied()),
+                b'D' if m.stmt.is_none() => {
+                    let name = protocol::decode_target(f.body()).map(|(_, n)| n.to_owned());
+                    let e = Error::UnknownStatement {
+                        name: name.unwrap_or_default(),
+                    };
+                    return (shard, Some((i, e)));
+                }
+                _ => None,
+            };
+            match (shard, here) {
+                (None, Some(s)) => shard = Some(s),
+                (Some(a), Some(b)) if a != b => {
+                    let e = Error::unsupported(
+                        "statements for different shards in one pipelined batch are not supported yet",
+                        "send Sync after each statement, or group the statements by shard key",
+                    );
+                    return (shard, Some((i, e)));
+                }
+                _ => {}
+            }
+        }
+        (shard, None)
+    }
+
+    /// The portal a Bind creates and the one shard its statement needs (None: any).
+    fn bind_shard<'m>(&self, m: &'m Msg) -> Result<(&'m str, Option<ShardId>), Error> {
+        let bind = protocol::decode_bind(m.frame.body())?;
+        let prepared = m.stmt.as_ref().ok_or_else(|| Error::UnknownStatement {
+            name: bind.statement.to_owned(),
+        })?;
+        let portal = bind.portal;
+        let ring = self.ctx.ring.load();
+        let route = match self.bind_route(prepared, &bind, &ring, true)? {
+            Some(r) => r,
+            None => return Ok((portal, None)),
+        };
+        match route {
+            Route::Any => Ok((portal, None)),
+            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
+            _ => Err(Error::unsupported(
+                "writes that span shards and return rows are not supported through the extended query protocol yet",
+                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
+            )),
+        }
+    }
+
+    /// Where a bound statement goes; None for an empty or multi-statement string (PostgreSQL
+    /// says what is wrong with it).
+    /// With `count`, the statement and the keys it is routed by are counted in the statistics.
+    pub(super) fn bind_route(
+        &self,
+        prepared: &Prepared,
+        bind: &protocol::BindMsg<'_>,
+        ring: &Ring,
+        count: bool,
+    ) -> Result<Option<Route>, Error> {
+        let [stmt] = prepared.plan.statements.as_slice() else {
+            return Ok(None);
+        };
+        let route = match &stmt.target {
+            Target::Bound(b) => {
+                let ty = b.key_type;
+                let mut param = |i: usize| -> Option<Result<Key, String>> {
+                    let value = (*bind.params.get(i)?)?;
+                    let oid = prepared.types.get(i).copied().unwrap_or(0);
+                    let key = if bind.format(i) == 1 {
+                        Key::from_binary(ty, oid, value).map_err(|e| e.0)
+                    } else {
+                        match std::str::from_utf8(value) {
+                            Ok(text) => Key::from_text(ty, text).map_err(|e| e.0),
+                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
+                        }
+                    };
+                    if let (true, Ok(k)) = (count, &key) {
+                        self.count_key(&stmt.tables, k);
+                    }
+                    Some(key)
+                };
+                let mut array = |i: usize| -> Option<Result<ArrayKeys, String>> {
+                    let value = (*bind.params.get(i)?)?;
+                    let declared = prepared.types.get(i).copied().unwrap_or(0);
+                    // A parameter declared as text is the array's text form even in binary.
+                    let textual = bind.format(i) != 1
+                        || matches!(declared, oid::TEXT | oid::VARCHAR | oid::UNKNOWN);
+                    let keys = if textual {
+                        match std::str::from_utf8(value) {
+                            Ok(text) => array_from_text(ty, text).map_err(|e| e.0),
+                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
+                        }
+                    } else {
+                        array_from_binary(ty, value).map_err(|e| e.0)
+                    };
+                    if let (true, Ok(ArrayKeys::Keys(keys))) = (count, &keys) {
+                        for k in keys.iter().flatten() {
+                            self.count_key(&stmt.tables, k);
+                        }
+                    }
+                    Some(keys)
+                };
+                router::route_bound(stmt, ring, &mut param, &mut array)?
+            }
+            _ => router::route(stmt, ring)?,
+        };
+        if count {
+            self.count(stmt, &route, ring);
+        }
+        Ok(Some(route))
+    }
+
+    /// Puts the bytes for the shard on the connection, and what to do with each answer in
+    /// `expects`.
+    pub(super) fn build(
+        &mut self,
+        msgs: &[Msg],
+        refused_at: Option<(usize, Error)>,
+        sync: bool,
+        conn: &mut PooledConn,
+        expects: &mut Vec<Expect>,
+    ) {
+        if conn.has_prelude() {
+            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
+            conn.prepared.remove("");
+        }
+        let Scratch {
+            out, parsed: batch, ..
+        } = &mut self.scratch;
+        out.clear();
+        // Statements this batch prepares: the shard has not confirmed them yet.
+        batch.clear();
+        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
+        for msg in &msgs[..stop] {
+            let m = &msg.frame;
+            match m.tag {
+                b'P' => {
+                    let Some(st) = &msg.stmt else {
+                        continue;
+                    };
+                    if !st.backend_name.is_empty() && has(conn, batch, st) {
+                        expects.push(Expect::Emit(b'1'));
+                    } else {
+                        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
+                        let record = (st.backend_name.clone(), st.hash);
+                        note(batch, &record);
+                        expects.push(Expect::Relay(End::Parse, Some(record)));
+                    }
+                }
+                b'B' => {
+                    let Ok(bind) = protocol::bind_names(m.body()) else {
+                        continue;
+                    };
+                    let Some(st) = &msg.stmt else {
+                        continue;
+                    };
+                    ensure_prepared(conn, batch, st, out, expects);
+                    protocol::put_bind_renamed(out, m.body(), bind.statement_at, &st.backend_name);
+                    expects.push(Expect::Relay(End::Bind, None));
+                }
+                b'D' if !is_portal_message(m) => {
+                    let Some(st) = &msg.stmt else {
+                        continue;
+                    };
+                    ensure_prepared(conn, batch, st, out, expects);
+                    protocol::put_target_message(out, b'D', b'S', &st.backend_name);
+                    expects.push(Expect::Relay(End::Describe, None));
+                }
+                b'C' if !is_portal_message(m) => {
+                    if let Ok((_, name)) = protocol::decode_target(m.body()) {
+                        self.stmts.remove(name);
+                    }
+                    expects.push(Expect::Emit(b'3'));
+                }
+                b'S' | b'H' => {}
+                tag => {
+                    out.extend_from_slice(&m.bytes);
+                    let end = match tag {
+                        b'E' => End::Execute,
+                        b'C' => End::Close,
+                        _ => End::Describe,
+                    };
+                    expects.push(Expect::Relay(end, None));
+                }
+            }
+        }
+        if let Some((_, e)) = refused_at {
+            expects.push(Expect::Refuse(e));
+        }
+        if sync {
+            protocol::put_empty(out, b'S');
+            expects.push(Expect::Sync);
+        } else {
+            protocol::put_empty(out, b'H');
+        }
+        conn.send(out);
+    }
+}
+
+/// Records that this batch (re)defines a statement name: the latest Parse of a name wins.
+fn note(parsed: &mut Vec<(String, u64)>, record: &(String, u64)) {
+    parsed.retain(|(n, _)| *n != record.0);
+    parsed.push(record.clone());
+}
+
+/// True when the connection has the statement, or this batch prepares it before.
+fn has(conn: &PooledConn, parsed: &[(String, u64)], st: &Prepared) -> bool {
+    conn.prepared.get(&st.backend_name) == Some(&st.hash)
+        || parsed
+            .iter()
+            .any(|(n, h)| *n == st.backend_name && *h == st.hash)
+}
+
+/// Prepares the statement on this connection first if it is not there yet (lazily, hidden).
+fn ensure_prepared(
+    conn: &PooledConn,
+    parsed: &mut Vec<(String, u64)>,
+    st: &Prepared,
+    out: &mut bytes::BytesMut,
+    expects: &mut Vec<Expect>,
+) {
+    if !has(conn, parsed, st) {
+        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
+        note(parsed, &(st.backend_name.clone(), st.hash));
+        expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
+    }
+}
+
+/// Records the shard of a portal; the unnamed portal, rebound with every query, is updated in
+/// place rather than allocated again.
+pub(super) fn note_portal(portals: &mut protocol::Names<ShardId>, portal: &str, shard: ShardId) {
+    match portals.get_mut(portal) {
+        Some(s) => *s = shard,
+        None => {
+            portals.insert(portal.to_owned(), shard);
+        }
+    }
+}
