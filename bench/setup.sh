@@ -1,0 +1,120 @@
+# Sourced by the benchmark scripts: starts PostgreSQL (initdb into a temp dir, pgbench -i),
+# PgBouncer in session mode in front of it, and one shardgate with one shard per WORKERS value,
+# and stops them all on exit.
+# Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale.
+# Sets: pgbin, work, as_pg, pids, sg_targets ("name:port:pid ..."); defines q, tables, wait_port.
+# shellcheck shell=bash disable=SC2034,SC2154  # the variables set and read here are the callers'
+pgbin=
+# shellcheck disable=SC2012  # the directory names are version numbers
+for d in $(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V -r); do
+  [ -x "$d/initdb" ] && pgbin=$d && break
+done
+if [ -z "$pgbin" ]; then
+  command -v initdb >/dev/null || { echo "initdb not found (the PostgreSQL server)"; exit 1; }
+  pgbin=$(dirname "$(command -v initdb)")
+fi
+command -v pgbouncer >/dev/null || { echo "pgbouncer not found (apt-get install pgbouncer)"; exit 1; }
+if [ ! -x "$bin" ]; then
+  (cd "$here" && cargo build --release --quiet)
+fi
+
+work=$(mktemp -d)
+chmod 755 "$work"
+as_pg=()
+if [ "$(id -u)" -eq 0 ]; then
+  as_pg=(runuser -u postgres --)
+  chown postgres "$work"
+fi
+pids=()
+cleanup() {
+  set +e # every step runs even if one fails (a server already gone)
+  for p in "${pids[@]+"${pids[@]}"}"; do kill -INT "$p" 2>/dev/null || true; done
+  [ -f "$work/bouncer.pid" ] && kill "$(cat "$work/bouncer.pid")" 2>/dev/null
+  [ -d "$work/pg" ] && "${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -m immediate stop >/dev/null 2>&1
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# PostgreSQL: room for every client of every target at once, nothing written to disk that a
+# read-only benchmark does not need.
+"${as_pg[@]}" "$pgbin/initdb" -D "$work/pg" -U postgres -A trust >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log"; exit 1; }
+cat >>"$work/pg/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $pg_port
+unix_socket_directories = '$work'
+# direct clients, PgBouncer's pool, and the one-shard and three-shard proxies' pools at once
+max_connections = $((pool * 8 + 100))
+shared_buffers = 256MB
+fsync = off
+synchronous_commit = off
+# Writes over several shards (pgbench -i through the proxy) commit in two phases.
+max_prepared_transactions = 100
+EOF
+"${as_pg[@]}" "$pgbin/pg_ctl" -D "$work/pg" -l "$work/pg.log" -w start >/dev/null
+q() { psql -X -q -A -t -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$pg_port" -U postgres "$@"; }
+q -d postgres -c 'CREATE DATABASE bench'
+echo "loading pgbench -i -s $scale" >&2
+pgbench -i -s "$scale" -q -h 127.0.0.1 -p "$pg_port" -U postgres bench >"$work/init.log" 2>&1 ||
+  { cat "$work/init.log"; exit 1; }
+
+# PgBouncer, session mode: the pooler that parses nothing.
+cat >"$work/bouncer.ini" <<EOF
+[databases]
+bench = host=127.0.0.1 port=$pg_port dbname=bench user=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $bouncer_port
+unix_socket_dir =
+auth_type = trust
+auth_file = $work/users.txt
+pool_mode = session
+default_pool_size = $pool
+max_client_conn = $((pool * 2 + 10))
+logfile = $work/bouncer.log
+pidfile = $work/bouncer.pid
+EOF
+echo '"postgres" ""' >"$work/users.txt"
+"${as_pg[@]}" pgbouncer -d "$work/bouncer.ini"
+
+# shardgate with one shard: the same database, the pgbench tables sharded on their ids.
+tables() {
+  printf '[[tables]]\nname = "pgbench_accounts"\nshard_key = "aid"\n'
+  printf '[[tables]]\nname = "pgbench_branches"\nshard_key = "bid"\n'
+  printf '[[tables]]\nname = "pgbench_tellers"\nshard_key = "tid"\n'
+  printf '[[tables]]\nname = "pgbench_history"\nshard_key = "aid"\n'
+}
+# One proxy per WORKERS value, on proxy_port and then the ports above multi_port; each a
+# "name:port:pid" target of the one-shard table.
+sg_targets=
+port=$proxy_port
+for w in $workers; do
+  {
+    printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$port" "$pool" "$w"
+    printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
+    tables
+  } >"$work/one-$w.toml"
+  RUST_LOG=warn "$bin" --config "$work/one-$w.toml" >"$work/one-$w.log" 2>&1 &
+  pids+=("$!")
+  name=shardgate-$w
+  [ "$w" = 0 ] && name=shardgate-N
+  sg_targets+=" $name:$port:$!"
+  port=$((port == proxy_port ? multi_port + 1 : port + 1))
+done
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1"
+  cat "$work"/*.log
+  exit 1
+}
+wait_port "$bouncer_port"
+for t in $sg_targets; do
+  IFS=: read -r _ port _ <<<"$t"
+  wait_port "$port"
+done
+
