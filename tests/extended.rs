@@ -599,3 +599,46 @@ async fn any_array_parameters_reach_only_the_owning_shards() {
     let rows = c.query(sql, &[&home[..1].to_vec()]).await.unwrap();
     assert_eq!(ids(rows), home[..1]);
 }
+
+/// Drivers send the unnamed statement's Parse again with every query, and the proxy keeps the
+/// statement it registered when the text and types repeat. A schema change in between must
+/// still plan it anew: here the table's key type is only known once it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_parse_is_planned_again_after_a_schema_change() {
+    let tables = format!("{TABLES}\n[[tables]]\nname = \"events\"\nshard_key = \"id\"\n");
+    let shards = Shards::start(2).await;
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 4", &tables).await;
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    raw_exchange(&mut s, &[], 1).await;
+    let sql = "SELECT count(*) FROM events WHERE id = $1";
+    let mut parse = vec![0u8];
+    parse.extend_from_slice(sql.as_bytes());
+    parse.extend_from_slice(&[0, 0, 0]);
+    // Unnamed portal and statement, no formats, one text parameter "7", no result formats.
+    let mut bind = vec![0, 0, 0, 0, 0, 1, 0, 0, 0, 1, b'7'];
+    bind.extend_from_slice(&[0, 0]);
+    let batch = [
+        (b'P', parse),
+        (b'B', bind),
+        (b'E', vec![0, 0, 0, 0, 0]),
+        (b'S', Vec::new()),
+    ];
+    // Refused while the table is missing (by PostgreSQL at Parse; the proxy would refuse the
+    // Bind, as the key's type is not known yet).
+    let tags = raw_exchange(&mut s, &batch, 1).await;
+    assert_eq!(tags, b"EZ".to_vec(), "{}", String::from_utf8_lossy(&tags));
+    proxy
+        .client()
+        .await
+        .batch_execute("CREATE TABLE events (id bigint PRIMARY KEY)")
+        .await
+        .unwrap();
+    // The same bytes again: routed by the key now.
+    let tags = raw_exchange(&mut s, &batch, 1).await;
+    assert_eq!(
+        tags,
+        b"12DCZ".to_vec(),
+        "{}",
+        String::from_utf8_lossy(&tags)
+    );
+}
