@@ -48,17 +48,8 @@ sed -e "s/^listen_port = .*/listen_port = $cg_bouncer_port/" -e "s|bouncer\.|bou
   pgbouncer "$work/bouncer-cg.ini" >"$work/pb-cg.log" 2>&1 &
 pids+=("$!")
 # Valgrind starts a program some 50 times slower than it runs natively.
-wait_slow() {
-  for _ in $(seq 1 600); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1"
-  cat "$work"/*.log
-  exit 1
-}
-wait_slow "$proxy_port"
-wait_slow "$cg_bouncer_port"
+wait_port "$proxy_port" 600
+wait_port "$cg_bouncer_port" 600
 
 # count PORT PID OWNER PREFIX MODE: instructions per transaction of one run.
 count() {

@@ -103,8 +103,9 @@ for w in $workers; do
   port=$((port == proxy_port ? multi_port + 1 : port + 1))
 done
 
+# wait_port PORT [TENTHS]: waits up to TENTHS tenths of a second (100) for PORT to listen.
 wait_port() {
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 "${2:-100}"); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
     sleep 0.1
   done

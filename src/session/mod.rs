@@ -72,6 +72,7 @@ pub struct Session<S> {
     describe_next: Option<String>,
     /// Extended-protocol messages not yet sent (up to the next Sync or Flush).
     batch: Vec<Frame>,
+    /// Buffers an extended-protocol batch reuses from the last one.
     scratch: extended::Scratch,
     /// The connection of a batch the client flushed but has not synced yet.
     ext: Option<(ShardId, PooledConn)>,
