@@ -57,8 +57,32 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
     let mut ended = false; // a `;` was seen: only blanks and comments may follow
     while i < b.len() {
         let c = b[i];
+        let class = CLASS[usize::from(c)];
+        // Most of a statement is words, blanks and operators: they take no branch below.
+        if class & SPECIAL == 0 {
+            if class & BLANK != 0 {
+                i += 1;
+                continue;
+            }
+            if ended {
+                return None;
+            }
+            if class & WORD == 0 {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            i += 1;
+            while i < b.len() && CLASS[usize::from(b[i])] & IN_WORD != 0 {
+                i += 1;
+            }
+            // E'...', B'...', X'...', N'...', U&'...': prefixed constants.
+            if matches!(b.get(i), Some(b'\'' | b'&')) && i - start <= 1 {
+                return None;
+            }
+            continue;
+        }
         match c {
-            b' ' | b'\t' | b'\n' | b'\r' | b'\x0c' => i += 1,
             b';' => {
                 ended = true;
                 i += 1;
@@ -105,16 +129,6 @@ pub fn shape(text: &str, lits: &mut Vec<Lit>) -> Option<u64> {
                 }
             }
             b'.' if b.get(i + 1).is_some_and(u8::is_ascii_digit) => i = number_end(b, i)?,
-            _ if is_ident_start(c) => {
-                let start = i;
-                while i < b.len() && is_ident(b[i]) {
-                    i += 1;
-                }
-                // E'...', B'...', X'...', N'...', U&'...': prefixed constants.
-                if matches!(b.get(i), Some(b'\'' | b'&')) && i - start <= 1 {
-                    return None;
-                }
-            }
             _ => i += 1,
         }
     }
@@ -157,11 +171,48 @@ fn push(h: &mut u64, kept: &[u8], marker: u8) {
     *h = twox_hash::XxHash3_64::oneshot_with_seed(seed, kept);
 }
 
-fn is_ident_start(c: u8) -> bool {
+/// A blank between tokens.
+const BLANK: u8 = 1;
+/// A byte that starts a word (a keyword or an unquoted identifier).
+const WORD: u8 = 2;
+/// A byte that continues a word.
+const IN_WORD: u8 = 4;
+/// A byte the lexer must look at: it may start a literal, a quoted name, a comment or the end.
+const SPECIAL: u8 = 8;
+
+/// Each byte's classes, so that the common bytes cost one lookup rather than a chain of tests.
+static CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        let c = i as u8;
+        let mut k = 0;
+        if matches!(c, b' ' | b'\t' | b'\n' | b'\r' | b'\x0c') {
+            k |= BLANK;
+        }
+        if is_ident_start(c) {
+            k |= WORD;
+        }
+        if is_ident(c) {
+            k |= IN_WORD;
+        }
+        if matches!(
+            c,
+            b';' | b'-' | b'/' | b'\'' | b'"' | b'$' | b'.' | b'0'..=b'9'
+        ) {
+            k |= SPECIAL;
+        }
+        t[i] = k;
+        i += 1;
+    }
+    t
+};
+
+const fn is_ident_start(c: u8) -> bool {
     c.is_ascii_alphabetic() || c == b'_' || c >= 0x80
 }
 
-fn is_ident(c: u8) -> bool {
+const fn is_ident(c: u8) -> bool {
     is_ident_start(c) || c.is_ascii_digit() || c == b'$'
 }
 
