@@ -4,6 +4,7 @@
 use super::take_cstr;
 use crate::error::Error;
 use bytes::{BufMut, BytesMut};
+use smallvec::SmallVec;
 
 /// A Parse message: statement name, SQL text, parameter type OIDs.
 #[derive(Debug)]
@@ -50,8 +51,9 @@ pub fn parse_rest_is(rest: &[u8], query: &str, types: &[u32]) -> bool {
 pub struct BindMsg<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
-    pub formats: Vec<i16>,
-    pub params: Vec<Option<&'a [u8]>>,
+    /// Inline up to eight, so that decoding a usual Bind allocates nothing.
+    pub formats: SmallVec<[i16; 8]>,
+    pub params: SmallVec<[Option<&'a [u8]>; 8]>,
     /// Where the parameter formats begin, and where the result formats begin, in the body.
     params_at: usize,
     results_at: usize,
@@ -99,12 +101,12 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
     let mut b = &body[statement_at.end + 1..];
     let params_at = body.len() - b.len();
     let nf = take_i16(&mut b)?;
-    let mut formats = Vec::with_capacity(nf.max(0) as usize);
+    let mut formats = SmallVec::with_capacity(nf.max(0) as usize);
     for _ in 0..nf {
         formats.push(take_i16(&mut b)?);
     }
     let np = take_i16(&mut b)?;
-    let mut params = Vec::with_capacity(np.max(0) as usize);
+    let mut params = SmallVec::with_capacity(np.max(0) as usize);
     for _ in 0..np {
         let len = take_i32(&mut b)?;
         if len < 0 {
@@ -272,7 +274,7 @@ mod tests {
         let body = bind_body("s1", &[1], &[Some(&42i64.to_be_bytes()), None]);
         let bind = decode_bind(&body).unwrap();
         assert_eq!((bind.portal, bind.statement), ("portal", "s1"));
-        assert_eq!(bind.params, vec![Some(&42i64.to_be_bytes()[..]), None]);
+        assert_eq!(bind.params[..], [Some(&42i64.to_be_bytes()[..]), None]);
         assert_eq!((bind.format(0), bind.format(1)), (1, 1));
         let mut out = BytesMut::new();
         let names = bind_names(&body).unwrap();
@@ -280,7 +282,7 @@ mod tests {
         put_bind_renamed(&mut out, &body, names.statement_at, "sg_0123456789abcdef");
         let renamed = decode_bind(&out[5..]).unwrap();
         assert_eq!(renamed.statement, "sg_0123456789abcdef");
-        assert_eq!(renamed.params, bind.params);
+        assert_eq!(renamed.params[..], bind.params[..]);
         assert_eq!(
             i32::from_be_bytes([out[1], out[2], out[3], out[4]]) as usize,
             out.len() - 1

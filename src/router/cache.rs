@@ -24,6 +24,8 @@ pub struct PlanCache {
     templates: LruCache<u64, Option<Arc<Template>>>,
     /// The literals of the text being looked up (kept for their buffer).
     lits: Vec<Lit>,
+    /// The keys the last statement `routed` routed was routed by.
+    keys: Vec<Key>,
     /// The catalog version the cached plans were made under.
     version: u64,
 }
@@ -32,8 +34,6 @@ pub struct PlanCache {
 pub struct Routed {
     pub plan: Arc<QueryPlan>,
     pub route: Route,
-    /// The keys it was routed by, for the hot-key statistics.
-    pub keys: Vec<Key>,
 }
 
 impl PlanCache {
@@ -44,6 +44,7 @@ impl PlanCache {
             plans: LruCache::new(cap),
             templates: LruCache::new(cap),
             lits: Vec::new(),
+            keys: Vec::new(),
             version,
         }
     }
@@ -80,6 +81,11 @@ impl PlanCache {
         found
     }
 
+    /// The keys the statement `routed` last routed was routed by, for the hot-key statistics.
+    pub fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+
     fn routed_with(
         &mut self,
         text: &str,
@@ -95,9 +101,9 @@ impl PlanCache {
         match self.templates.get(&hash) {
             Some(Some(t)) if literals::same_shape(&t.text, &t.lits, text, lits) => {
                 let plan = t.plan.clone();
-                let mut keys = Vec::new();
-                let route = route_by_literals(&plan, text, lits, ring, &mut keys)?;
-                return Some(Routed { plan, route, keys });
+                self.keys.clear();
+                let route = route_by_literals(&plan, text, lits, ring, &mut self.keys)?;
+                return Some(Routed { plan, route });
             }
             Some(_) => return None,
             None => {}

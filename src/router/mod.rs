@@ -221,13 +221,17 @@ pub enum SessionCommand {
     Deallocate { name: Option<String> },
 }
 
+/// The shards of a route: held inline up to four, so that routing a statement to one shard
+/// allocates nothing.
+pub type ShardSet = smallvec::SmallVec<[ShardId; 4]>;
+
 /// Where a planned statement goes under the current ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Any one shard (the session picks).
     Any,
     /// Exactly these shards (sorted, deduplicated, at least one).
-    Shards(Vec<ShardId>),
+    Shards(ShardSet),
     /// Every shard.
     All,
     /// Per-shard rewritten SQL (sorted by shard).

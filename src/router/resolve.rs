@@ -15,7 +15,7 @@ pub fn route(stmt: &StatementPlan, ring: &Ring) -> Result<Route, Error> {
         Target::Reject(e) => return Err(e.clone()),
         Target::All | Target::CopyIn(_) => Route::All,
         Target::Keys(keys) => {
-            let mut shards: Vec<ShardId> = keys.iter().map(|k| ring.shard_for_key(k)).collect();
+            let mut shards: ShardSet = keys.iter().map(|k| ring.shard_for_key(k)).collect();
             shards.sort_unstable();
             shards.dedup();
             if shards.is_empty() {
@@ -47,7 +47,7 @@ pub fn route_bound(
     let Target::Bound(bound) = &stmt.target else {
         return route(stmt, ring);
     };
-    let mut shards: Vec<ShardId> = bound
+    let mut shards: ShardSet = bound
         .literals
         .iter()
         .map(|k| ring.shard_for_key(k))

@@ -33,10 +33,10 @@ fn route_resolves_keys_and_refuses_unmergeable_spreads() {
     let p = one("SELECT * FROM users WHERE id = 42");
     assert_eq!(
         route(&p, &ring).unwrap(),
-        Route::Shards(vec![ring.shard_for_key(&Key::Int(42))])
+        Route::Shards(smallvec::smallvec![ring.shard_for_key(&Key::Int(42))])
     );
     let p = one("SELECT * FROM users WHERE id IN (1, 2, 3, 4, 5, 6, 7, 8, 9)");
-    let mut want: Vec<ShardId> = (1..10).map(|i| ring.shard_for_key(&Key::Int(i))).collect();
+    let mut want: ShardSet = (1..10).map(|i| ring.shard_for_key(&Key::Int(i))).collect();
     want.sort();
     want.dedup();
     assert!(want.len() > 1);

@@ -165,7 +165,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         if let Some(plan) = stmt.merge.clone() {
             let shards = match &route {
-                Route::Shards(v) if v.len() > 1 => Some(v.clone()),
+                Route::Shards(v) if v.len() > 1 => Some(v.to_vec()),
                 // The members of the ring the statement was routed with, even if a rebalance
                 // switches the ring meanwhile.
                 Route::All => Some(ring.members().to_vec()),

@@ -45,7 +45,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // One ring for routing, counting and the shard list, even if a rebalance switches it.
         let ring = self.ctx.ring.load_full();
         let shards = match self.bind_route(st, &bind, &ring, false) {
-            Ok(Some(Route::Shards(v))) if v.len() > 1 => v,
+            Ok(Some(Route::Shards(v))) if v.len() > 1 => v.to_vec(),
             Ok(Some(Route::All)) => ring.members().to_vec(),
             _ => return false,
         };

@@ -130,7 +130,7 @@ mod tests {
 
     #[test]
     fn writes_wait_when_the_rings_disagree_or_no_key_says_where() {
-        let one = |i| Some(Route::Shards(vec![ShardId(i)]));
+        let one = |i| Some(Route::Shards([ShardId(i)].into_iter().collect()));
         assert!(!must_wait(&[one(1)], &[one(1)]));
         assert!(must_wait(&[one(1)], &[one(3)]));
         assert!(must_wait(&[Some(Route::All)], &[Some(Route::All)]));

@@ -24,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Runs a one-statement Query whose route its shape's plan gave.
     pub(super) async fn run_routed(&mut self, text: &str, routed: Routed) -> Step {
-        let Routed { plan, route, keys } = routed;
+        let Routed { plan, route } = routed;
         if let Err(e) = self.limit_plan(&plan) {
             self.fail(&e)?;
             return Ok(());
@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         let ring = self.ctx.ring.load_full();
         self.count(stmt, &route, &ring);
-        for k in &keys {
+        for k in self.cache.keys() {
             self.count_key(&stmt.tables, k);
         }
         self.reads_only = !stmt.writes && !stmt.ddl;
