@@ -91,15 +91,16 @@ table() {
   done
   echo
   echo "$title: $secs s per run, $rounds rounds alternated; tps is the mean over rounds,"
-  echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction"
+  echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction;"
+  echo "a ratio is of the means, with the lowest and highest of the rounds' own ratios"
   printf '%-8s %3s' mode c
   printf ' | %-24s' "${names[0]} tps  p50/p99"
   for n in "${names[@]:1}"; do printf ' | %-29s' "$n tps  p50/p99  cpu"; done
-  for n in "${names[@]:2}"; do printf ' | %s/%s  %s/%s' "$n" "${names[1]}" "$n" "${names[0]}"; done
+  for n in "${names[@]:2}"; do printf ' | %-17s  %s' "$n/${names[1]}" "$n/${names[0]}"; done
   echo
   for mode in $modes; do
     for c in $clients; do
-      declare -A tps=() cpu=()
+      declare -A tps=() cpu=() each=()
       for n in "${names[@]}"; do
         tps[$n]=0 cpu[$n]=0
         : >"$work/lat-$n"
@@ -112,6 +113,7 @@ table() {
           run "$port" "$pid" "$mode" "$c" "$@" >"$work/v" || { cat "$work/v"; exit 1; }
           read -r -a v <"$work/v"
           tps[$n]=$(awk -v a="${tps[$n]}" -v b="${v[0]}" -v r="$rounds" 'BEGIN {print a + b / r}')
+          each[$n,$r]=${v[0]}
           cpu[$n]=$(awk -v a="${cpu[$n]}" -v b="${v[1]}" -v r="$rounds" 'BEGIN {print a + b / r}')
           cat "$work/lat" >>"$work/lat-$n"
         done
@@ -123,12 +125,27 @@ table() {
         [ "$n" = "${names[0]}" ] || printf '  %4.1f' "${cpu[$n]}"
       done
       for n in "${names[@]:2}"; do
+        # Each round's ratios: how far one round's figure can stray on this machine.
+        local pairs=
+        for r in $(seq 1 "$rounds"); do
+          pairs+=" ${each[$n,$r]}:${each[${names[1]},$r]}:${each[${names[0]},$r]}"
+        done
         awk -v s="${tps[$n]}" -v b="${tps[${names[1]}]}" -v d="${tps[${names[0]}]}" \
-          -v w1="$((${#n} + ${#names[1]} + 1))" -v w2="$((${#n} + ${#names[0]} + 1))" \
-          'BEGIN {printf " | %*.2f  %*.2f", w1, s / b, w2, s / d}'
+          -v pairs="$pairs" '
+          BEGIN {
+            lb = ld = 1e9; hb = hd = 0
+            n = split(pairs, p, " ")
+            for (i = 1; i <= n; i++) {
+              split(p[i], x, ":")
+              rb = x[1] / x[2]; rd = x[1] / x[3]
+              if (rb < lb) lb = rb; if (rb > hb) hb = rb
+              if (rd < ld) ld = rd; if (rd > hd) hd = rd
+            }
+            printf " | %.2f (%.2f-%.2f)  %.2f (%.2f-%.2f)", s / b, lb, hb, s / d, ld, hd
+          }'
       done
       echo
-      unset tps cpu
+      unset tps cpu each
     done
   done
 }
