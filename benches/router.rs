@@ -27,6 +27,7 @@ fn config() -> Config {
             idle_transaction_timeout_ms: 0,
             statement_timeout_ms: 0,
             workers: 0,
+            auto_prepare: true,
         },
         auth: None,
         shards: (0..4)

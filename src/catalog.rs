@@ -151,6 +151,7 @@ mod tests {
                 idle_transaction_timeout_ms: 0,
                 statement_timeout_ms: 0,
                 workers: 0,
+                auto_prepare: true,
             },
             auth: None,
             shards: vec![],

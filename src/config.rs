@@ -88,6 +88,15 @@ pub struct ProxyConfig {
     /// cores with PostgreSQL. Read at start only.
     #[serde(default)]
     pub workers: usize,
+    /// Simple-protocol statements that differ only in their constants run on the shards as
+    /// one prepared statement with the constants as parameters, so PostgreSQL parses and plans
+    /// the shape once per connection rather than every statement (see `router/prepare.rs`).
+    #[serde(default = "default_true")]
+    pub auto_prepare: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 pub fn default_max_client_connections() -> usize {

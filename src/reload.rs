@@ -134,6 +134,7 @@ pub async fn apply(ctx: &Arc<Context>, new: Config) -> Result<Outcome, Error> {
             "proxy.statement_timeout_ms",
             p.statement_timeout_ms != q.statement_timeout_ms,
         ),
+        ("proxy.auto_prepare", p.auto_prepare != q.auto_prepare),
     ] {
         if changed {
             note(key, "applied".into());

@@ -77,6 +77,10 @@ impl<V> Names<V> {
     pub fn is_empty(&self) -> bool {
         self.unnamed.is_none() && self.named.is_empty()
     }
+
+    pub fn len(&self) -> usize {
+        usize::from(self.unnamed.is_some()) + self.named.len()
+    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 //! literals' values, as bind parameters would be, without parsing it.
 
 use super::literals::{self, Lit, LitKind};
+use super::prepare;
 use super::{plan, route, route_bound, QueryPlan, Route, StatementPlan, Target};
 use crate::catalog::Catalog;
 use crate::ring::{array_from_text, ArrayKeys, Key, Ring};
@@ -16,6 +17,20 @@ struct Template {
     text: Arc<str>,
     lits: Vec<Lit>,
     plan: Arc<QueryPlan>,
+    /// The parameterized text, when the shards may run the shape as a prepared statement.
+    shaped: Option<Arc<str>>,
+}
+
+/// A shape's statement as the shards prepare it, for one combination of its literals' types.
+pub struct ServerStmt {
+    /// Its name on backend connections (`prepare::backend_name`).
+    pub name: String,
+    pub sql: Arc<str>,
+    pub types: Vec<u32>,
+    /// Hash of the text and types, as backend connections record their statements.
+    pub hash: u64,
+    /// Where the cache keeps it: shape hash and types signature.
+    key: (u64, u64),
 }
 
 pub struct PlanCache {
@@ -26,6 +41,10 @@ pub struct PlanCache {
     lits: Vec<Lit>,
     /// The keys the last statement `routed` routed was routed by.
     keys: Vec<Key>,
+    /// By shape hash and types signature; `None` where the shards could not prepare it.
+    server: LruCache<(u64, u64), Option<Arc<ServerStmt>>>,
+    /// The parameter types of the last statement `server_stmt` looked at (kept for its buffer).
+    types: Vec<u32>,
     /// The catalog version the cached plans were made under.
     version: u64,
 }
@@ -34,6 +53,8 @@ pub struct PlanCache {
 pub struct Routed {
     pub plan: Arc<QueryPlan>,
     pub route: Route,
+    /// The shape's hash, to ask for its server-side statement.
+    pub shape: u64,
 }
 
 impl PlanCache {
@@ -43,8 +64,10 @@ impl PlanCache {
         PlanCache {
             plans: LruCache::new(cap),
             templates: LruCache::new(cap),
+            server: LruCache::new(cap),
             lits: Vec::new(),
             keys: Vec::new(),
+            types: Vec::new(),
             version,
         }
     }
@@ -54,6 +77,7 @@ impl PlanCache {
         if version != self.version {
             self.plans.clear();
             self.templates.clear();
+            self.server.clear();
             self.version = version;
         }
     }
@@ -86,6 +110,39 @@ impl PlanCache {
         &self.keys
     }
 
+    /// The literals of the statement `routed` last looked at, in order: its parameters when it
+    /// runs as its shape's prepared statement.
+    pub fn lits(&self) -> &[Lit] {
+        &self.lits
+    }
+
+    /// The prepared statement that runs `text`, the statement `routed` last routed (by the
+    /// shape `shape`), with its literals as parameters; `None` if its shape does not qualify
+    /// (see `prepare::preparable`) or the shards refused to prepare it.
+    pub fn server_stmt(&mut self, shape: u64, text: &str) -> Option<Arc<ServerStmt>> {
+        let shaped = self.templates.peek(&shape)?.as_ref()?.shaped.clone()?;
+        let sig = prepare::types(text, &self.lits, &mut self.types);
+        if let Some(found) = self.server.get(&(shape, sig)) {
+            return found.clone();
+        }
+        let hash = prepare::statement_hash(&shaped, &self.types);
+        let stmt = Arc::new(ServerStmt {
+            name: prepare::backend_name(hash),
+            sql: shaped,
+            types: self.types.clone(),
+            hash,
+            key: (shape, sig),
+        });
+        self.server.put((shape, sig), Some(stmt.clone()));
+        Some(stmt)
+    }
+
+    /// A shard could not prepare `stmt` (its text needs its constants): the shape's statements
+    /// of these types run as text from now on.
+    pub fn unpreparable(&mut self, stmt: &ServerStmt) {
+        self.server.put(stmt.key, None);
+    }
+
     fn routed_with(
         &mut self,
         text: &str,
@@ -103,7 +160,11 @@ impl PlanCache {
                 let plan = t.plan.clone();
                 self.keys.clear();
                 let route = route_by_literals(&plan, text, lits, ring, &mut self.keys)?;
-                return Some(Routed { plan, route });
+                return Some(Routed {
+                    plan,
+                    route,
+                    shape: hash,
+                });
             }
             Some(_) => return None,
             None => {}
@@ -123,7 +184,8 @@ impl PlanCache {
         ring: &Ring,
     ) -> Option<Arc<Template>> {
         let own = self.plan(text, catalog);
-        let shaped = Arc::new(plan(&literals::parameterized(text, lits), catalog));
+        let shaped_text = literals::parameterized(text, lits);
+        let shaped = Arc::new(plan(&shaped_text, catalog));
         let ([mine], [theirs]) = (own.statements.as_slice(), shaped.statements.as_slice()) else {
             return None;
         };
@@ -144,10 +206,12 @@ impl PlanCache {
         if route_by_literals(&shaped, text, lits, ring, &mut Vec::new())? != own_route {
             return None;
         }
+        let preparable = prepare::preparable(&shaped_text, lits.len());
         Some(Arc::new(Template {
             text: Arc::from(text),
             lits: lits.to_vec(),
             plan: shaped,
+            shaped: preparable.then(|| Arc::from(shaped_text)),
         }))
     }
 }

@@ -15,6 +15,7 @@ mod keys;
 mod limit;
 pub mod literals;
 mod merge;
+pub mod prepare;
 mod resolve;
 mod rewrite;
 mod scope;

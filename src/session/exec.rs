@@ -263,7 +263,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    async fn relay(&mut self, shard: ShardId, mut conn: PooledConn, sql: &str) -> Step<bool> {
+    pub(super) async fn relay(
+        &mut self,
+        shard: ShardId,
+        mut conn: PooledConn,
+        sql: &str,
+    ) -> Step<bool> {
         let _cancellable = Cancellable::new(&self.running, &[&conn]);
         conn.send_query(sql);
         let mut ok = true;

@@ -404,16 +404,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// A client's Parse as the session keeps it.
     pub(super) fn prepared_of(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
-        let mut h = twox_hash::XxHash3_64::with_seed(0);
-        std::hash::Hasher::write(&mut h, p.query.as_bytes());
-        for t in &p.types {
-            std::hash::Hasher::write_u32(&mut h, *t);
-        }
-        let hash = std::hash::Hasher::finish(&h);
+        let hash = router::prepare::statement_hash(p.query, &p.types);
         let backend_name = if p.name.is_empty() {
             String::new()
         } else {
-            format!("sg_{hash:016x}")
+            router::prepare::backend_name(hash)
         };
         // Read before planning: a catalog change meanwhile leaves the statement planned anew.
         let version = self.ctx.catalog_version.load(Ordering::Acquire);

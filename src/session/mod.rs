@@ -1,6 +1,7 @@
 //! One client connection after startup: reads its messages, plans and routes each statement,
 //! and drives the backend connections that answer it.
 
+mod autoprep;
 mod batch;
 mod copy;
 mod copy_binary;

@@ -24,7 +24,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Runs a one-statement Query whose route its shape's plan gave.
     pub(super) async fn run_routed(&mut self, text: &str, routed: Routed) -> Step {
-        let Routed { plan, route } = routed;
+        let Routed { plan, route, shape } = routed;
         if let Err(e) = self.limit_plan(&plan) {
             self.fail(&e)?;
             return Ok(());
@@ -43,7 +43,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         self.reads_only = !stmt.writes && !stmt.ddl;
         match route {
-            Route::Shards(v) if v.len() == 1 => self.exec_one(v[0], text).await?,
+            Route::Shards(v) if v.len() == 1 => match self.auto_prepared(shape, text) {
+                Some(st) => self.exec_prepared(v[0], text, st).await?,
+                None => self.exec_one(v[0], text).await?,
+            },
             _ => self.exec_any(text, &ring).await?,
         };
         Ok(())

@@ -1,0 +1,196 @@
+//! `[proxy] auto_prepare`: simple-protocol statements of one shape run on the shard as one
+//! prepared statement, and every answer (rows, column names, constants' types, errors with
+//! their positions) is the one PostgreSQL gives the statement's own text.
+
+mod support;
+
+use support::proxy::Proxy;
+use support::Shards;
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+const TABLES: &str = r#"
+[[tables]]
+name = "users"
+shard_key = "id"
+"#;
+
+/// What a client sees of a simple query: column names and text values per result, or the
+/// error's SQLSTATE, message and position.
+async fn answer(c: &Client, sql: &str) -> String {
+    match c.simple_query(sql).await {
+        Ok(msgs) => {
+            let mut out = String::new();
+            for m in msgs {
+                match m {
+                    SimpleQueryMessage::RowDescription(cols) => {
+                        let names: Vec<&str> = cols.iter().map(|c| c.name()).collect();
+                        out.push_str(&format!("cols {names:?}\n"));
+                    }
+                    SimpleQueryMessage::Row(r) => {
+                        let vals: Vec<Option<&str>> = (0..r.len()).map(|i| r.get(i)).collect();
+                        out.push_str(&format!("row {vals:?}\n"));
+                    }
+                    SimpleQueryMessage::CommandComplete(n) => {
+                        out.push_str(&format!("done {n}\n"));
+                    }
+                    _ => {}
+                }
+            }
+            out
+        }
+        Err(e) => match e.as_db_error() {
+            Some(db) => format!(
+                "error {} {} at {:?}",
+                db.code().code(),
+                db.message(),
+                db.position()
+            ),
+            None => format!("client error {e}"),
+        },
+    }
+}
+
+/// Statements of one shape each, run with several constants: `{k}` is a key that exists.
+const SHAPES: &[&str] = &[
+    "SELECT id, name, score FROM users WHERE id = {k}",
+    "SELECT pg_typeof({k}), pg_typeof(2147483648), pg_typeof(9223372036854775808), \
+     pg_typeof('x'), 'lit', {k} + 1, 00042 FROM users WHERE id = {k}",
+    "SELECT upper('abc' || name), 'a' || 'b', length('it''s') FROM users WHERE id = {k}",
+    "SELECT id, name FROM users WHERE id IN ({k}, 1, 12) ORDER BY 2 DESC, 1",
+    "SELECT score > 50, count(*) FROM users WHERE id IN ({k}, 1, 2, 9) GROUP BY 1 ORDER BY 1",
+    "SELECT id, pg_typeof(-2147483648), -2147483648 FROM users WHERE id = {k}",
+    "SELECT id FROM users WHERE id = {k} AND score > -1 LIMIT 5 OFFSET 0",
+    "SELECT 'a\\b' AS backslash FROM users WHERE id = {k}",
+    "SELECT E'\\x41' FROM users WHERE id = {k}",
+    "UPDATE users SET score = score + 1 WHERE id = {k} RETURNING score, pg_typeof(score)",
+    "UPDATE users SET name = 'n''{k}' WHERE id = {k}",
+    "SELECT id FROM users WHERE id = {k} AND name = 'n''{k}'",
+    "SELECT id / ({k} - {k}) FROM users WHERE id = {k}",
+    "SELECT nosuch FROM users WHERE id = {k}",
+    "SELECT id FROM users WHERE id = 'abc{k}'",
+    "SELECT id FROM users WHERE id = '{k}'",
+    "INSERT INTO users (id, name, score) VALUES (1{k}, 'new', {k}) RETURNING *",
+    "DELETE FROM users WHERE id = 1{k}",
+];
+
+/// The proxy over database 1 of one cluster; database 0, the reference, holds the same rows
+/// and is queried directly. Returns the reference's client and the proxy's.
+async fn setup(proxy_opts: &str) -> (Shards, Proxy, Client, Client) {
+    let shards = Shards::databases(2).await;
+    // One server connection: every statement meets the ones prepared before it.
+    let proxy = Proxy::start_with(&shards.urls()[1..], proxy_opts, TABLES).await;
+    for i in 0..2 {
+        shards
+            .client(i)
+            .await
+            .batch_execute(
+                "CREATE TABLE users (id bigint PRIMARY KEY, name text, score int);
+                 INSERT INTO users SELECT g, 'user ' || g, g * 10 FROM generate_series(1, 20) g",
+            )
+            .await
+            .unwrap();
+    }
+    let direct = shards.client(0).await;
+    let client = proxy.client().await;
+    (shards, proxy, direct, client)
+}
+
+/// The statements the proxy's one server connection holds, as the shard lists them.
+async fn prepared_on_server(client: &Client) -> Vec<String> {
+    let sql = "SELECT statement FROM pg_prepared_statements WHERE name LIKE 'sg\\_%' ORDER BY 1";
+    client
+        .simple_query(sql)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_owned),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shapes_run_prepared_and_answer_as_their_text() {
+    let (_shards, _proxy, direct, client) = setup("pool_size = 1").await;
+    for shape in SHAPES {
+        // The same statement through the proxy and straight to the database: the first of a
+        // shape plans the shape, the second prepares it, the rest bind to it.
+        for k in [3, 4, 5, 6, 7] {
+            let sql = shape.replace("{k}", &k.to_string());
+            let theirs = answer(&direct, &sql).await;
+            let ours = answer(&client, &sql).await;
+            assert_eq!(ours, theirs, "{sql}");
+        }
+    }
+    let held = prepared_on_server(&client).await;
+    for text in [
+        "SELECT id, name, score FROM users WHERE id = $1",
+        "UPDATE users SET name = $1 WHERE id = $2",
+        "INSERT INTO users (id, name, score) VALUES ($1, $2, $3) RETURNING *",
+    ] {
+        assert!(held.iter().any(|s| s == text), "{text} not in {held:?}");
+    }
+    // Constants that are positions, or that a sign or a backslash changes, stay in the text;
+    // a statement the shard cannot prepare without its constants is not kept either.
+    for part in ["ORDER BY $", "GROUP BY $", "-$", "'a\\b'", "nosuch"] {
+        assert!(!held.iter().any(|s| s.contains(part)), "{part} in {held:?}");
+    }
+}
+
+/// A column added on the shard changes the result type of a statement the connection holds:
+/// PostgreSQL refuses to bind it (0A000), and the proxy answers from the text instead, then
+/// prepares the statement anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_change_under_a_prepared_shape_is_not_seen_by_the_client() {
+    let (shards, _proxy, direct, client) = setup("pool_size = 1").await;
+    let sql = |k: i32| format!("SELECT * FROM users WHERE id = {k}");
+    for k in 1..4 {
+        assert_eq!(
+            answer(&client, &sql(k)).await,
+            answer(&direct, &sql(k)).await
+        );
+    }
+    for i in 0..2 {
+        shards
+            .client(i)
+            .await
+            .batch_execute("ALTER TABLE users ADD COLUMN extra int DEFAULT 7")
+            .await
+            .unwrap();
+    }
+    for k in 4..8 {
+        let ours = answer(&client, &sql(k)).await;
+        assert!(ours.contains("\"extra\""), "{ours}");
+        assert_eq!(ours, answer(&direct, &sql(k)).await);
+    }
+    let held = prepared_on_server(&client).await;
+    assert!(
+        held.contains(&"SELECT * FROM users WHERE id = $1".to_owned()),
+        "{held:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_prepare_off_sends_every_statement_as_text() {
+    let (_shards, _proxy, direct, client) = setup("pool_size = 1\nauto_prepare = false").await;
+    for k in 1..6 {
+        let sql = format!("SELECT id, name FROM users WHERE id = {k}");
+        assert_eq!(answer(&client, &sql).await, answer(&direct, &sql).await);
+    }
+    assert!(prepared_on_server(&client).await.is_empty());
+}
+
+/// Inside a transaction block a refused prepared form could not be retried: statements there
+/// run as text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statements_in_a_transaction_block_run_as_text() {
+    let (_shards, _proxy, _direct, client) = setup("pool_size = 1").await;
+    client.batch_execute("BEGIN").await.unwrap();
+    for k in 1..6 {
+        let sql = format!("SELECT id, name FROM users WHERE id = {k}");
+        client.simple_query(&sql).await.unwrap();
+    }
+    assert!(prepared_on_server(&client).await.is_empty());
+    client.batch_execute("COMMIT").await.unwrap();
+}
