@@ -62,6 +62,7 @@ const SHAPES: &[&str] = &[
     "SELECT id FROM users WHERE id = {k} AND score > -1 LIMIT 5 OFFSET 0",
     "SELECT 'a\\b' AS backslash FROM users WHERE id = {k}",
     "SELECT E'\\x41' FROM users WHERE id = {k}",
+    "SELECT id, DATE '2024-01-01' + {k}, INTERVAL '{k} days' FROM users WHERE id = {k}",
     "UPDATE users SET score = score + 1 WHERE id = {k} RETURNING score, pg_typeof(score)",
     "UPDATE users SET name = 'n''{k}' WHERE id = {k}",
     "SELECT id FROM users WHERE id = {k} AND name = 'n''{k}'",

@@ -25,7 +25,8 @@ pub const MAX_PARAMS: usize = 32;
 /// True when `shaped` (a shape's text with `$n` for its literals) is one SELECT, INSERT,
 /// UPDATE or DELETE in which no parameter stands where a constant means something else than
 /// its value: a position in ORDER BY, GROUP BY or DISTINCT ON (`ORDER BY 2`), or the operand
-/// of a sign (`-2147483648` is an integer, `-$1` of 2147483648 a bigint).
+/// of a sign (`-2147483648` is an integer, `-$1` of 2147483648 a bigint), or the string of a
+/// typed constant (`DATE '2024-01-01'`).
 pub fn preparable(shaped: &str, params: usize) -> bool {
     if params == 0 || params > MAX_PARAMS {
         return false;
@@ -123,6 +124,11 @@ impl Visitor for Checker {
                 op: UnaryOperator::Minus | UnaryOperator::Plus,
                 expr,
             } if is_param(expr) => ControlFlow::Break(()),
+            // `DATE '...'`, `INTERVAL '...'`: a typed constant, not an expression of a value.
+            Expr::TypedString(ts) if matches!(ts.value.value, Value::Placeholder(_)) => {
+                ControlFlow::Break(())
+            }
+            Expr::Interval(i) if is_param(&i.value) => ControlFlow::Break(()),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -202,6 +208,7 @@ mod tests {
             "SET work_mem = $1",
             "SELECT 1; SELECT $1",
             "SELECT * FROM t WHERE d = DATE $1",
+            "SELECT * FROM t WHERE d > now() - INTERVAL $1",
         ] {
             assert!(!preparable(sql, 2), "{sql}");
         }
