@@ -14,7 +14,8 @@
 #   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
 #   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
 #   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
-#   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU),
+#   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU;
+#   "1-text" = one thread with auto_prepare off),
 #   MULTI_WORKERS (the three-shard proxy's, 0).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.

@@ -86,19 +86,25 @@ tables() {
   printf '[[tables]]\nname = "pgbench_history"\nshard_key = "aid"\n'
 }
 # One proxy per WORKERS value, on proxy_port and then the ports above multi_port; each a
-# "name:port:pid" target of the one-shard table.
+# "name:port:pid" target of the one-shard table. A value ending in "-text" runs that many
+# workers with `auto_prepare = false` (simple-protocol statements sent as text).
 sg_targets=
 port=$proxy_port
-for w in $workers; do
+for spec in $workers; do
+  w=${spec%-text}
+  auto=true
+  [ "$spec" = "$w" ] || auto=false
   {
-    printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\n' "$port" "$pool" "$w"
+    printf '[proxy]\nlisten = "127.0.0.1:%s"\npool_size = %s\nworkers = %s\nauto_prepare = %s\n' \
+      "$port" "$pool" "$w" "$auto"
     printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
     tables
-  } >"$work/one-$w.toml"
-  RUST_LOG=warn "$bin" --config "$work/one-$w.toml" >"$work/one-$w.log" 2>&1 &
+  } >"$work/one-$spec.toml"
+  RUST_LOG=warn "$bin" --config "$work/one-$spec.toml" >"$work/one-$spec.log" 2>&1 &
   pids+=("$!")
   name=shardgate-$w
   [ "$w" = 0 ] && name=shardgate-N
+  [ "$auto" = true ] || name+=-text
   sg_targets+=" $name:$port:$!"
   port=$((port == proxy_port ? multi_port + 1 : port + 1))
 done

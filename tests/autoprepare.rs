@@ -12,6 +12,7 @@ const TABLES: &str = r#"
 [[tables]]
 name = "users"
 shard_key = "id"
+key_type = "bigint"
 "#;
 
 /// What a client sees of a simple query: column names and text values per result, or the
@@ -193,5 +194,87 @@ async fn statements_in_a_transaction_block_run_as_text() {
         client.simple_query(&sql).await.unwrap();
     }
     assert!(prepared_on_server(&client).await.is_empty());
+    client.batch_execute("COMMIT").await.unwrap();
+}
+
+/// Rows of an extended-protocol query through the unnamed statement, as text.
+async fn typed_rows(c: &Client, sql: &str, k: i64) -> Vec<Vec<String>> {
+    let rows = c
+        .query_typed(sql, &[(&k, tokio_postgres::types::Type::INT8)])
+        .await
+        .unwrap_or_else(|e| panic!("{sql} with {k}: {e:?}"));
+    rows.iter()
+        .map(|r| {
+            (0..r.len())
+                .map(|i| match *r.columns()[i].type_() {
+                    tokio_postgres::types::Type::INT8 => {
+                        format!("{:?}", r.get::<_, Option<i64>>(i))
+                    }
+                    tokio_postgres::types::Type::INT4 => {
+                        format!("{:?}", r.get::<_, Option<i32>>(i))
+                    }
+                    _ => format!("{:?}", r.get::<_, Option<String>>(i)),
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// A driver's unnamed statement (Parse "" with every query) is parsed once per shard
+/// connection under its own name, and answers as it would unnamed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_are_parsed_once_per_connection() {
+    let (_shards, _proxy, direct, client) = setup("pool_size = 1").await;
+    let sql = "SELECT id, name, score FROM users WHERE id = $1";
+    for k in 1..6 {
+        assert_eq!(
+            typed_rows(&client, sql, k).await,
+            typed_rows(&direct, sql, k).await
+        );
+    }
+    assert!(prepared_on_server(&client).await.contains(&sql.to_owned()));
+}
+
+/// After a column is added on the shard, a kept statement of `SELECT *` is refused at Bind
+/// (0A000); outside a transaction the proxy prepares it anew and runs the batch again, inside
+/// one the statement goes unnamed as the client sent it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statements_survive_a_schema_change() {
+    let (shards, _proxy, direct, client) = setup("pool_size = 1").await;
+    let sql = "SELECT * FROM users WHERE id = $1";
+    for k in 1..4 {
+        assert_eq!(
+            typed_rows(&client, sql, k).await,
+            typed_rows(&direct, sql, k).await
+        );
+    }
+    for i in 0..2 {
+        shards
+            .client(i)
+            .await
+            .batch_execute("ALTER TABLE users ADD COLUMN extra text DEFAULT 'x'")
+            .await
+            .unwrap();
+    }
+    for k in 4..7 {
+        let ours = typed_rows(&client, sql, k).await;
+        assert_eq!(ours[0].len(), 4, "{ours:?}");
+        assert_eq!(ours, typed_rows(&direct, sql, k).await);
+    }
+    for i in 0..2 {
+        shards
+            .client(i)
+            .await
+            .batch_execute("ALTER TABLE users DROP COLUMN extra")
+            .await
+            .unwrap();
+    }
+    client.batch_execute("BEGIN").await.unwrap();
+    for k in 7..9 {
+        assert_eq!(
+            typed_rows(&client, sql, k).await,
+            typed_rows(&direct, sql, k).await
+        );
+    }
     client.batch_execute("COMMIT").await.unwrap();
 }

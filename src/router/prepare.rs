@@ -65,6 +65,25 @@ pub fn types(text: &str, lits: &[Lit], out: &mut Vec<u32>) -> u64 {
     sig
 }
 
+/// Statements one shard connection holds before the proxy prepares no more on it: a bound on
+/// what sessions with endless statement texts leave in the shards' memory.
+pub const MAX_PER_CONN: usize = 500;
+
+/// True when `sql` starts as a query or a row change does (SELECT, INSERT, UPDATE, DELETE,
+/// WITH, VALUES, TABLE), after blanks and parentheses; a comment first gives false.
+pub fn plain_statement(sql: &str) -> bool {
+    let rest = sql.trim_start_matches(|c: char| c.is_ascii_whitespace() || c == '(');
+    let word: &str = rest
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    [
+        "select", "insert", "update", "delete", "with", "values", "table",
+    ]
+    .iter()
+    .any(|w| word.eq_ignore_ascii_case(w))
+}
+
 /// The hash of a statement's text and parameter types, as backend connections record their
 /// statements.
 pub fn statement_hash(sql: &str, types: &[u32]) -> u64 {

@@ -17,10 +17,6 @@ use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// Statements one shard connection holds before it takes no more: a bound on what sessions
-/// with endless shapes can leave in the shards' memory.
-const MAX_PER_CONN: usize = 500;
-
 /// How the shard answered before running the statement.
 enum Early {
     Ran,
@@ -65,7 +61,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Err(e) => return self.fail(&e),
         };
         let parse = conn.prepared.get(&st.name) != Some(&st.hash);
-        if parse && conn.prepared.len() >= MAX_PER_CONN {
+        if parse && conn.prepared.len() >= crate::router::prepare::MAX_PER_CONN {
             return self.relay(shard, conn, text).await;
         }
         let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);

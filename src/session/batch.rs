@@ -32,6 +32,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             };
             match f.tag {
                 b'E' => {
+                    self.scratch.last_error = protocol::error_field(f.body(), b'C');
                     self.out.extend_from_slice(&f.bytes);
                     return Ok(Ok(false));
                 }

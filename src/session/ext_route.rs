@@ -163,6 +163,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         out.clear();
         // Statements this batch prepares: the shard has not confirmed them yet.
         batch.clear();
+        let in_txn = self.txn.is_some();
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
         for msg in &msgs[..stop] {
             let m = &msg.frame;
@@ -171,11 +172,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let Some(st) = &msg.stmt else {
                         continue;
                     };
-                    if !st.backend_name.is_empty() && has(conn, batch, st) {
+                    let name = server_name(st, conn, batch, in_txn);
+                    if !name.is_empty() && has(conn, batch, name, st.hash) {
                         expects.push(Expect::Emit(b'1'));
                     } else {
-                        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
-                        let record = (st.backend_name.clone(), st.hash);
+                        protocol::put_parse(out, name, &st.sql, &st.types);
+                        let record = (name.to_owned(), st.hash);
                         note(batch, &record);
                         expects.push(Expect::Relay(End::Parse, Some(record)));
                     }
@@ -187,16 +189,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let Some(st) = &msg.stmt else {
                         continue;
                     };
-                    ensure_prepared(conn, batch, st, out, expects);
-                    protocol::put_bind_renamed(out, m.body(), bind.statement_at, &st.backend_name);
+                    let name = server_name(st, conn, batch, in_txn);
+                    ensure_prepared(conn, batch, name, st, out, expects);
+                    protocol::put_bind_renamed(out, m.body(), bind.statement_at, name);
                     expects.push(Expect::Relay(End::Bind, None));
                 }
                 b'D' if !is_portal_message(m) => {
                     let Some(st) = &msg.stmt else {
                         continue;
                     };
-                    ensure_prepared(conn, batch, st, out, expects);
-                    protocol::put_target_message(out, b'D', b'S', &st.backend_name);
+                    let name = server_name(st, conn, batch, in_txn);
+                    ensure_prepared(conn, batch, name, st, out, expects);
+                    protocol::put_target_message(out, b'D', b'S', name);
                     expects.push(Expect::Relay(End::Describe, None));
                 }
                 b'C' if !is_portal_message(m) => {
@@ -236,26 +240,46 @@ fn note(parsed: &mut Vec<(String, u64)>, record: &(String, u64)) {
     parsed.push(record.clone());
 }
 
-/// True when the connection has the statement, or this batch prepares it before.
-fn has(conn: &PooledConn, parsed: &[(String, u64)], st: &Prepared) -> bool {
-    conn.prepared.get(&st.backend_name) == Some(&st.hash)
-        || parsed
-            .iter()
-            .any(|(n, h)| *n == st.backend_name && *h == st.hash)
+/// True when the connection has the statement `name` with this hash, or this batch prepares
+/// it before.
+fn has(conn: &PooledConn, parsed: &[(String, u64)], name: &str, hash: u64) -> bool {
+    conn.prepared.get(name) == Some(&hash) || parsed.iter().any(|(n, h)| n == name && *h == hash)
+}
+
+/// The name a statement goes by on this connection. A client's unnamed statement kept under
+/// its own name (`Prepared::auto`) goes unnamed again inside a transaction block, where a
+/// shard's refusal to bind it after a schema change could not be retried, and on a connection
+/// that already holds as many statements as it may.
+fn server_name<'s>(
+    st: &'s Prepared,
+    conn: &PooledConn,
+    parsed: &[(String, u64)],
+    in_txn: bool,
+) -> &'s str {
+    let full = || {
+        conn.prepared.len() >= router::prepare::MAX_PER_CONN
+            && !has(conn, parsed, &st.backend_name, st.hash)
+    };
+    if st.auto && (in_txn || full()) {
+        ""
+    } else {
+        &st.backend_name
+    }
 }
 
 /// Prepares the statement on this connection first if it is not there yet (lazily, hidden).
 fn ensure_prepared(
     conn: &PooledConn,
     parsed: &mut Vec<(String, u64)>,
+    name: &str,
     st: &Prepared,
     out: &mut bytes::BytesMut,
     expects: &mut Vec<Expect>,
 ) {
-    if !has(conn, parsed, st) {
-        protocol::put_parse(out, &st.backend_name, &st.sql, &st.types);
-        note(parsed, &(st.backend_name.clone(), st.hash));
-        expects.push(Expect::Swallow(st.backend_name.clone(), st.hash));
+    if !has(conn, parsed, name, st.hash) {
+        protocol::put_parse(out, name, &st.sql, &st.types);
+        note(parsed, &(name.to_owned(), st.hash));
+        expects.push(Expect::Swallow(name.to_owned(), st.hash));
     }
 }
 

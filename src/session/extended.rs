@@ -5,6 +5,7 @@
 use super::exec::Recv;
 use super::ext_route::note_portal;
 use super::{Session, Step};
+use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::router::{self, QueryPlan, Target};
@@ -25,6 +26,11 @@ pub struct Prepared {
     /// Its name on backend connections: the same for every client preparing the same text and
     /// types, so a pooled connection prepares it once.
     pub(super) backend_name: String,
+    /// A client's unnamed statement kept on the shards under `backend_name` (`[proxy]
+    /// auto_prepare`), so that a connection parses it once rather than with every query;
+    /// inside a transaction block, or on a connection holding too many statements, it goes
+    /// unnamed as the client sent it (see `ext_route::server_name`).
+    pub(super) auto: bool,
     /// The session runs it itself (see `runs_locally`).
     local: bool,
     /// The catalog version `plan` was made under.
@@ -86,6 +92,8 @@ pub(super) struct Scratch {
     pub(super) parsed: Vec<(String, u64)>,
     /// The bytes for the shard, before they join the connection's output.
     pub(super) out: BytesMut,
+    /// The SQLSTATE of the last error a shard answered a relayed message with.
+    pub(super) last_error: Option<String>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -300,6 +308,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             .iter()
             .filter_map(|m| m.stmt.as_ref())
             .all(|st| st.plan.statements.iter().all(|s| !s.writes && !s.ddl));
+        let first = self.ext.is_none();
         let (shard, mut conn) = match self.ext.take() {
             Some(pinned) => pinned,
             None => {
@@ -321,54 +330,86 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 note_portal(&mut self.portals, bind.portal, shard);
             }
         }
+        // A client's unnamed statement kept by name (`Prepared::auto`) is refused at Bind once
+        // a schema change altered its result columns (0A000, "cached plan must not change
+        // result type"), where the client's own unnamed statement would have been parsed anew.
+        // If nothing of the batch has run, and no transaction holds it, the batch runs again
+        // with the statement prepared anew.
+        let mut retry = first
+            && sync
+            && refused_at.is_none()
+            && self.txn.is_none()
+            && msgs.iter().any(|m| m.stmt.as_ref().is_some_and(|s| s.auto));
+        let (mark, flushes) = (self.out.len(), self.flushes);
+        let mut refused_at = refused_at;
         let mut expects = std::mem::take(&mut self.scratch.expects);
-        self.build(msgs, refused_at, sync, &mut conn, &mut expects);
-        // A CancelRequest (or the statement timeout) reaches the Executes of this run too.
-        let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
-        if let Err(e) = conn.flush().await {
-            return self.batch_broken(shard, conn, e).await;
-        }
-        let mut skipping = self.ext_skipping;
-        let mut status = None;
-        for exp in expects.drain(..) {
-            match exp {
-                Expect::Emit(tag) if !skipping => protocol::put_empty(&mut self.out, tag),
-                Expect::Refuse(e) if !skipping => {
-                    self.error(&e);
-                    skipping = true;
-                }
-                Expect::Relay(end, record) if !skipping => {
-                    match self.relay_one(&mut conn, Some(end), record).await? {
-                        Ok(ok) => skipping = !ok,
-                        Err(e) => return self.batch_broken(shard, conn, e).await,
+        let (skipping, status) = loop {
+            self.build(msgs, refused_at.take(), sync, &mut conn, &mut expects);
+            // A CancelRequest (or the statement timeout) reaches the Executes of this run too.
+            let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
+            if let Err(e) = conn.flush().await {
+                return self.batch_broken(shard, conn, e).await;
+            }
+            let mut skipping = self.ext_skipping;
+            let mut status = None;
+            let (mut ran, mut stale) = (false, false);
+            for exp in expects.drain(..) {
+                match exp {
+                    Expect::Emit(tag) if !skipping => protocol::put_empty(&mut self.out, tag),
+                    Expect::Refuse(e) if !skipping => {
+                        self.error(&e);
+                        skipping = true;
                     }
-                }
-                Expect::Swallow(name, hash) if !skipping => {
-                    match self.relay_one(&mut conn, None, Some((name, hash))).await? {
-                        Ok(ok) => skipping = !ok,
-                        Err(e) => return self.batch_broken(shard, conn, e).await,
-                    }
-                }
-                Expect::Sync => loop {
-                    let next = match self.buffered(&mut conn) {
-                        Some(r) => r,
-                        None => self.recv(&mut conn).await?,
-                    };
-                    match next {
-                        Recv::Frame(f) if f.tag == b'Z' => {
-                            status = Some(protocol::ready_status(f.body()));
-                            break;
+                    Expect::Relay(end, record) if !skipping => {
+                        let bind = matches!(end, End::Bind);
+                        ran |= matches!(end, End::Execute);
+                        match self.relay_one(&mut conn, Some(end), record).await? {
+                            Ok(ok) => {
+                                skipping = !ok;
+                                stale |= !ok
+                                    && bind
+                                    && !ran
+                                    && self.scratch.last_error.as_deref() == Some("0A000");
+                            }
+                            Err(e) => return self.batch_broken(shard, conn, e).await,
                         }
-                        Recv::Frame(f) => self.out.extend_from_slice(&f.bytes),
-                        Recv::Broken(e) => return self.batch_broken(shard, conn, e).await,
                     }
-                },
-                _ => {}
+                    Expect::Swallow(name, hash) if !skipping => {
+                        match self.relay_one(&mut conn, None, Some((name, hash))).await? {
+                            Ok(ok) => skipping = !ok,
+                            Err(e) => return self.batch_broken(shard, conn, e).await,
+                        }
+                    }
+                    Expect::Sync => loop {
+                        let next = match self.buffered(&mut conn) {
+                            Some(r) => r,
+                            None => self.recv(&mut conn).await?,
+                        };
+                        match next {
+                            Recv::Frame(f) if f.tag == b'Z' => {
+                                status = Some(protocol::ready_status(f.body()));
+                                break;
+                            }
+                            Recv::Frame(f) => self.out.extend_from_slice(&f.bytes),
+                            Recv::Broken(e) => return self.batch_broken(shard, conn, e).await,
+                        }
+                    },
+                    _ => {}
+                }
+                if self.out.len() >= super::FLUSH_AT {
+                    self.maybe_flush().await?;
+                }
             }
-            if self.out.len() >= super::FLUSH_AT {
-                self.maybe_flush().await?;
+            let unseen = self.flushes == flushes && self.out.len() >= mark;
+            if !(retry && stale && unseen && status == Some(b'I')) {
+                break (skipping, status);
             }
-        }
+            retry = false;
+            self.out.truncate(mark);
+            if let Err(e) = self.close_auto(msgs, &mut conn).await? {
+                return self.batch_broken(shard, conn, e).await;
+            }
+        };
         self.scratch.expects = expects;
         self.ext_skipping = skipping;
         if !sync {
@@ -382,6 +423,42 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         self.release(shard, conn);
         Ok(())
+    }
+
+    /// Closes on `conn` the statements of `msgs` kept by name for a client's unnamed one, and
+    /// forgets them there, so that the next batch prepares them anew.
+    async fn close_auto(
+        &mut self,
+        msgs: &[Msg],
+        conn: &mut PooledConn,
+    ) -> Step<Result<(), std::io::Error>> {
+        let out = &mut self.scratch.out;
+        out.clear();
+        for st in msgs
+            .iter()
+            .filter_map(|m| m.stmt.as_ref())
+            .filter(|s| s.auto)
+        {
+            if conn.prepared.remove(&st.backend_name).is_some() {
+                protocol::put_target_message(out, b'C', b'S', &st.backend_name);
+            }
+        }
+        protocol::put_empty(out, b'S');
+        conn.send(out);
+        if let Err(e) = conn.flush().await {
+            return Ok(Err(e));
+        }
+        loop {
+            let next = match self.buffered(conn) {
+                Some(r) => r,
+                None => self.recv(conn).await?,
+            };
+            match next {
+                Recv::Frame(f) if f.tag == b'Z' => return Ok(Ok(())),
+                Recv::Frame(_) => {}
+                Recv::Broken(e) => return Ok(Err(e)),
+            }
+        }
     }
 
     /// The statement already registered under a Parse's name when the Parse repeats it: drivers
@@ -405,22 +482,30 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// A client's Parse as the session keeps it.
     pub(super) fn prepared_of(&mut self, p: protocol::ParseMsg<'_>) -> Arc<Prepared> {
         let hash = router::prepare::statement_hash(p.query, &p.types);
-        let backend_name = if p.name.is_empty() {
+        // Read before planning: a catalog change meanwhile leaves the statement planned anew.
+        let version = self.ctx.catalog_version.load(Ordering::Acquire);
+        let plan = self.plan(p.query);
+        let local = runs_locally(p.query, &plan);
+        let auto = p.name.is_empty()
+            && !local
+            && plan.statements.len() == 1
+            && plan.statements.iter().all(|s| !s.ddl)
+            && router::prepare::plain_statement(p.query)
+            && self.ctx.config.load().proxy.auto_prepare;
+        let backend_name = if p.name.is_empty() && !auto {
             String::new()
         } else {
             router::prepare::backend_name(hash)
         };
-        // Read before planning: a catalog change meanwhile leaves the statement planned anew.
-        let version = self.ctx.catalog_version.load(Ordering::Acquire);
-        let plan = self.plan(p.query);
         let prepared = Prepared {
             version,
-            local: runs_locally(p.query, &plan),
+            local,
             sql: Arc::from(p.query),
             types: p.types,
             hash,
             plan,
             backend_name,
+            auto,
         };
         Arc::new(prepared)
     }

@@ -52,6 +52,8 @@ pub struct Session<S> {
     client: FrameReader<ReadHalf<S>>,
     writer: WriteHalf<S>,
     out: BytesMut,
+    /// How many times `out` was sent: a batch may be run again only if none of its answer was.
+    flushes: u32,
     /// Output is being collected for a suspended portal, not sent: no flushing.
     capturing: bool,
     cache: router::cache::PlanCache,
@@ -132,6 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             client,
             writer,
             out: BytesMut::with_capacity(16 * 1024),
+            flushes: 0,
             capturing: false,
             txn: None,
             settings: Settings::from_startup(startup),
@@ -332,6 +335,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Err(e) => Err(e),
         };
         self.out.clear();
+        self.flushes = self.flushes.wrapping_add(1);
         r.map_err(|_| Gone)
     }
 
