@@ -160,8 +160,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub(super) fn bound_statements(
         &mut self,
         frames: &[Frame],
-    ) -> Vec<(usize, Arc<super::extended::Prepared>)> {
-        let mut parsed: HashMap<String, Arc<super::extended::Prepared>> = HashMap::new();
+    ) -> Vec<(usize, Arc<super::prepared::Prepared>)> {
+        let mut parsed: HashMap<String, Arc<super::prepared::Prepared>> = HashMap::new();
         let mut bound = Vec::new();
         for (i, f) in frames.iter().enumerate() {
             match f.tag {

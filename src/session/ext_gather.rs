@@ -2,7 +2,7 @@
 //! gather portal, which the proxy describes and executes itself by sending every shard the
 //! rewritten statement with the client's parameters and result formats.
 
-use super::extended::Prepared;
+use super::prepared::Prepared;
 use super::{Session, Step};
 use crate::error::Error;
 use crate::protocol::{self, Frame};

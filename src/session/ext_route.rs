@@ -2,7 +2,8 @@
 //! the bytes the proxy sends there for it, with client statements prepared lazily on the
 //! connection.
 
-use super::extended::{is_portal_message, End, Expect, Msg, Prepared, Scratch};
+use super::extended::{is_portal_message, End, Expect, Msg, Scratch};
+use super::prepared::Prepared;
 use super::Session;
 use crate::backend::PooledConn;
 use crate::error::Error;

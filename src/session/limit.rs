@@ -44,7 +44,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let mut tables: Vec<Arc<str>> = Vec::new();
         let bound_at = self.bound_statements(frames);
         let mut binds = bound_at.iter().peekable();
-        let mut bound: Option<&Arc<super::extended::Prepared>> = None;
+        let mut bound: Option<&Arc<super::prepared::Prepared>> = None;
         for (i, f) in frames.iter().enumerate() {
             match f.tag {
                 b'B' => {

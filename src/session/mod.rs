@@ -13,6 +13,7 @@ mod extended;
 mod gate;
 mod gather;
 mod limit;
+mod prepared;
 mod settings;
 mod template;
 mod timeout;
@@ -64,11 +65,11 @@ pub struct Session<S> {
     /// The shard connections the current statement runs on, for the client's CancelRequest.
     running: Arc<Running>,
     /// Statements the client prepared, by its names ("" = unnamed).
-    stmts: protocol::Names<Arc<extended::Prepared>>,
+    stmts: protocol::Names<Arc<prepared::Prepared>>,
     /// The shard each open portal runs on.
     portals: protocol::Names<ShardId>,
     /// Portals of statements the proxy runs itself (BEGIN, SET... bound through the protocol).
-    local_portals: protocol::Names<Arc<extended::Prepared>>,
+    local_portals: protocol::Names<Arc<prepared::Prepared>>,
     /// Portals of multi-shard reads, run through the gather when executed.
     gather_portals: protocol::Names<ext_gather::GatherPortal>,
     /// A gather portal whose Describe the following Execute answers.
