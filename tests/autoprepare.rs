@@ -278,3 +278,58 @@ async fn unnamed_statements_survive_a_schema_change() {
     }
     client.batch_execute("COMMIT").await.unwrap();
 }
+
+/// The held statements of `prefix` among those the proxy's one server connection lists.
+async fn held_with(client: &Client, prefix: &str) -> Vec<String> {
+    let mut held = prepared_on_server(client).await;
+    held.retain(|s| s.contains(prefix));
+    held
+}
+
+/// A connection holds at most 500 statements: the 501st first closes the 50 used least
+/// recently, which are prepared again when they are next used, and every answer stays the one
+/// PostgreSQL gives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_closes_its_least_recently_used_statements() {
+    let (_shards, _proxy, direct, client) = setup("pool_size = 1").await;
+    let unnamed = |i: usize| format!("SELECT id, name AS n{i} FROM users WHERE id = $1");
+    for i in 0..500 {
+        typed_rows(&client, &unnamed(i), 1).await;
+    }
+    // The first is used again: the second is now the least recently used.
+    assert_eq!(
+        typed_rows(&client, &unnamed(0), 2).await,
+        typed_rows(&direct, &unnamed(0), 2).await
+    );
+    assert_eq!(held_with(&client, " AS n").await.len(), 500);
+    assert_eq!(
+        typed_rows(&client, &unnamed(500), 3).await,
+        typed_rows(&direct, &unnamed(500), 3).await
+    );
+    let held = held_with(&client, " AS n").await;
+    assert_eq!(held.len(), 451, "50 closed, one added");
+    assert!(held.contains(&unnamed(0)) && held.contains(&unnamed(500)));
+    assert!(held.contains(&unnamed(51)) && !held.contains(&unnamed(50)));
+    assert!((1..=50).all(|i| !held.contains(&unnamed(i))));
+    // A closed statement is prepared again on its next use.
+    assert_eq!(
+        typed_rows(&client, &unnamed(1), 4).await,
+        typed_rows(&direct, &unnamed(1), 4).await
+    );
+    assert!(held_with(&client, " AS n").await.contains(&unnamed(1)));
+
+    // Simple-protocol shapes fill the connection again and make room the same way.
+    for i in 0..60 {
+        let sql = format!(
+            "SELECT id, name AS s{i} FROM users WHERE id = {}",
+            i % 20 + 1
+        );
+        for _ in 0..2 {
+            assert_eq!(answer(&client, &sql).await, answer(&direct, &sql).await);
+        }
+    }
+    let all = prepared_on_server(&client).await;
+    assert!(all.len() <= 500, "{} statements held", all.len());
+    let shaped = |i: usize| format!("SELECT id, name AS s{i} FROM users WHERE id = $1");
+    assert!(all.contains(&shaped(59)), "the newest shape is held");
+}

@@ -102,7 +102,7 @@ pub struct ServerConn {
     pub settings: u64,
     /// Statements prepared on this connection: backend name → hash of (SQL, parameter types).
     /// The unnamed statement ("") is listed too, until a simple Query replaces it.
-    pub prepared: crate::protocol::Names<u64>,
+    pub prepared: super::statements::Statements,
     /// A transaction's BEGIN riding along with the next request (see `prelude.rs`).
     pub(super) prelude: super::prelude::Pending,
     pid: i32,
@@ -160,7 +160,7 @@ impl ServerConn {
             broken: false,
             parameters: Vec::new(),
             settings: 0,
-            prepared: crate::protocol::Names::new(),
+            prepared: super::statements::Statements::new(),
             prelude: Default::default(),
             pid: 0,
             secret: 0,

@@ -11,6 +11,7 @@ pub mod health;
 mod prelude;
 pub mod recovery;
 mod reply;
+pub mod statements;
 pub mod twophase;
 
 pub use cancel::{CancelKey, Cancels, Running};

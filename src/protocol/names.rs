@@ -81,6 +81,11 @@ impl<V> Names<V> {
     pub fn len(&self) -> usize {
         usize::from(self.unnamed.is_some()) + self.named.len()
     }
+
+    /// The named entries, in no particular order.
+    pub fn named(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.named.iter().map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 #[cfg(test)]

@@ -65,10 +65,6 @@ pub fn types(text: &str, lits: &[Lit], out: &mut Vec<u32>) -> u64 {
     sig
 }
 
-/// Statements one shard connection holds before the proxy prepares no more on it: a bound on
-/// what sessions with endless statement texts leave in the shards' memory.
-pub const MAX_PER_CONN: usize = 500;
-
 /// True when `sql` starts as a query or a row change does (SELECT, INSERT, UPDATE, DELETE,
 /// WITH, VALUES, TABLE), after blanks and parentheses; a comment first gives false.
 pub fn plain_statement(sql: &str) -> bool {

@@ -60,9 +60,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             Ok(c) => c,
             Err(e) => return self.fail(&e),
         };
-        let parse = conn.prepared.get(&st.name) != Some(&st.hash);
-        if parse && conn.prepared.len() >= crate::router::prepare::MAX_PER_CONN {
-            return self.relay(shard, conn, text).await;
+        let parse = !conn.prepared.holds(&st.name, st.hash);
+        if parse && conn.prepared.full() {
+            if !super::server_stmts::may_close(&conn) {
+                return self.relay(shard, conn, text).await;
+            }
+            if let Err(e) = self.make_room(&mut conn).await? {
+                return self.broken(shard, conn, e);
+            }
         }
         let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
         let out = &mut self.scratch.out;

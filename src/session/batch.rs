@@ -49,7 +49,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         self.out.extend_from_slice(&f.bytes);
                     }
                     if let Some((name, hash)) = record {
-                        if conn.prepared.get(&name) != Some(&hash) {
+                        if !conn.prepared.holds(&name, hash) {
                             conn.prepared.insert(name, hash);
                         }
                     }

@@ -243,24 +243,21 @@ fn note(parsed: &mut Vec<(String, u64)>, record: &(String, u64)) {
 
 /// True when the connection has the statement `name` with this hash, or this batch prepares
 /// it before.
-fn has(conn: &PooledConn, parsed: &[(String, u64)], name: &str, hash: u64) -> bool {
-    conn.prepared.get(name) == Some(&hash) || parsed.iter().any(|(n, h)| n == name && *h == hash)
+fn has(conn: &mut PooledConn, parsed: &[(String, u64)], name: &str, hash: u64) -> bool {
+    conn.prepared.holds(name, hash) || parsed.iter().any(|(n, h)| n == name && *h == hash)
 }
 
 /// The name a statement goes by on this connection. A client's unnamed statement kept under
 /// its own name (`Prepared::auto`) goes unnamed again inside a transaction block, where a
 /// shard's refusal to bind it after a schema change could not be retried, and on a connection
-/// that already holds as many statements as it may.
+/// that holds as many statements as it may (in a transaction block, where none can be closed).
 fn server_name<'s>(
     st: &'s Prepared,
-    conn: &PooledConn,
+    conn: &mut PooledConn,
     parsed: &[(String, u64)],
     in_txn: bool,
 ) -> &'s str {
-    let full = || {
-        conn.prepared.len() >= router::prepare::MAX_PER_CONN
-            && !has(conn, parsed, &st.backend_name, st.hash)
-    };
+    let mut full = || conn.prepared.full() && !has(conn, parsed, &st.backend_name, st.hash);
     if st.auto && (in_txn || full()) {
         ""
     } else {
@@ -270,7 +267,7 @@ fn server_name<'s>(
 
 /// Prepares the statement on this connection first if it is not there yet (lazily, hidden).
 fn ensure_prepared(
-    conn: &PooledConn,
+    conn: &mut PooledConn,
     parsed: &mut Vec<(String, u64)>,
     name: &str,
     st: &Prepared,

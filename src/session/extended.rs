@@ -6,7 +6,6 @@ use super::exec::Recv;
 use super::ext_route::note_portal;
 use super::prepared::Prepared;
 use super::{Session, Step};
-use crate::backend::PooledConn;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::router::Target;
@@ -315,6 +314,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // result type"), where the client's own unnamed statement would have been parsed anew.
         // If nothing of the batch has run, and no transaction holds it, the batch runs again
         // with the statement prepared anew.
+        if first && self.txn.is_none() && super::server_stmts::needs_room(&conn, msgs) {
+            if let Err(e) = self.make_room(&mut conn).await? {
+                return self.batch_broken(shard, conn, e).await;
+            }
+        }
         let mut retry = first
             && sync
             && refused_at.is_none()
@@ -403,42 +407,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         self.release(shard, conn);
         Ok(())
-    }
-
-    /// Closes on `conn` the statements of `msgs` kept by name for a client's unnamed one, and
-    /// forgets them there, so that the next batch prepares them anew.
-    async fn close_auto(
-        &mut self,
-        msgs: &[Msg],
-        conn: &mut PooledConn,
-    ) -> Step<Result<(), std::io::Error>> {
-        let out = &mut self.scratch.out;
-        out.clear();
-        for st in msgs
-            .iter()
-            .filter_map(|m| m.stmt.as_ref())
-            .filter(|s| s.auto)
-        {
-            if conn.prepared.remove(&st.backend_name).is_some() {
-                protocol::put_target_message(out, b'C', b'S', &st.backend_name);
-            }
-        }
-        protocol::put_empty(out, b'S');
-        conn.send(out);
-        if let Err(e) = conn.flush().await {
-            return Ok(Err(e));
-        }
-        loop {
-            let next = match self.buffered(conn) {
-                Some(r) => r,
-                None => self.recv(conn).await?,
-            };
-            match next {
-                Recv::Frame(f) if f.tag == b'Z' => return Ok(Ok(())),
-                Recv::Frame(_) => {}
-                Recv::Broken(e) => return Ok(Err(e)),
-            }
-        }
     }
 }
 
