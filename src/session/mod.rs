@@ -14,6 +14,7 @@ mod gate;
 mod gather;
 mod limit;
 mod prepared;
+mod scatter;
 mod server_stmts;
 mod settings;
 mod template;
