@@ -250,7 +250,7 @@ fn has(conn: &mut PooledConn, parsed: &[(String, u64)], name: &str, hash: u64) -
 /// The name a statement goes by on this connection. A client's unnamed statement kept under
 /// its own name (`Prepared::auto`) goes unnamed again inside a transaction block, where a
 /// shard's refusal to bind it after a schema change could not be retried, and on a connection
-/// that holds as many statements as it may (in a transaction block, where none can be closed).
+/// that holds as many statements as it may when none can be closed first (see `needs_room`).
 fn server_name<'s>(
     st: &'s Prepared,
     conn: &mut PooledConn,

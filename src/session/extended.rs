@@ -309,16 +309,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 note_portal(&mut self.portals, bind.portal, shard);
             }
         }
-        // A client's unnamed statement kept by name (`Prepared::auto`) is refused at Bind once
-        // a schema change altered its result columns (0A000, "cached plan must not change
-        // result type"), where the client's own unnamed statement would have been parsed anew.
-        // If nothing of the batch has run, and no transaction holds it, the batch runs again
-        // with the statement prepared anew.
+        // A connection that holds as many statements as it may closes some first, before
+        // anything of this batch is on its way.
         if first && self.txn.is_none() && super::server_stmts::needs_room(&conn, msgs) {
             if let Err(e) = self.make_room(&mut conn).await? {
                 return self.batch_broken(shard, conn, e).await;
             }
         }
+        // A client's unnamed statement kept by name (`Prepared::auto`) is refused at Bind once
+        // a schema change altered its result columns (0A000, "cached plan must not change
+        // result type"), where the client's own unnamed statement would have been parsed anew.
+        // If nothing of the batch has run, and no transaction holds it, the batch runs again
+        // with the statement prepared anew.
         let mut retry = first
             && sync
             && refused_at.is_none()
