@@ -642,3 +642,45 @@ async fn a_repeated_parse_is_planned_again_after_a_schema_change() {
         String::from_utf8_lossy(&tags)
     );
 }
+
+/// LIMIT and OFFSET bound as parameters of a gathered query: the shards must still accept the
+/// statement where they get no limit of their own (an aggregate ordered by its result, or an
+/// OFFSET alone), and the proxy applies the bound values to the merged rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_limit_and_offset_of_gathered_queries() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    let insert = c
+        .prepare("INSERT INTO users (id, name) VALUES ($1, $2)")
+        .await
+        .unwrap();
+    // Names n0..n4, n0 the most frequent, n4 the least.
+    for id in 1..=40i64 {
+        let name = format!("n{}", (id % 10).min(4));
+        c.execute(&insert, &[&id, &name]).await.unwrap();
+    }
+    let ids =
+        |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
+    let top = c
+        .query(
+            "SELECT name, count(*) AS n FROM users GROUP BY name ORDER BY n DESC, name LIMIT $1",
+            &[&2i64],
+        )
+        .await
+        .unwrap();
+    let got: Vec<(String, i64)> = top.iter().map(|r| (r.get(0), r.get(1))).collect();
+    assert_eq!(got, [("n4".to_owned(), 24), ("n0".to_owned(), 4)]);
+    let skipped = c
+        .query("SELECT id FROM users ORDER BY id OFFSET $1", &[&36i64])
+        .await
+        .unwrap();
+    assert_eq!(ids(skipped), [37, 38, 39, 40]);
+    let page = c
+        .query(
+            "SELECT id FROM users ORDER BY id LIMIT $1 OFFSET $2",
+            &[&3i64, &10i64],
+        )
+        .await
+        .unwrap();
+    assert_eq!(ids(page), [11, 12, 13]);
+}

@@ -129,7 +129,9 @@ pub(super) fn shard_limit(l: Limits, rows: bool) -> Option<String> {
             _ => None,
         })
         .collect();
-    (!params.is_empty()).then(|| format!("CASE WHEN {} THEN NULL END", params.join(" AND ")))
+    // A bare NULL would make the CASE text, which LIMIT refuses (42804).
+    (!params.is_empty())
+        .then(|| format!("CASE WHEN {} THEN NULL::bigint END", params.join(" AND ")))
 }
 
 /// An expression this module wrote itself.

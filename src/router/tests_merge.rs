@@ -72,7 +72,7 @@ fn ordered_rows_are_merged_with_the_limit_pushed_down() {
     let m = merge("SELECT count(*) FROM users GROUP BY name LIMIT $1");
     assert!(
         m.shard_sql
-            .ends_with("LIMIT CASE WHEN $1::BIGINT IS NULL THEN NULL END"),
+            .ends_with("LIMIT CASE WHEN $1::BIGINT IS NULL THEN NULL::BIGINT END"),
         "{}",
         m.shard_sql
     );
