@@ -333,3 +333,89 @@ async fn a_full_connection_closes_its_least_recently_used_statements() {
     let shaped = |i: usize| format!("SELECT id, name AS s{i} FROM users WHERE id = $1");
     assert!(all.contains(&shaped(59)), "the newest shape is held");
 }
+
+/// Reads over several shards of one shape run by the shape's merge plan with the literals
+/// bound; every answer, errors with their positions included, is the one an unsharded
+/// database gives the statement's text.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gathered_shapes_answer_as_their_text() {
+    let shards = Shards::databases(4).await;
+    let proxy = Proxy::start_with(&shards.urls()[1..], "pool_size = 2", TABLES).await;
+    let direct = shards.client(0).await;
+    let client = proxy.client().await;
+    let ddl = "CREATE TABLE users (id bigint PRIMARY KEY, name text, score int)";
+    let values: Vec<String> = (1..=60)
+        .map(|g| format!("({g}, 'user {}', {})", g % 7, g * 10 % 170))
+        .collect();
+    let rows = format!("INSERT INTO users VALUES {}", values.join(", "));
+    for c in [&direct, &client] {
+        c.batch_execute(ddl).await.unwrap();
+        c.batch_execute(&rows).await.unwrap();
+    }
+    let shapes = [
+        "SELECT count(*) FROM users WHERE score BETWEEN {k} AND {k} + 60",
+        "SELECT name, count(*), sum(score), avg(score), min(id) FROM users WHERE id > {k} GROUP BY name ORDER BY name",
+        "SELECT id, score FROM users WHERE score >= {k} ORDER BY score DESC, id LIMIT {k} OFFSET 2",
+        "SELECT DISTINCT name FROM users WHERE score < {k}0 ORDER BY name",
+        "SELECT id FROM users WHERE id IN ({k}, 1{k}, 2{k}, 3{k}) ORDER BY id",
+        "SELECT count(*) FROM users WHERE name > 'user {k}'",
+        "SELECT id FROM users ORDER BY id OFFSET 5{k}",
+        // Refused by the shards in the parameterized form (at Bind) and by PostgreSQL in the
+        // text (with a position): the client sees the text's error.
+        "SELECT count(*) FROM users WHERE score > 'x{k}'",
+        // Fails while it runs, after rows have been described.
+        "SELECT id, 100 / (score - {k}0) FROM users ORDER BY id",
+    ];
+    for shape in shapes {
+        for k in [1, 2, 3, 4] {
+            let sql = shape.replace("{k}", &k.to_string());
+            assert_eq!(
+                answer(&client, &sql).await,
+                answer(&direct, &sql).await,
+                "{sql}"
+            );
+        }
+    }
+    // The shards got the shape with its literals as parameters, not the statement's text.
+    let log = "CREATE TABLE seen (q text);
+               CREATE FUNCTION seen(q text) RETURNS bool LANGUAGE sql
+               AS $$ INSERT INTO seen VALUES (q) RETURNING true $$";
+    for i in 0..4 {
+        shards.client(i).await.batch_execute(log).await.unwrap();
+    }
+    for k in [1, 2] {
+        let sql = format!("SELECT count(*) FROM users WHERE score > {k} AND seen(current_query())");
+        assert_eq!(
+            answer(&client, &sql).await,
+            answer(&direct, &sql).await,
+            "{sql}"
+        );
+    }
+    let seen = "SELECT DISTINCT q FROM seen ORDER BY q";
+    let texts: Vec<String> = (shards.client(1).await.query(seen, &[]).await.unwrap())
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "SELECT count(*) FROM users WHERE score > $1 AND seen(current_query())",
+            "SELECT count(*) FROM users WHERE score > 1 AND seen(current_query())",
+        ],
+        "the first statement of the shape as its text, the second as the shape"
+    );
+
+    // Inside a transaction block the statements are planned as themselves, with the same answers.
+    client.batch_execute("BEGIN").await.unwrap();
+    direct.batch_execute("BEGIN").await.unwrap();
+    for k in [5, 6] {
+        let sql = shapes[2].replace("{k}", &k.to_string());
+        assert_eq!(
+            answer(&client, &sql).await,
+            answer(&direct, &sql).await,
+            "{sql}"
+        );
+    }
+    client.batch_execute("COMMIT").await.unwrap();
+    direct.batch_execute("COMMIT").await.unwrap();
+}

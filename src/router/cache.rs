@@ -5,7 +5,7 @@
 
 use super::literals::{self, Lit, LitKind};
 use super::prepare;
-use super::{plan, route, route_bound, QueryPlan, Route, StatementPlan, Target};
+use super::{plan, route, route_bound, MergePlan, QueryPlan, Route, StatementPlan, Target};
 use crate::catalog::Catalog;
 use crate::ring::{array_from_text, ArrayKeys, Key, Ring};
 use lru::LruCache;
@@ -19,6 +19,10 @@ struct Template {
     plan: Arc<QueryPlan>,
     /// The parameterized text, when the shards may run the shape as a prepared statement.
     shaped: Option<Arc<str>>,
+    /// Its statements over several shards may be gathered by the shape's merge plan, with the
+    /// literals bound as parameters (see `gatherable`); else such statements are planned as
+    /// themselves.
+    gather: bool,
 }
 
 /// A shape's statement as the shards prepare it, for one combination of its literals' types.
@@ -95,9 +99,9 @@ impl PlanCache {
         planned
     }
 
-    /// `text` routed to one shard by its shape's plan, if its shape has one and the literals
-    /// route it to one shard. The first statement of a shape gets `None` (the caller plans it
-    /// as itself) while its shape's plan is made.
+    /// `text` routed by its shape's plan, if its shape has one and the literals route it to
+    /// one shard, or to several for a shape that may be gathered. The first statement of a
+    /// shape gets `None` (the caller plans it as itself) while its shape's plan is made.
     pub fn routed(&mut self, text: &str, catalog: &Catalog, ring: &Ring) -> Option<Routed> {
         let mut lits = std::mem::take(&mut self.lits);
         let found = self.routed_with(text, &mut lits, catalog, ring);
@@ -160,6 +164,9 @@ impl PlanCache {
                 let plan = t.plan.clone();
                 self.keys.clear();
                 let route = route_by_literals(&plan, text, lits, ring, &mut self.keys)?;
+                if !one_shard(&route) && !t.gather {
+                    return None;
+                }
                 return Some(Routed {
                     plan,
                     route,
@@ -197,6 +204,8 @@ impl PlanCache {
             // table, string constants included: the shape's text has no constants to find one
             // in, so only shapes whose constants are numbers stand for such statements.
             (Target::Any, Target::Any) => lits.iter().all(|l| l.kind == LitKind::Int),
+            // Keyless reads: only ever gathered.
+            (Target::All, Target::All) => true,
             _ => false,
         };
         if !fits || !same_flags(mine, theirs) {
@@ -207,17 +216,22 @@ impl PlanCache {
             return None;
         }
         let preparable = prepare::preparable(&shaped_text, lits.len());
+        let gather = preparable && gatherable(mine, theirs, text, lits);
+        if !one_shard(&own_route) && !gather {
+            return None;
+        }
         Some(Arc::new(Template {
             text: Arc::from(text),
             lits: lits.to_vec(),
             plan: shaped,
             shaped: preparable.then(|| Arc::from(shaped_text)),
+            gather,
         }))
     }
 }
 
-/// Routes a shape's statement by `text`'s literals: `None` unless one shard (or any) answers
-/// it, as a statement over several shards needs its own text planned.
+/// Routes a shape's statement by `text`'s literals; `None` for a target the literals do not
+/// decide (the statement's own plan reports what is wrong with it).
 fn route_by_literals(
     plan: &QueryPlan,
     text: &str,
@@ -229,6 +243,7 @@ fn route_by_literals(
     let ty = match &stmt.target {
         Target::Any => return Some(Route::Any),
         Target::Bound(b) => b.key_type,
+        Target::All => return Some(Route::All),
         _ => return None,
     };
     let mut param = |i: usize| -> Option<Result<Key, String>> {
@@ -244,9 +259,60 @@ fn route_by_literals(
     // A literal that is no key of the type is for the statement's own plan to report (or
     // PostgreSQL), so an error here only means "not by the template".
     match route_bound(stmt, ring, &mut param, &mut array).ok()? {
-        Route::Shards(v) if v.len() == 1 => Some(Route::Shards(v)),
-        _ => None,
+        r @ (Route::Shards(_) | Route::All | Route::Any) => Some(r),
+        Route::Split(_) => None,
     }
+}
+
+/// One shard (or any) answers the route.
+pub fn one_shard(route: &Route) -> bool {
+    match route {
+        Route::Any => true,
+        Route::Shards(v) => v.len() == 1,
+        _ => false,
+    }
+}
+
+/// True when the shape's plan `theirs`, with `text`'s literals bound, merges the shards' rows
+/// exactly as `mine`, the statement's own plan, does: a read both plans gather, alike in
+/// everything but the literals, which only LIMIT and OFFSET may hold for the merge.
+///
+/// A HAVING is planned as itself every time: the proxy evaluates it, and a constant in it is
+/// given the type of what it is compared with (`min(created) >= '2024-07-01'`), which a
+/// parameter in its place would not get.
+fn gatherable(mine: &StatementPlan, theirs: &StatementPlan, text: &str, lits: &[Lit]) -> bool {
+    if mine.writes || mine.ddl || mine.replicated || mine.not_mergeable.is_some() {
+        return false;
+    }
+    let (Some(a), Some(b)) = (&mine.merge, &theirs.merge) else {
+        return false;
+    };
+    if a.group.as_ref().is_some_and(|g| g.having.is_some()) {
+        return false;
+    }
+    a.hidden == b.hidden
+        && a.group == b.group
+        && a.order == b.order
+        && a.distinct == b.distinct
+        && literal_limits(b, text, lits) == Some((a.limit, a.offset))
+}
+
+/// The LIMIT and OFFSET of a shape's merge plan for `text`: its `LIMIT $n`/`OFFSET $n` take
+/// the literals' values. `None` if such a literal is no whole number.
+pub fn literal_limits(plan: &MergePlan, text: &str, lits: &[Lit]) -> Option<(Option<u64>, u64)> {
+    let value = |i: usize| -> Option<u64> {
+        let l = lits.get(i).filter(|l| l.kind == LitKind::Int)?;
+        l.value(text).parse().ok()
+    };
+    let limit = match plan.limit_param {
+        Some(i) => Some(value(i)?),
+        None => plan.limit,
+    };
+    let offset = match plan.offset_param {
+        Some(i) => value(i)?,
+        None => plan.offset,
+    };
+    Some((limit, offset))
 }
 
 /// Whether two plans of one statement agree on what a session reads besides the target.
@@ -312,6 +378,66 @@ mod tests {
             if *point {
                 assert!(hits >= 250, "{family}: only {hits} of 300 routed by shape");
             }
+        }
+    }
+
+    /// Reads over several shards are routed by shape when the shape's merge plan, with the
+    /// literals bound, merges as the statement's own plan does; never when a HAVING holds a
+    /// constant (the proxy evaluates it) or a write spans shards.
+    #[test]
+    fn a_gather_shape_merges_as_its_statements_own_plan() {
+        let (catalog, ring) = (catalog(), ring());
+        let families: &[(&str, bool)] = &[
+            ("SELECT count(*) FROM users WHERE score BETWEEN {a} AND {b}", true),
+            (
+                "SELECT id FROM users WHERE score > {a} ORDER BY id LIMIT {b} OFFSET {a}",
+                true,
+            ),
+            ("SELECT DISTINCT name FROM users WHERE score < {a}", true),
+            ("SELECT id FROM users WHERE id IN ({a}, {b}) ORDER BY id", true),
+            // Rows concatenated without a merge plan: planned as themselves.
+            ("SELECT * FROM users WHERE id IN ({a}, {b})", false),
+            (
+                "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > {a}",
+                false,
+            ),
+            (
+                "SELECT name FROM users WHERE score > {a} GROUP BY name HAVING min(created) >= '2024-01-{b}'",
+                false,
+            ),
+            ("UPDATE users SET score = {a} WHERE score = {b}", false),
+        ];
+        for (family, gathered) in families {
+            let mut cache = PlanCache::new(16, 0);
+            let mut hits = 0;
+            for i in 0..50i64 {
+                let (a, b) = (i * 7919 % 1000 + 1, (i * 104_729 + 13) % 1000 + 1);
+                let text = family
+                    .replace("{a}", &a.to_string())
+                    .replace("{b}", &b.to_string());
+                let Some(r) = cache.routed(&text, &catalog, &ring) else {
+                    continue;
+                };
+                if one_shard(&r.route) {
+                    continue;
+                }
+                hits += 1;
+                let own = plan(&text, &catalog);
+                let (mine, theirs) = (&own.statements[0], &r.plan.statements[0]);
+                let (Some(m), Some(t)) = (&mine.merge, &theirs.merge) else {
+                    panic!("{text}: gathered without a merge plan");
+                };
+                assert_eq!(
+                    literal_limits(t, &text, cache.lits()),
+                    Some((m.limit, m.offset)),
+                    "{text}"
+                );
+                assert_eq!(
+                    (&m.group, &m.order, m.hidden),
+                    (&t.group, &t.order, t.hidden)
+                );
+            }
+            assert_eq!(hits > 0, *gathered, "{family}: {hits} gathered by shape");
         }
     }
 

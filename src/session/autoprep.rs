@@ -184,7 +184,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
 /// A Bind of the unnamed portal to `name` with each literal's value as a text parameter, and
 /// every result column in text, as the simple protocol returns them.
-fn put_bind_literals(out: &mut BytesMut, name: &str, text: &str, lits: &[Lit]) {
+pub(super) fn put_bind_literals(out: &mut BytesMut, name: &str, text: &str, lits: &[Lit]) {
     out.put_u8(b'B');
     let at = out.len();
     out.put_i32(0);

@@ -22,6 +22,15 @@ enum Ev {
     Fail(Error),
 }
 
+/// How a gather ended.
+pub(super) enum Gathered {
+    /// It ran: true, or it failed and the client was told (false).
+    Done(bool),
+    /// A shard refused the request before describing its rows (at Parse or Bind), and the
+    /// caller asked to hear of that instead of the client: nothing was sent to the client.
+    Refused,
+}
+
 /// Why a gather stopped early.
 enum Failure {
     Frame(Frame),
@@ -50,6 +59,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         execute: bool,
         limits: (Option<u64>, u64),
     ) -> Step<bool> {
+        let g = self.gather_on(shards, plan, request, (describe, execute), limits, false);
+        match g.await? {
+            Gathered::Done(ok) => Ok(ok),
+            Gathered::Refused => Ok(false),
+        }
+    }
+
+    /// `exec_gather`; with `refusable`, a shard's error before any RowDescription is not
+    /// passed on but reported as `Gathered::Refused`.
+    pub(super) async fn gather_on(
+        &mut self,
+        shards: Vec<ShardId>,
+        plan: Arc<MergePlan>,
+        request: &[u8],
+        (describe, execute): (bool, bool),
+        limits: (Option<u64>, u64),
+        refusable: bool,
+    ) -> Step<Gathered> {
         let mut open: Vec<Shard> = Vec::with_capacity(shards.len());
         for id in shards {
             match self.acquire(id).await {
@@ -59,7 +86,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     if let Err(e) = conn.flush().await {
                         self.drain(&mut open).await?;
                         self.restore_shards(open);
-                        return self.broken(id, conn, e);
+                        return self.broken(id, conn, e).map(Gathered::Done);
                     }
                     open.push(Shard {
                         id,
@@ -71,7 +98,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Err(e) => {
                     self.drain(&mut open).await?;
                     self.restore_shards(open);
-                    return self.fail(&e);
+                    return self.fail(&e).map(Gathered::Done);
                 }
             }
         }
@@ -82,7 +109,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let mut g = Gather::new(plan, self.ctx.collation.load_full(), limit_mb, open.len());
         g.bind_limits(limits.0, limits.1);
         let merged = self.merge(&mut open, &mut g, describe, execute).await;
-        let failure = match merged {
+        let (failure, described) = match merged {
             Ok(f) => f,
             Err(gone) => {
                 // The client left mid-merge: the shards' answers are unread, so none of these
@@ -105,27 +132,29 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 if execute {
                     crate::protocol::put_command_complete(&mut self.out, &g.tag());
                 }
-                Ok(true)
+                Ok(Gathered::Done(true))
             }
+            Some(Failure::Frame(_)) if refusable && !described => Ok(Gathered::Refused),
             Some(Failure::Frame(f)) => {
                 self.out.extend_from_slice(&f.bytes);
                 if let Some(t) = &mut self.txn {
                     t.failed = true;
                 }
-                Ok(false)
+                Ok(Gathered::Done(false))
             }
-            Some(Failure::Error(e)) => self.fail(&e),
+            Some(Failure::Error(e)) => self.fail(&e).map(Gathered::Done),
         }
     }
 
-    /// Reads the shards' rows into the gather; the reason it stopped early, if it did.
+    /// Reads the shards' rows into the gather; the reason it stopped early, if it did, and
+    /// whether a shard had described its rows.
     async fn merge(
         &mut self,
         open: &mut [Shard],
         g: &mut Gather,
         describe: bool,
         execute: bool,
-    ) -> Step<Option<Failure>> {
+    ) -> Step<(Option<Failure>, bool)> {
         let ordered = g.ordered();
         let mut described = !describe;
         let mut failure = None;
@@ -190,7 +219,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
             }
         }
-        Ok(failure)
+        Ok((failure, described))
     }
 
     /// The next row of one shard, or the end of its answer. Its RowDescription (the first

@@ -17,6 +17,7 @@ mod prepared;
 mod scatter;
 mod server_stmts;
 mod settings;
+mod shape_gather;
 mod template;
 mod timeout;
 mod txn;

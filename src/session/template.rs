@@ -1,9 +1,10 @@
 //! Simple-protocol statements routed by their shape's plan (router/cache.rs): no parse, the
-//! route from the literals, the statement's own text relayed to its one shard.
+//! route from the literals, the statement's own text relayed to its one shard (or its shape
+//! gathered from several, `shape_gather.rs`).
 
 use super::{Session, Step};
 use crate::error::Error;
-use crate::router::cache::Routed;
+use crate::router::cache::{self, Routed};
 use crate::router::Route;
 use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -18,8 +19,28 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         let version = self.ctx.catalog_version.load(Ordering::Acquire);
         self.cache.check_version(version);
-        self.cache
-            .routed(text, &self.ctx.catalog.load(), &self.ctx.ring.load())
+        let routed = self
+            .cache
+            .routed(text, &self.ctx.catalog.load(), &self.ctx.ring.load())?;
+        if !cache::one_shard(&routed.route) && !self.may_gather_shaped(text, &routed) {
+            return None;
+        }
+        Some(routed)
+    }
+
+    /// Whether a read over several shards may run by its shape's merge plan: outside a
+    /// transaction block (a shard's refusal of the parameterized form is answered by running
+    /// the text, which a failed transaction would not allow), with `auto_prepare` on, and with
+    /// whole numbers for a LIMIT or OFFSET.
+    fn may_gather_shaped(&self, text: &str, routed: &Routed) -> bool {
+        let merge = routed
+            .plan
+            .statements
+            .first()
+            .and_then(|s| s.merge.as_ref());
+        self.txn.is_none()
+            && self.ctx.config.load().proxy.auto_prepare
+            && merge.is_some_and(|m| cache::literal_limits(m, text, self.cache.lits()).is_some())
     }
 
     /// Runs a one-statement Query whose route its shape's plan gave.
@@ -47,7 +68,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Some(st) => self.exec_prepared(v[0], text, st).await?,
                 None => self.exec_one(v[0], text).await?,
             },
-            _ => self.exec_any(text, &ring).await?,
+            Route::Any => self.exec_any(text, &ring).await?,
+            route => self.gather_shaped(text, &plan, route, &ring).await?,
         };
         Ok(())
     }
