@@ -684,3 +684,50 @@ async fn bound_limit_and_offset_of_gathered_queries() {
         .unwrap();
     assert_eq!(ids(page), [11, 12, 13]);
 }
+
+/// A HAVING compared with a bound parameter across shards: the shards must give the parameter
+/// the type of what it is compared with, as PostgreSQL does, for a driver binds it as that
+/// type (an int4 in binary here, refused as text before).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn having_with_bound_parameters() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    c.batch_execute("ALTER TABLE users ADD COLUMN score int")
+        .await
+        .unwrap();
+    let insert = c
+        .prepare("INSERT INTO users (id, name, score) VALUES ($1, $2, $3)")
+        .await
+        .unwrap();
+    let mut min_by_name = std::collections::BTreeMap::new();
+    for id in 1..=40i64 {
+        let (name, score) = (format!("n{}", id % 4), (id * 7 % 50) as i32);
+        c.execute(&insert, &[&id, &name, &score]).await.unwrap();
+        let m = min_by_name.entry(name).or_insert(score);
+        *m = (*m).min(score);
+    }
+    for floor in [0i32, 3, 5, 100] {
+        let rows = c
+            .query(
+                "SELECT name, min(score) FROM users GROUP BY name HAVING min(score) >= $1 ORDER BY name",
+                &[&floor],
+            )
+            .await
+            .unwrap();
+        let got: Vec<(String, i32)> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let want: Vec<(String, i32)> = (min_by_name.iter())
+            .filter(|(_, m)| **m >= floor)
+            .map(|(n, m)| (n.clone(), *m))
+            .collect();
+        assert_eq!(got, want, "HAVING min(score) >= {floor}");
+    }
+    let rows = c
+        .query(
+            "SELECT name FROM users GROUP BY name HAVING max(name) > $1 ORDER BY name",
+            &[&"n1"],
+        )
+        .await
+        .unwrap();
+    let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+    assert_eq!(got, ["n2", "n3"]);
+}

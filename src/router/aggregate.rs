@@ -340,8 +340,11 @@ fn operand(b: &mut Builder<'_>, e: &Expr) -> Result<Operand, Refusal> {
 /// A quoted constant compared with an expression takes that expression's type in PostgreSQL
 /// ('2024-01-01' against a timestamp): the shards read it so, as
 /// `CASE WHEN false THEN <expression> ELSE <constant> END`, whose type is the expression's.
+/// A parameter likewise: alone in a select list PostgreSQL would make it text, and a driver
+/// that bound it as the expression's type (an int4 in binary) would be refused.
 fn typed_operand(b: &mut Builder<'_>, e: &Expr, other: &Expr) -> Result<Operand, Refusal> {
-    let quoted = matches!(e, Expr::Value(v) if matches!(v.value, Value::SingleQuotedString(_)));
+    let quoted = matches!(e, Expr::Value(v)
+        if matches!(v.value, Value::SingleQuotedString(_) | Value::Placeholder(_)));
     if quoted && literal(other).is_none() {
         let typed = Expr::Case {
             case_token: sqlparser::ast::helpers::attached_token::AttachedToken::empty(),
