@@ -405,6 +405,27 @@ async fn gathered_shapes_answer_as_their_text() {
         "the first statement of the shape as its text, the second as the shape"
     );
 
+    // With standard_conforming_strings off a backslash in a string constant is an escape
+    // ('user \x33' is 'user 3'): such statements keep their text.
+    for c in [&client, &direct] {
+        c.batch_execute("SET standard_conforming_strings = off")
+            .await
+            .unwrap();
+    }
+    for k in [1, 2, 3] {
+        let sql = format!(r"SELECT count(*) FROM users WHERE name > 'user \x3{k}'");
+        assert_eq!(
+            answer(&client, &sql).await,
+            answer(&direct, &sql).await,
+            "{sql}"
+        );
+    }
+    for c in [&client, &direct] {
+        c.batch_execute("RESET standard_conforming_strings")
+            .await
+            .unwrap();
+    }
+
     // Inside a transaction block the statements are planned as themselves, with the same answers.
     client.batch_execute("BEGIN").await.unwrap();
     direct.batch_execute("BEGIN").await.unwrap();

@@ -31,22 +31,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The server-side statement to run `text` (routed by the shape `shape`) as, if it is to
     /// run as one.
     pub(super) fn auto_prepared(&mut self, shape: u64, text: &str) -> Option<Arc<ServerStmt>> {
-        if self.txn.is_some() || self.settings_after.is_some() {
-            return None;
-        }
-        if !self.ctx.config.load().proxy.auto_prepare {
-            return None;
-        }
-        // A backslash means an escape if the session turned standard_conforming_strings off:
-        // such a literal keeps its text.
-        let lits = self.cache.lits();
-        if lits
-            .iter()
-            .any(|l| l.kind == LitKind::Str && text[l.span.clone()].contains('\\'))
-        {
+        if !self.may_bind_literals(text) {
             return None;
         }
         self.cache.server_stmt(shape, text)
+    }
+
+    /// Whether `text`, the statement the plan cache last routed by its shape, may run with its
+    /// literals bound as parameters: with `auto_prepare` on, outside a transaction block (a
+    /// shard's refusal of that form is answered by running the text, which a failed
+    /// transaction would not allow), not while a SET is being applied, and with no backslash
+    /// in a string constant (an escape if the session turned standard_conforming_strings off:
+    /// such a literal keeps its text).
+    pub(super) fn may_bind_literals(&self, text: &str) -> bool {
+        self.txn.is_none()
+            && self.settings_after.is_none()
+            && self.ctx.config.load().proxy.auto_prepare
+            && !(self.cache.lits().iter())
+                .any(|l| l.kind == LitKind::Str && text[l.span.clone()].contains('\\'))
     }
 
     /// Runs `text` on `shard` as `st` with its literals bound, relaying the answer.

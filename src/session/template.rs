@@ -28,18 +28,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         Some(routed)
     }
 
-    /// Whether a read over several shards may run by its shape's merge plan: outside a
-    /// transaction block (a shard's refusal of the parameterized form is answered by running
-    /// the text, which a failed transaction would not allow), with `auto_prepare` on, and with
-    /// whole numbers for a LIMIT or OFFSET.
+    /// Whether a read over several shards may run by its shape's merge plan: where its
+    /// literals may be bound (`may_bind_literals`), and with whole numbers for a LIMIT or
+    /// OFFSET.
     fn may_gather_shaped(&self, text: &str, routed: &Routed) -> bool {
         let merge = routed
             .plan
             .statements
             .first()
             .and_then(|s| s.merge.as_ref());
-        self.txn.is_none()
-            && self.ctx.config.load().proxy.auto_prepare
+        self.may_bind_literals(text)
             && merge.is_some_and(|m| cache::literal_limits(m, text, self.cache.lits()).is_some())
     }
 
