@@ -360,6 +360,8 @@ async fn gathered_shapes_answer_as_their_text() {
         "SELECT id FROM users WHERE id IN ({k}, 1{k}, 2{k}, 3{k}) ORDER BY id",
         "SELECT count(*) FROM users WHERE name > 'user {k}'",
         "SELECT id FROM users ORDER BY id OFFSET 5{k}",
+        // A constant typed by its context only: refused as a parameter, run as text.
+        "SELECT 'tag {k}' AS tag, count(*) FROM users WHERE score > {k}",
         // Refused by the shards in the parameterized form (at Bind) and by PostgreSQL in the
         // text (with a position): the client sees the text's error.
         "SELECT count(*) FROM users WHERE score > 'x{k}'",

@@ -13,6 +13,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 /// The first statement of a shape, its literals, and the plan of its parameterized text.
+#[derive(Clone)]
 struct Template {
     text: Arc<str>,
     lits: Vec<Lit>,
@@ -145,6 +146,18 @@ impl PlanCache {
     /// of these types run as text from now on.
     pub fn unpreparable(&mut self, stmt: &ServerStmt) {
         self.server.put(stmt.key, None);
+    }
+
+    /// The shards refused `shape`'s gather with the literals bound where the statement's text
+    /// ran: its statements over several shards are planned as themselves from now on.
+    pub fn no_gather(&mut self, shape: u64) {
+        if let Some(Some(t)) = self.templates.peek_mut(&shape) {
+            if t.gather {
+                let mut plain = (**t).clone();
+                plain.gather = false;
+                *t = Arc::new(plain);
+            }
+        }
     }
 
     fn routed_with(
@@ -439,6 +452,18 @@ mod tests {
             }
             assert_eq!(hits > 0, *gathered, "{family}: {hits} gathered by shape");
         }
+    }
+
+    #[test]
+    fn a_shape_refused_as_a_gather_is_planned_as_itself_after() {
+        let (catalog, ring) = (catalog(), ring());
+        let mut cache = PlanCache::new(16, 1);
+        let sql = |k: i64| format!("SELECT count(*) FROM users WHERE score > {k}");
+        assert!(cache.routed(&sql(1), &catalog, &ring).is_none());
+        let r = cache.routed(&sql(2), &catalog, &ring).expect("gathered by shape");
+        assert!(matches!(r.route, Route::All));
+        cache.no_gather(r.shape);
+        assert!(cache.routed(&sql(3), &catalog, &ring).is_none());
     }
 
     #[test]

@@ -67,7 +67,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 None => self.exec_one(v[0], text).await?,
             },
             Route::Any => self.exec_any(text, &ring).await?,
-            route => self.gather_shaped(text, &plan, route, &ring).await?,
+            route => {
+                self.gather_shaped(text, (shape, &plan), route, &ring)
+                    .await?
+            }
         };
         Ok(())
     }
