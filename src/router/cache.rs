@@ -460,7 +460,9 @@ mod tests {
         let mut cache = PlanCache::new(16, 1);
         let sql = |k: i64| format!("SELECT count(*) FROM users WHERE score > {k}");
         assert!(cache.routed(&sql(1), &catalog, &ring).is_none());
-        let r = cache.routed(&sql(2), &catalog, &ring).expect("gathered by shape");
+        let r = cache
+            .routed(&sql(2), &catalog, &ring)
+            .expect("gathered by shape");
         assert!(matches!(r.route, Route::All));
         cache.no_gather(r.shape);
         assert!(cache.routed(&sql(3), &catalog, &ring).is_none());
