@@ -32,20 +32,22 @@ async fn setup(pool: &str) -> (Shards, Proxy) {
     (shards, proxy)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bound_keys_route_to_one_shard() {
-    let (shards, proxy) = setup("pool_size = 4").await;
-    let c = proxy.client().await;
+/// Inserts users 1..=n through the proxy with a prepared statement, named by `name`.
+async fn insert_users(c: &tokio_postgres::Client, n: i64, name: impl Fn(i64) -> String) {
     let insert = c
         .prepare("INSERT INTO users (id, name) VALUES ($1, $2)")
         .await
         .unwrap();
-    for id in 1..=120i64 {
-        assert_eq!(
-            c.execute(&insert, &[&id, &format!("n{id}")]).await.unwrap(),
-            1
-        );
+    for id in 1..=n {
+        assert_eq!(c.execute(&insert, &[&id, &name(id)]).await.unwrap(), 1);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bound_keys_route_to_one_shard() {
+    let (shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    insert_users(&c, 120, |id| format!("n{id}")).await;
     // Every row sits on the shard the ring names for its key.
     let ring = proxy.ctx.ring.load();
     let mut total = 0;
@@ -506,13 +508,7 @@ async fn portal_describe_comes_before_merged_rows() {
 async fn any_array_parameters_reach_only_the_owning_shards() {
     let (shards, proxy) = setup("pool_size = 4").await;
     let c = proxy.client().await;
-    let insert = c
-        .prepare("INSERT INTO users (id, name) VALUES ($1, $2)")
-        .await
-        .unwrap();
-    for id in 1..=40i64 {
-        c.execute(&insert, &[&id, &format!("n{id}")]).await.unwrap();
-    }
+    insert_users(&c, 40, |id| format!("n{id}")).await;
     let ids =
         |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
     let sql = "SELECT id FROM users WHERE id = ANY($1) ORDER BY id";
@@ -650,15 +646,8 @@ async fn a_repeated_parse_is_planned_again_after_a_schema_change() {
 async fn bound_limit_and_offset_of_gathered_queries() {
     let (_shards, proxy) = setup("pool_size = 4").await;
     let c = proxy.client().await;
-    let insert = c
-        .prepare("INSERT INTO users (id, name) VALUES ($1, $2)")
-        .await
-        .unwrap();
-    // Names n0..n4, n0 the most frequent, n4 the least.
-    for id in 1..=40i64 {
-        let name = format!("n{}", (id % 10).min(4));
-        c.execute(&insert, &[&id, &name]).await.unwrap();
-    }
+    // Names n0..n4: n4 the most frequent, then n0..n3 alike.
+    insert_users(&c, 40, |id| format!("n{}", (id % 10).min(4))).await;
     let ids =
         |rows: Vec<tokio_postgres::Row>| -> Vec<i64> { rows.iter().map(|r| r.get(0)).collect() };
     let top = c

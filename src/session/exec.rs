@@ -154,14 +154,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             _ => Combine::Concat,
         };
         if let Some(plan) = stmt.merge.clone() {
-            let shards = match &route {
-                Route::Shards(v) if v.len() > 1 => Some(v.to_vec()),
-                // The members of the ring the statement was routed with, even if a rebalance
-                // switches the ring meanwhile.
-                Route::All => Some(ring.members().to_vec()),
-                _ => None,
-            };
-            if let Some(shards) = shards {
+            if let Some(shards) = gather_shards(&route, &ring) {
                 let mut request = bytes::BytesMut::new();
                 protocol::put_query(&mut request, &plan.shard_sql);
                 let limits = (plan.limit, plan.offset);
@@ -370,6 +363,17 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             shard: self.ctx.backend.name(shard).to_owned(),
             detail: format!("connection lost: {e}"),
         }
+    }
+}
+
+/// The shards a statement routed to several is gathered from: the members of the ring it was
+/// routed with for one over all, even if a rebalance switches the ring meanwhile. None when
+/// one shard answers it.
+pub(super) fn gather_shards(route: &Route, ring: &Ring) -> Option<Vec<ShardId>> {
+    match route {
+        Route::Shards(v) if v.len() > 1 => Some(v.to_vec()),
+        Route::All => Some(ring.members().to_vec()),
+        _ => None,
     }
 }
 

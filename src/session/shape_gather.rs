@@ -28,15 +28,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let merge = plan.statements.first().and_then(|s| s.merge.clone());
         let lits = self.cache.lits();
         let limits = merge.as_ref().and_then(|m| literal_limits(m, text, lits));
-        let shards = match route {
-            Route::Shards(v) if v.len() > 1 => Some(v.to_vec()),
-            // The members of the ring the statement was routed with, even if a rebalance
-            // switches the ring meanwhile.
-            Route::All => Some(ring.members().to_vec()),
-            _ => None,
-        };
-        let (Some(merge), Some(limits), Some(shards), None) = (merge, limits, shards, &self.txn)
-        else {
+        let shards = super::exec::gather_shards(&route, ring);
+        // `templated` let only gatherable statements through: this is a safeguard.
+        let (Some(merge), Some(limits), Some(shards)) = (merge, limits, shards) else {
             return self.run_own_plan(text).await;
         };
         let mut types = Vec::with_capacity(lits.len());
