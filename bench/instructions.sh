@@ -10,7 +10,8 @@
 #
 # Usage: bench/instructions.sh [transactions per client]
 # Environment: BIN (default target/release/shardgate, built if missing), MODES ("simple extended
-#   prepared"), SCALE (1).
+#   prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
+#   callgrind_annotate).
 # Needs what bench/pgbench.sh needs, and valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 
@@ -68,7 +69,10 @@ count() {
   done
   # The newest dump; its "summary:" line is the total since the counters were zeroed.
   # shellcheck disable=SC2012  # dump names are numbered, ls -t orders them
-  awk -v n="$((8 * txns))" '/^summary:/ {printf "%d", $2 / n}' "$(ls -t "$work/$prefix.$pid".* | head -1)"
+  local dump
+  dump=$(ls -t "$work/$prefix.$pid".* | head -1)
+  [ -n "${PROFILES:-}" ] && mkdir -p "$PROFILES" && cp "$dump" "$PROFILES/$prefix-$mode.callgrind"
+  awk -v n="$((8 * txns))" '/^summary:/ {printf "%d", $2 / n}' "$dump"
 }
 
 # PgBouncer's pid: the valgrind process's (under root, `runuser` is its parent).

@@ -6,6 +6,7 @@ mod support;
 use shardgate::ring::Key;
 use support::proxy::{rows, try_rows, Proxy};
 use support::Shards;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, NoTls};
 
 const TABLES: &str = r#"
@@ -480,4 +481,33 @@ async fn the_proxys_own_traffic_is_not_counted_as_the_shards_workload() {
         .map(|s| s["queries"].parse::<u64>().unwrap())
         .sum();
     assert_eq!(total, 1, "{view:?}");
+}
+
+/// A read whose shape the shards refuse with its literals bound runs as its text instead: it
+/// is still one statement in the statistics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gathered_shape_refused_by_the_shards_is_counted_once() {
+    let (_shards, proxy) = setup("").await;
+    let c = proxy.client().await;
+    load_users(&c, 20).await;
+    let admin = console(&proxy).await;
+    let users = |stats: &[std::collections::HashMap<String, String>]| -> u64 {
+        let row = stats.iter().find(|r| r["scope"] == "table users");
+        row.map_or(0, |r| r["statements"].parse().unwrap())
+    };
+    let before = show(&admin, "SHOW STATS").await;
+    // The first statement of the shape runs by its own plan and makes the shape's; the others
+    // are refused at Bind in the shape's form ('x2' is no bigint) and run as their text, which
+    // PostgreSQL refuses as well.
+    for k in 1..=3 {
+        let sql = format!("SELECT count(*) FROM users WHERE id > 'x{k}'");
+        let err = try_rows(&c, &sql).await.unwrap_err();
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INVALID_TEXT_REPRESENTATION),
+            "{sql}"
+        );
+    }
+    let after = show(&admin, "SHOW STATS").await;
+    assert_eq!(users(&after) - users(&before), 3, "{after:?}");
 }

@@ -109,6 +109,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Runs one statement; returns whether it succeeded.
     pub(super) async fn run_statement(&mut self, text: &str, stmt: &StatementPlan) -> Step<bool> {
+        self.run_statement_as(text, stmt, true).await
+    }
+
+    /// Runs one statement, counted in the statistics only with `count` (false: a statement
+    /// counted already, whose first way to run was refused).
+    pub(super) async fn run_statement_as(
+        &mut self,
+        text: &str,
+        stmt: &StatementPlan,
+        count: bool,
+    ) -> Step<bool> {
+        let counted = |s: &Self, tables: &[std::sync::Arc<str>], kind: RouteKind| {
+            if count {
+                s.count_kind(tables, kind);
+            }
+        };
         let sql = text.get(stmt.span.clone()).unwrap_or(text);
         if self.txn.as_ref().is_some_and(|t| t.failed)
             && !super::txn::allowed_when_failed(stmt, sql)
@@ -121,23 +137,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let route = match &stmt.target {
             Target::Reject(e) => return self.fail(e),
             Target::Transaction(cmd) => {
-                self.count_kind(&[], RouteKind::Any);
+                counted(self, &[], RouteKind::Any);
                 return self.txn_command(cmd, sql).await;
             }
             Target::Session(cmd) => {
-                self.count_kind(&[], RouteKind::Any);
+                counted(self, &[], RouteKind::Any);
                 return self.session_command(cmd, sql).await;
             }
             // A simple Query has no parameters to bind: PostgreSQL answers ("there is no
             // parameter $1"), from any shard.
             Target::Bound(_) => {
-                self.count_kind(&stmt.tables, RouteKind::Any);
+                counted(self, &stmt.tables, RouteKind::Any);
                 return self.exec_any(sql, &ring).await;
             }
             Target::CopyIn(copy) => {
                 // Rows are not counted as keys: a bulk load would wash the hot keys out.
                 let kind = RouteKind::of(ring.shard_count(), ring.shard_count());
-                self.count_kind(&stmt.tables, kind);
+                counted(self, &stmt.tables, kind);
                 return self.copy_in(sql, copy, &ring).await;
             }
             _ => match router::route(stmt, &ring) {
@@ -145,7 +161,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 Err(e) => return self.fail(&e),
             },
         };
-        self.count(stmt, &route, &ring);
+        if count {
+            self.count(stmt, &route, &ring);
+        }
         let combine = match &stmt.target {
             _ if stmt.replicated => Combine::FirstCopy,
             Target::Split(split) => {

@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let shards = super::exec::gather_shards(&route, ring);
         // `templated` let only gatherable statements through: this is a safeguard.
         let (Some(merge), Some(limits), Some(shards)) = (merge, limits, shards) else {
-            return self.run_own_plan(text).await;
+            return self.run_own_plan(text, true).await;
         };
         let mut types = Vec::with_capacity(lits.len());
         prepare::types(text, lits, &mut types);
@@ -52,7 +52,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
                 // A form the shards refuse where the text runs (a constant whose type only
                 // its context decides, `SELECT 'a' AS tag ...`) is not tried again.
-                let ok = self.run_own_plan(text).await?;
+                let ok = self.run_own_plan(text, false).await?;
                 if ok {
                     self.cache.no_gather(shape);
                 }
@@ -61,11 +61,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    /// Runs `text` by its own plan, as if its shape had none.
-    async fn run_own_plan(&mut self, text: &str) -> Step<bool> {
+    /// Runs `text` by its own plan, as if its shape had none; `count`: it is not counted in
+    /// the statistics yet.
+    async fn run_own_plan(&mut self, text: &str, count: bool) -> Step<bool> {
         let plan = self.cache.plan(text, &self.ctx.catalog.load());
         match plan.statements.first() {
-            Some(stmt) => self.run_statement(text, stmt).await,
+            Some(stmt) => self.run_statement_as(text, stmt, count).await,
             None => Ok(true),
         }
     }
