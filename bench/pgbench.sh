@@ -7,7 +7,7 @@
 # and prints tps and p50/p99 latency with the ratios shardgate/PgBouncer and shardgate/direct.
 # Then a second table: three shards (three databases on the same server, loaded through the proxy)
 # against one unsharded database, for the statements the proxy must scatter and gather: a count
-# and an ORDER BY ... LIMIT over a key range.
+# and an ORDER BY ... LIMIT over a key range, and five keys by IN (...).
 #
 # Usage: bench/pgbench.sh [seconds per run] [rounds]
 # Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
@@ -16,7 +16,8 @@
 #   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
 #   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU;
 #   "1-text" = one thread with auto_prepare off),
-#   MULTI_WORKERS (the three-shard proxy's, 0).
+#   MULTI_WORKERS (the three-shard proxy's, 0), MULTI_QUERIES (the three-shard tables: "count top
+#   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64").
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -185,9 +186,24 @@ cat >"$work/top.sql" <<EOF
 \\set a random(1, 100000 * $scale - 1000)
 SELECT aid, abalance FROM pgbench_accounts WHERE aid BETWEEN :a AND :a + 999 ORDER BY abalance DESC, aid LIMIT 10;
 EOF
+# A multi-get: five random keys, most often on two or three shards.
+cat >"$work/multiget.sql" <<EOF
+\\set k1 random(1, 100000 * $scale)
+\\set k2 random(1, 100000 * $scale)
+\\set k3 random(1, 100000 * $scale)
+\\set k4 random(1, 100000 * $scale)
+\\set k5 random(1, 100000 * $scale)
+SELECT aid, abalance FROM pgbench_accounts WHERE aid IN (:k1, :k2, :k3, :k4, :k5);
+EOF
 modes=${MULTI_MODES:-simple prepared}
 clients=${MULTI_CLIENTS:-8 64}
-table "keyless count over 1000 keys, three shards" \
-  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$multi_port:$three_pid" -f "$work/count.sql"
-table "ORDER BY ... LIMIT 10 over 1000 keys, three shards" \
-  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$multi_port:$three_pid" -f "$work/top.sql"
+for query in ${MULTI_QUERIES:-count top multiget}; do
+  case $query in
+    count) title="keyless count over 1000 keys, three shards" ;;
+    top) title="ORDER BY ... LIMIT 10 over 1000 keys, three shards" ;;
+    multiget) title="five keys by IN (...), three shards" ;;
+    *) echo "MULTI_QUERIES: unknown query $query"; exit 1 ;;
+  esac
+  table "$title" "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid shardgate:$multi_port:$three_pid" \
+    -f "$work/$query.sql"
+done

@@ -51,6 +51,15 @@ async fn answer(c: &Client, sql: &str) -> String {
     }
 }
 
+/// `answer` with its rows sorted: a read without ORDER BY over several shards may give its
+/// rows in any order, as PostgreSQL may.
+async fn answer_unordered(c: &Client, sql: &str) -> String {
+    let text = answer(c, sql).await;
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.sort_unstable();
+    lines.join("\n")
+}
+
 /// Statements of one shape each, run with several constants: `{k}` is a key that exists.
 const SHAPES: &[&str] = &[
     "SELECT id, name, score FROM users WHERE id = {k}",
@@ -378,6 +387,23 @@ async fn gathered_shapes_answer_as_their_text() {
             );
         }
     }
+    // Rows that concatenate (no ORDER BY, aggregate, DISTINCT or LIMIT), in any order.
+    let concatenated = [
+        "SELECT id, name FROM users WHERE id IN ({k}, 1{k}, 2{k}, 3{k}, 4{k})",
+        "SELECT id, score * {k} FROM users WHERE score > 10{k} AND name <> 'user {k}'",
+        "SELECT * FROM users WHERE id IN ({k}, 9{k}) OR score = {k}0",
+        "SELECT id FROM users WHERE id IN ({k}, 1{k}, 2{k}) AND 1 / (score - {k}0) > 0",
+    ];
+    for shape in concatenated {
+        for k in [1, 2, 3, 4] {
+            let sql = shape.replace("{k}", &k.to_string());
+            assert_eq!(
+                answer_unordered(&client, &sql).await,
+                answer_unordered(&direct, &sql).await,
+                "{sql}"
+            );
+        }
+    }
     // The shards got the shape with its literals as parameters, not the statement's text.
     let log = "CREATE TABLE seen (q text);
                CREATE FUNCTION seen(q text) RETURNS bool LANGUAGE sql
@@ -392,6 +418,12 @@ async fn gathered_shapes_answer_as_their_text() {
             answer(&direct, &sql).await,
             "{sql}"
         );
+        let sql = format!("SELECT id FROM users WHERE score > {k} AND seen(current_query())");
+        assert_eq!(
+            answer_unordered(&client, &sql).await,
+            answer_unordered(&direct, &sql).await,
+            "{sql}"
+        );
     }
     let seen = "SELECT DISTINCT q FROM seen ORDER BY q";
     let texts: Vec<String> = (shards.client(1).await.query(seen, &[]).await.unwrap())
@@ -403,8 +435,10 @@ async fn gathered_shapes_answer_as_their_text() {
         [
             "SELECT count(*) FROM users WHERE score > $1 AND seen(current_query())",
             "SELECT count(*) FROM users WHERE score > 1 AND seen(current_query())",
+            "SELECT id FROM users WHERE score > $1 AND seen(current_query())",
+            "SELECT id FROM users WHERE score > 1 AND seen(current_query())",
         ],
-        "the first statement of the shape as its text, the second as the shape"
+        "the first statement of each shape as its text, the others as the shape"
     );
 
     // With standard_conforming_strings off a backslash in a string constant is an escape

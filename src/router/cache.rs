@@ -205,7 +205,7 @@ impl PlanCache {
     ) -> Option<Arc<Template>> {
         let own = self.plan(text, catalog);
         let shaped_text = literals::parameterized(text, lits);
-        let shaped = Arc::new(plan(&shaped_text, catalog));
+        let mut shaped = plan(&shaped_text, catalog);
         let ([mine], [theirs]) = (own.statements.as_slice(), shaped.statements.as_slice()) else {
             return None;
         };
@@ -233,10 +233,16 @@ impl PlanCache {
         if !one_shard(&own_route) && !gather {
             return None;
         }
+        if let (true, [theirs @ StatementPlan { merge: None, .. }]) =
+            (gather, shaped.statements.as_mut_slice())
+        {
+            // Rows that concatenate exactly: gathered by the plan that merges nothing.
+            theirs.merge = Some(Arc::new(MergePlan::concat(&shaped_text)));
+        }
         Some(Arc::new(Template {
             text: Arc::from(text),
             lits: lits.to_vec(),
-            plan: shaped,
+            plan: Arc::new(shaped),
             shaped: preparable.then(|| Arc::from(shaped_text)),
             gather,
         }))
@@ -288,7 +294,8 @@ pub fn one_shard(route: &Route) -> bool {
 
 /// True when the shape's plan `theirs`, with `text`'s literals bound, merges the shards' rows
 /// exactly as `mine`, the statement's own plan, does: a read both plans gather, alike in
-/// everything but the literals, which only LIMIT and OFFSET may hold for the merge.
+/// everything but the literals, which only LIMIT and OFFSET may hold for the merge; or a read
+/// whose rows both plans concatenate.
 ///
 /// A HAVING is planned as itself every time: the proxy evaluates it, and a constant in it is
 /// given the type of what it is compared with (`min(created) >= '2024-07-01'`), which a
@@ -297,8 +304,11 @@ fn gatherable(mine: &StatementPlan, theirs: &StatementPlan, text: &str, lits: &[
     if mine.writes || mine.ddl || mine.replicated || mine.not_mergeable.is_some() {
         return false;
     }
-    let (Some(a), Some(b)) = (&mine.merge, &theirs.merge) else {
-        return false;
+    let (a, b) = match (&mine.merge, &theirs.merge) {
+        (Some(a), Some(b)) => (a, b),
+        // Rows that concatenate exactly, in both plans.
+        (None, None) => return matches!(mine.target, Target::Keys(_) | Target::All),
+        _ => return false,
     };
     if a.group.as_ref().is_some_and(|g| g.having.is_some()) {
         return false;
@@ -408,8 +418,9 @@ mod tests {
             ),
             ("SELECT DISTINCT name FROM users WHERE score < {a}", true),
             ("SELECT id FROM users WHERE id IN ({a}, {b}) ORDER BY id", true),
-            // Rows concatenated without a merge plan: planned as themselves.
-            ("SELECT * FROM users WHERE id IN ({a}, {b})", false),
+            // Rows concatenated: by the plan that merges nothing.
+            ("SELECT * FROM users WHERE id IN ({a}, {b})", true),
+            ("SELECT id, name FROM users WHERE score > {a}", true),
             (
                 "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > {a}",
                 false,
@@ -437,8 +448,14 @@ mod tests {
                 hits += 1;
                 let own = plan(&text, &catalog);
                 let (mine, theirs) = (&own.statements[0], &r.plan.statements[0]);
-                let (Some(m), Some(t)) = (&mine.merge, &theirs.merge) else {
+                let Some(t) = &theirs.merge else {
                     panic!("{text}: gathered without a merge plan");
+                };
+                let Some(m) = &mine.merge else {
+                    // The statement's own rows concatenate: so must the shape's.
+                    assert_eq!(**t, MergePlan::concat(t.shard_sql.as_str()), "{text}");
+                    assert_eq!(t.shard_sql, literals::parameterized(&text, cache.lits()));
+                    continue;
                 };
                 assert_eq!(
                     literal_limits(t, &text, cache.lits()),

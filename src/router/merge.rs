@@ -24,6 +24,24 @@ pub struct MergePlan {
     pub distinct: bool,
 }
 
+impl MergePlan {
+    /// The plan that merges nothing, for a read whose rows are exact concatenated (no ORDER BY,
+    /// LIMIT, aggregate or DISTINCT): every shard runs `shard_sql` as it is.
+    pub fn concat(shard_sql: &str) -> MergePlan {
+        MergePlan {
+            shard_sql: shard_sql.to_owned(),
+            hidden: 0,
+            group: None,
+            order: Vec::new(),
+            offset: 0,
+            limit: None,
+            limit_param: None,
+            offset_param: None,
+            distinct: false,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SortKey {
     pub column: usize,

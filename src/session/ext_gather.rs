@@ -52,20 +52,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Counted only now that the gather takes it; otherwise the relay counts it.
         let _ = self.bind_route(st, &bind, &ring, true);
         let sql = st.sql_of(stmt);
-        let plan = stmt.merge.clone().unwrap_or_else(|| {
-            // Concatenation is exact: the plan that merges nothing.
-            Arc::new(MergePlan {
-                shard_sql: sql.to_owned(),
-                hidden: 0,
-                group: None,
-                order: Vec::new(),
-                offset: 0,
-                limit: None,
-                limit_param: None,
-                offset_param: None,
-                distinct: false,
-            })
-        });
+        // Concatenation is exact without a merge plan: the plan that merges nothing.
+        let plan = (stmt.merge.clone()).unwrap_or_else(|| Arc::new(MergePlan::concat(sql)));
         self.gather_portals.insert(
             bind.portal.to_owned(),
             GatherPortal {
