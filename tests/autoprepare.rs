@@ -369,8 +369,12 @@ async fn gathered_shapes_answer_as_their_text() {
         "SELECT id FROM users WHERE id IN ({k}, 1{k}, 2{k}, 3{k}) ORDER BY id",
         "SELECT count(*) FROM users WHERE name > 'user {k}'",
         "SELECT id FROM users ORDER BY id OFFSET 5{k}",
-        // A constant typed by its context only: refused as a parameter, run as text.
+        // A string constant in the select list: the parameter in its place is typed text, as
+        // PostgreSQL types the constant.
         "SELECT 'tag {k}' AS tag, count(*) FROM users WHERE score > {k}",
+        // A constant whose type nothing decides: refused as a parameter ("could not determine
+        // data type of parameter $1"), run as text, and planned as itself from then on.
+        "SELECT pg_typeof('x{k}'), count(*) FROM users WHERE score > {k}",
         // Refused by the shards in the parameterized form (at Bind) and by PostgreSQL in the
         // text (with a position): the client sees the text's error.
         "SELECT count(*) FROM users WHERE score > 'x{k}'",
