@@ -380,6 +380,12 @@ async fn gathered_shapes_answer_as_their_text() {
         "SELECT count(*) FROM users WHERE score > 'x{k}'",
         // Fails while it runs, after rows have been described.
         "SELECT id, 100 / (score - {k}0) FROM users ORDER BY id",
+        // HAVING: the proxy compares with the constants, bound as parameters that the shards
+        // return typed as what they are compared with.
+        "SELECT name, count(*) FROM users WHERE id > {k} GROUP BY name HAVING count(*) > {k} ORDER BY name",
+        "SELECT name, sum(score) FROM users GROUP BY name HAVING sum(score) >= 2{k}0 AND max(id) < 5{k} ORDER BY max(id) DESC",
+        "SELECT score FROM users GROUP BY score HAVING min(name) >= 'user {k}' OR count(*) = {k} ORDER BY score",
+        "SELECT name FROM users GROUP BY name HAVING avg(score) > {k}0 ORDER BY name LIMIT {k}",
     ];
     for shape in shapes {
         for k in [1, 2, 3, 4] {
@@ -443,6 +449,29 @@ async fn gathered_shapes_answer_as_their_text() {
             "SELECT id FROM users WHERE score > 1 AND seen(current_query())",
         ],
         "the first statement of each shape as its text, the others as the shape"
+    );
+    for k in [1, 2] {
+        let sql = format!(
+            "SELECT name FROM users WHERE seen(current_query()) GROUP BY name HAVING count(*) > {k} ORDER BY name"
+        );
+        assert_eq!(
+            answer(&client, &sql).await,
+            answer(&direct, &sql).await,
+            "{sql}"
+        );
+    }
+    let grouped =
+        "SELECT count(*) FROM seen WHERE q LIKE '%GROUP BY name' AND q LIKE '%ELSE $1 END%'";
+    let by_shape: i64 = (shards
+        .client(1)
+        .await
+        .query_one(grouped, &[])
+        .await
+        .unwrap())
+    .get(0);
+    assert!(
+        by_shape > 0,
+        "a HAVING's constant reached the shards as a parameter"
     );
 
     // With standard_conforming_strings off a backslash in a string constant is an escape

@@ -294,12 +294,8 @@ pub fn one_shard(route: &Route) -> bool {
 
 /// True when the shape's plan `theirs`, with `text`'s literals bound, merges the shards' rows
 /// exactly as `mine`, the statement's own plan, does: a read both plans gather, alike in
-/// everything but the literals, which only LIMIT and OFFSET may hold for the merge; or a read
-/// whose rows both plans concatenate.
-///
-/// A HAVING is planned as itself every time: the proxy evaluates it, and a constant in it is
-/// given the type of what it is compared with (`min(created) >= '2024-07-01'`), which a
-/// parameter in its place would not get.
+/// everything but the literals, which only LIMIT and OFFSET and HAVING's comparisons may hold
+/// for the merge (see `shape_merge`); or a read whose rows both plans concatenate.
 fn gatherable(mine: &StatementPlan, theirs: &StatementPlan, text: &str, lits: &[Lit]) -> bool {
     if mine.writes || mine.ddl || mine.replicated || mine.not_mergeable.is_some() {
         return false;
@@ -310,13 +306,7 @@ fn gatherable(mine: &StatementPlan, theirs: &StatementPlan, text: &str, lits: &[
         (None, None) => return matches!(mine.target, Target::Keys(_) | Target::All),
         _ => return false,
     };
-    if a.group.as_ref().is_some_and(|g| g.having.is_some()) {
-        return false;
-    }
-    a.hidden == b.hidden
-        && a.group == b.group
-        && a.order == b.order
-        && a.distinct == b.distinct
+    super::shape_merge::merges_alike(a, b)
         && literal_limits(b, text, lits) == Some((a.limit, a.offset))
 }
 
@@ -405,8 +395,8 @@ mod tests {
     }
 
     /// Reads over several shards are routed by shape when the shape's merge plan, with the
-    /// literals bound, merges as the statement's own plan does; never when a HAVING holds a
-    /// constant (the proxy evaluates it) or a write spans shards.
+    /// literals bound, merges as the statement's own plan does; never when a write spans
+    /// shards.
     #[test]
     fn a_gather_shape_merges_as_its_statements_own_plan() {
         let (catalog, ring) = (catalog(), ring());
@@ -423,11 +413,15 @@ mod tests {
             ("SELECT id, name FROM users WHERE score > {a}", true),
             (
                 "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > {a}",
-                false,
+                true,
             ),
             (
                 "SELECT name FROM users WHERE score > {a} GROUP BY name HAVING min(created) >= '2024-01-{b}'",
-                false,
+                true,
+            ),
+            (
+                "SELECT name FROM users GROUP BY name HAVING count(*) > {a} OR max(score) < {b} ORDER BY max(id) LIMIT {a}",
+                true,
             ),
             ("UPDATE users SET score = {a} WHERE score = {b}", false),
         ];
@@ -462,10 +456,7 @@ mod tests {
                     Some((m.limit, m.offset)),
                     "{text}"
                 );
-                assert_eq!(
-                    (&m.group, &m.order, m.hidden),
-                    (&t.group, &t.order, t.hidden)
-                );
+                assert!(super::super::shape_merge::merges_alike(m, t), "{text}");
             }
             assert_eq!(hits > 0, *gathered, "{family}: {hits} gathered by shape");
         }

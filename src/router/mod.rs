@@ -20,6 +20,7 @@ mod resolve;
 mod rewrite;
 mod scope;
 mod shape;
+mod shape_merge;
 mod split;
 mod tables;
 #[cfg(test)]
