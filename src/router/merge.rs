@@ -25,7 +25,7 @@ pub struct MergePlan {
 }
 
 impl MergePlan {
-    /// The plan that merges nothing, for a read whose rows are exact concatenated (no ORDER BY,
+    /// The plan that merges nothing, for a read whose rows concatenate exactly (no ORDER BY,
     /// LIMIT, aggregate or DISTINCT): every shard runs `shard_sql` as it is.
     pub fn concat(shard_sql: &str) -> MergePlan {
         MergePlan {
