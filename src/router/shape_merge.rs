@@ -35,7 +35,7 @@ pub(super) fn merges_alike(mine: &MergePlan, theirs: &MergePlan) -> bool {
     let mut extra = vec![false; nb];
     match (&a.having, &b.having) {
         (None, None) => {}
-        (Some(pa), Some(pb)) if constants(pa, pb, &mut extra) => {}
+        (Some(pa), Some(pb)) if zip_preds(pa, pb, &mut |x, y| constant(x, y, &mut extra)) => {}
         _ => return false,
     }
     let extra_ok = |j: usize| j >= visible && b.columns[j] == Agg::First;
@@ -67,14 +67,15 @@ pub(super) fn merges_alike(mine: &MergePlan, theirs: &MergePlan) -> bool {
             .all(|(x, y)| to(x.column).is_some_and(|c| SortKey { column: c, ..*x } == *y))
 }
 
-/// Walks both predicates alike, marking in `extra` the shape's columns that stand where the
-/// statement has a constant; false if their structure differs.
-fn constants(a: &Pred, b: &Pred, extra: &mut [bool]) -> bool {
+/// Walks both predicates alike, calling `each` with every pair of operands in the same place
+/// (a boolean column as a pair of column operands); false if their structure differs or
+/// `each` says so.
+fn zip_preds(a: &Pred, b: &Pred, each: &mut dyn FnMut(&Operand, &Operand) -> bool) -> bool {
     match (a, b) {
         (Pred::And(a1, a2), Pred::And(b1, b2)) | (Pred::Or(a1, a2), Pred::Or(b1, b2)) => {
-            constants(a1, b1, extra) && constants(a2, b2, extra)
+            zip_preds(a1, b1, each) && zip_preds(a2, b2, each)
         }
-        (Pred::Not(a), Pred::Not(b)) => constants(a, b, extra),
+        (Pred::Not(a), Pred::Not(b)) => zip_preds(a, b, each),
         (
             Pred::Cmp {
                 op: oa,
@@ -86,7 +87,7 @@ fn constants(a: &Pred, b: &Pred, extra: &mut [bool]) -> bool {
                 left: lb,
                 right: rb,
             },
-        ) => oa == ob && constant(la, lb, extra) && constant(ra, rb, extra),
+        ) => oa == ob && each(la, lb) && each(ra, rb),
         (
             Pred::IsNull {
                 operand: x,
@@ -96,12 +97,13 @@ fn constants(a: &Pred, b: &Pred, extra: &mut [bool]) -> bool {
                 operand: y,
                 negated: nb,
             },
-        ) => na == nb && constant(x, y, extra),
-        (Pred::Column(_), Pred::Column(_)) => true,
+        ) => na == nb && each(x, y),
+        (Pred::Column(i), Pred::Column(j)) => each(&Operand::Column(*i), &Operand::Column(*j)),
         _ => false,
     }
 }
 
+/// Marks in `extra` the shape's column that stands where the statement has a constant.
 fn constant(a: &Operand, b: &Operand, extra: &mut [bool]) -> bool {
     match (a, b) {
         (Operand::Literal(_), Operand::Column(j)) => match extra.get_mut(*j) {
@@ -120,41 +122,11 @@ fn constant(a: &Operand, b: &Operand, extra: &mut [bool]) -> bool {
 
 /// The predicates compare the same columns (through `to`) and the same constants.
 fn same_pred(a: &Pred, b: &Pred, to: &dyn Fn(usize) -> Option<usize>, extra: &[bool]) -> bool {
-    let operand = |x: &Operand, y: &Operand| match (x, y) {
+    zip_preds(a, b, &mut |x, y| match (x, y) {
         (Operand::Column(i), Operand::Column(j)) => to(*i) == Some(*j),
         (Operand::Literal(_), Operand::Column(j)) => extra.get(*j) == Some(&true),
         (x, y) => x == y,
-    };
-    match (a, b) {
-        (Pred::And(a1, a2), Pred::And(b1, b2)) | (Pred::Or(a1, a2), Pred::Or(b1, b2)) => {
-            same_pred(a1, b1, to, extra) && same_pred(a2, b2, to, extra)
-        }
-        (Pred::Not(a), Pred::Not(b)) => same_pred(a, b, to, extra),
-        (
-            Pred::Cmp {
-                op: oa,
-                left: la,
-                right: ra,
-            },
-            Pred::Cmp {
-                op: ob,
-                left: lb,
-                right: rb,
-            },
-        ) => oa == ob && operand(la, lb) && operand(ra, rb),
-        (
-            Pred::IsNull {
-                operand: x,
-                negated: na,
-            },
-            Pred::IsNull {
-                operand: y,
-                negated: nb,
-            },
-        ) => na == nb && operand(x, y),
-        (Pred::Column(i), Pred::Column(j)) => to(*i) == Some(*j),
-        _ => false,
-    }
+    })
 }
 
 /// The group keys and each column's combination agree, through `to`. The shape's extra columns
