@@ -98,6 +98,7 @@ fn ordered(c: &mut Criterion) {
         columns: vec![Agg::First, Agg::Count, Agg::Sum],
         having: None,
         single: false,
+        total: None,
     };
     let p = plan(Some(g), vec![]);
     let desc = description(&fields);

@@ -385,6 +385,10 @@ async fn gathered_shapes_answer_as_their_text() {
         "SELECT name, sum(score) FROM users GROUP BY name HAVING sum(score) >= 2{k}0 AND max(id) < 5{k} ORDER BY max(id) DESC",
         "SELECT score FROM users GROUP BY score HAVING min(name) >= 'user {k}' OR count(*) = {k} ORDER BY score",
         "SELECT name FROM users GROUP BY name HAVING avg(score) > {k}0 ORDER BY name LIMIT {k}",
+        // count(DISTINCT) without GROUP BY beside constants, over no rows and over some: the
+        // shards' grand totals carry the constants.
+        "SELECT 'tag {k}', count(DISTINCT score), count(*) FROM users WHERE id < {k} - 4 HAVING count(*) <= {k}",
+        "SELECT count(DISTINCT name) FROM users WHERE score > {k}0 HAVING count(*) > {k}",
     ];
     // Rows that concatenate (no ORDER BY, aggregate, DISTINCT or LIMIT), in any order.
     let concatenated = [

@@ -4,7 +4,7 @@
 mod support;
 
 use shardgate::ring::Key;
-use support::proxy::{affected, value, Proxy};
+use support::proxy::{affected, rows, value, Proxy};
 use support::Shards;
 
 const TABLES: &str = r#"
@@ -719,4 +719,53 @@ async fn having_with_bound_parameters() {
         .unwrap();
     let got: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
     assert_eq!(got, ["n2", "n3"]);
+}
+
+/// count(DISTINCT) without GROUP BY beside constants the shards evaluate: the shards group by
+/// the distinct argument, so over no matching row each returns only its grand-total row, which
+/// must still carry the constants (a NULL there once made the HAVING unknown and the row go).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn count_distinct_with_constants_over_no_rows_and_some() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    c.batch_execute("ALTER TABLE users ADD COLUMN score int")
+        .await
+        .unwrap();
+    for id in 1..=30i64 {
+        let score = (id % 7) as i32;
+        c.execute(
+            "INSERT INTO users (id, name, score) VALUES ($1, 'n', $2)",
+            &[&id, &score],
+        )
+        .await
+        .unwrap();
+    }
+    let having = "SELECT count(DISTINCT score) FROM users WHERE id < $1 HAVING count(*) <= $2";
+    for (below, most, want) in [(0i64, 5i64, Some(0i64)), (11, 10, Some(7)), (12, 10, None)] {
+        let rows = c.query(having, &[&below, &most]).await.unwrap();
+        let got: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(got, Vec::from_iter(want), "{having} with {below}, {most}");
+    }
+    let constant =
+        "SELECT 'x' AS tag, count(DISTINCT score), count(*), sum(score) FROM users WHERE id < $1";
+    for (below, distinct, count, sum) in [(0i64, 0i64, 0i64, None), (8, 7, 7, Some(21i64))] {
+        let r = c.query_one(constant, &[&below]).await.unwrap();
+        let got: (String, i64, i64, Option<i64>) = (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!(
+            got,
+            ("x".into(), distinct, count, sum),
+            "{constant} with {below}"
+        );
+    }
+    // The simple protocol, twice each: its text, then its shape.
+    for _ in 0..2 {
+        let text =
+            "SELECT 'x', count(DISTINCT score) FROM users WHERE id < 0 HAVING count(*) <= '5'";
+        let got = rows(&c, text).await;
+        assert_eq!(
+            got,
+            [vec![Some("x".to_string()), Some("0".to_string())]],
+            "{text}"
+        );
+    }
 }

@@ -340,7 +340,18 @@ impl Gather {
                 self.groups.entry(key).or_insert(fresh)
             }
         };
+        // A shard's grand-total row (`Grouping::total`) gives the constants, nothing more.
+        let total = match g.total {
+            Some(t) => matches!(
+                value::decode(self.cols[t].kind, self.cols[t].format, row.get(t))?,
+                Value::Int(1)
+            ),
+            None => false,
+        };
         for (i, agg) in g.columns.iter().enumerate() {
+            if total && *agg != Agg::First {
+                continue;
+            }
             let arg = match agg {
                 Agg::CountDistinct { of, filter } => {
                     let passes = match filter {

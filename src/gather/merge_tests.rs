@@ -179,6 +179,7 @@ fn grouped_partials_combine_and_having_filters() {
         columns,
         having: Some(having),
         single: false,
+        total: None,
     };
     let r = |c: &str, n: &str, s: Option<&str>, k: &str| row(&[Some(c), Some(n), s, s, Some(k)]);
     let shards = vec![
@@ -218,6 +219,7 @@ fn count_distinct_counts_values_across_shards_once() {
         ],
         having: None,
         single: true,
+        total: None,
     };
     let r = |x: Option<&str>| row(&[Some("1"), x]);
     let shards = vec![
@@ -258,6 +260,7 @@ fn the_memory_bound_is_a_clear_error() {
         columns: vec![Agg::First, Agg::Count],
         having: None,
         single: false,
+        total: None,
     };
     let big = "x".repeat(1000);
     let rows: Vec<Bytes> = (0..2000)
@@ -276,6 +279,7 @@ fn a_sum_past_bigint_is_out_of_range() {
         columns: vec![Agg::Sum],
         having: None,
         single: true,
+        total: None,
     };
     let max = i64::MAX.to_string();
     let shards = vec![vec![row(&[Some(&max)])], vec![row(&[Some("1")])]];

@@ -88,6 +88,7 @@ pub(super) fn plan(b: &mut Builder<'_>, _q: &Query) -> Result<Grouping, Refusal>
         columns: Vec::new(),
         having,
         single: groups.is_empty(),
+        total: None,
     })
 }
 
@@ -150,7 +151,7 @@ fn partial(b: &mut Builder<'_>, f: &Function) -> Result<(Expr, Agg), Refusal> {
             let of = vis + b.push_hidden(x.clone(), Agg::Arg);
             // Grouped by x, a shard says whether any row of x passes the FILTER.
             let filter = f.filter.as_ref().map(|cond| {
-                let any = bool_or(cond);
+                let any = call("bool_or", (**cond).clone());
                 vis + b.push_hidden(any, Agg::Arg)
             });
             Agg::CountDistinct { of, filter }
@@ -182,16 +183,16 @@ fn partial(b: &mut Builder<'_>, f: &Function) -> Result<(Expr, Agg), Refusal> {
     Ok((same, agg))
 }
 
-/// `bool_or(cond)`.
-fn bool_or(cond: &Expr) -> Expr {
+/// `name(arg)`.
+pub(super) fn call(name: &str, arg: Expr) -> Expr {
     use sqlparser::ast::{FunctionArg, FunctionArgExpr, FunctionArgumentList, FunctionArguments};
     Expr::Function(Function {
-        name: ObjectName::from(vec![Ident::new("bool_or")]),
+        name: ObjectName::from(vec![Ident::new(name)]),
         uses_odbc_syntax: false,
         parameters: FunctionArguments::None,
         args: FunctionArguments::List(FunctionArgumentList {
             duplicate_treatment: None,
-            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(cond.clone()))],
+            args: vec![FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))],
             clauses: Vec::new(),
         }),
         filter: None,

@@ -64,6 +64,12 @@ pub struct Grouping {
     pub having: Option<Pred>,
     /// No GROUP BY: exactly one row comes out, even when no shard returned one.
     pub single: bool,
+    /// No GROUP BY, a count(DISTINCT x), and columns the shards evaluate (a constant in the
+    /// select list or HAVING): grouped by x, a shard with no matching row would return no row,
+    /// and with it no value for those columns. So the shards group by
+    /// `GROUPING SETS ((x, ...), ())`, and this column, `GROUPING(x)`, is 1 in each shard's
+    /// grand-total row, which is there even over no rows and gives only the `First` columns.
+    pub total: Option<usize>,
 }
 
 /// How one column combines the partial values of a group.

@@ -137,6 +137,8 @@ pub(super) struct Builder<'s> {
     pub columns: Vec<Agg>,
     /// Expressions added to the shards' GROUP BY (the arguments of count(DISTINCT x)).
     pub extra_group: Vec<Expr>,
+    /// The shards group by `GROUPING SETS ((extra_group), ())` (`Grouping::total`).
+    grand_total: bool,
 }
 
 impl<'s> Builder<'s> {
@@ -152,6 +154,7 @@ impl<'s> Builder<'s> {
             hidden: Vec::new(),
             columns: Vec::new(),
             extra_group: Vec::new(),
+            grand_total: false,
         }
     }
 
@@ -289,6 +292,10 @@ impl<'s> Builder<'s> {
                         exprs.push(e.clone());
                     }
                 }
+                if self.grand_total {
+                    let sets = vec![std::mem::take(exprs), Vec::new()];
+                    exprs.push(Expr::GroupingSets(sets));
+                }
             }
             select.having = None;
             select.distinct = None;
@@ -306,8 +313,15 @@ impl<'s> Builder<'s> {
 
     /// Aggregated queries are planned in `super::aggregate`.
     fn aggregated(&mut self, q: &Query) -> Result<MergePlan, Refusal> {
-        let group = super::aggregate::plan(self, q)?;
+        let mut group = super::aggregate::plan(self, q)?;
         let order = super::aggregate::order(self, q)?;
+        if group.single && self.columns.contains(&Agg::First) {
+            if let Some(x) = self.extra_group.first() {
+                let flag = super::aggregate::call("grouping", x.clone());
+                group.total = Some(self.items.len() + self.push_hidden(flag, Agg::Arg));
+                self.grand_total = true;
+            }
+        }
         Ok(MergePlan {
             shard_sql: String::new(),
             hidden: self.hidden.len(),

@@ -42,13 +42,12 @@ pub(super) fn merges_alike(mine: &MergePlan, theirs: &MergePlan) -> bool {
     if (0..nb).any(|j| extra[j] && !extra_ok(j)) {
         return false;
     }
-    // Shards that group by a count(DISTINCT x)'s x return no row for no input: the one row of
-    // an aggregate without GROUP BY is then made by the proxy, where a parameter's column is
-    // NULL and the comparison with it unknown. The statement's own constant has no such hole.
-    let distinct =
-        |g: &Grouping| (g.columns.iter()).any(|c| matches!(c, Agg::CountDistinct { .. }));
-    if a.single && distinct(a) && extra.contains(&true) {
-        return false;
+    // The shards' grand totals (`Grouping::total`) give only the constants' values: the shape
+    // may need them for its HAVING's parameters where the statement's own plan needs none.
+    match (a.total, b.total) {
+        (None, Some(t)) if b.columns.get(t) == Some(&Agg::Arg) => extra[t] = true,
+        (None, None) | (Some(_), Some(_)) => {}
+        _ => return false,
     }
     // The statement's column i is the shape's map[i].
     let map: Vec<usize> = (0..nb).filter(|&j| !extra[j]).collect();
@@ -61,6 +60,7 @@ pub(super) fn merges_alike(mine: &MergePlan, theirs: &MergePlan) -> bool {
         _ => true,
     };
     same_having
+        && (a.total.is_none() || a.total.and_then(to) == b.total)
         && same_columns(a, b, &to, &extra)
         && mine.order.len() == theirs.order.len()
         && (mine.order.iter().zip(&theirs.order))
@@ -198,6 +198,15 @@ mod tests {
                 "SELECT name, count(DISTINCT score) FROM users GROUP BY name HAVING sum(score) IS NOT NULL",
                 "SELECT name, count(DISTINCT score) FROM users GROUP BY name HAVING sum(score) IS NOT NULL",
             ),
+            // The shape's shards return their grand totals too, for its parameter's column.
+            (
+                "SELECT count(DISTINCT score) FROM users WHERE id > 5 HAVING count(*) <= 26",
+                "SELECT count(DISTINCT score) FROM users WHERE id > $1 HAVING count(*) <= $2",
+            ),
+            (
+                "SELECT 'x', count(DISTINCT score) FROM users HAVING min(name) > 'a'",
+                "SELECT $1, count(DISTINCT score) FROM users HAVING min(name) > $2",
+            ),
         ];
         for (text, shape) in alike {
             let (mine, theirs) = (merge(text), merge(shape));
@@ -210,12 +219,11 @@ mod tests {
         let (mine, theirs) = (merge(alike[1].0), merge(alike[1].1));
         assert_eq!(theirs.hidden, mine.hidden + 2);
         assert_eq!(theirs.order[0].column, mine.order[0].column + 2);
+        let (mine, theirs) = (merge(alike[4].0), merge(alike[4].1));
+        let (a, b) = (mine.group.unwrap(), theirs.group.unwrap());
+        assert_eq!((a.total, b.total), (None, Some(4)));
 
         let different = [
-            (
-                "SELECT count(DISTINCT score) FROM users WHERE id > 5 HAVING count(*) <= 26",
-                "SELECT count(DISTINCT score) FROM users WHERE id > $1 HAVING count(*) <= $2",
-            ),
             (
                 "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) > 5",
                 "SELECT name, count(*) FROM users GROUP BY name HAVING count(*) >= $1",
@@ -243,6 +251,10 @@ mod tests {
             (
                 "SELECT name FROM users GROUP BY name HAVING count(*) > 5",
                 "SELECT name FROM users GROUP BY name",
+            ),
+            (
+                "SELECT 'x', count(DISTINCT score) FROM users",
+                "SELECT count(DISTINCT score) FROM users",
             ),
             (
                 "SELECT DISTINCT name FROM users WHERE score > 5",

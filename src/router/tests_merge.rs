@@ -130,6 +130,18 @@ fn aggregates_become_partials() {
     );
     assert_eq!(m.order.iter().map(|k| k.column).collect::<Vec<_>>(), [1, 0]);
     assert_eq!(m.limit, Some(3));
+    // No GROUP BY, a count(DISTINCT) and a constant: every shard also returns its grand total,
+    // which carries the constant even over no rows; without a constant, nothing changes.
+    let m = merge("SELECT 'x', count(DISTINCT name) FROM users HAVING count(*) > 2");
+    assert_eq!(
+        m.shard_sql,
+        "SELECT 'x', count(DISTINCT name), name AS \"sg_1\", count(*) AS \"sg_2\", grouping(name) AS \"sg_3\" FROM users GROUP BY GROUPING SETS ((name), ())"
+    );
+    let g = m.group.unwrap();
+    assert_eq!((g.keys, g.total, g.single), (vec![0], Some(4), true));
+    let m = merge("SELECT count(DISTINCT name) FROM users HAVING count(*) > 2");
+    assert!(m.shard_sql.ends_with("GROUP BY name"), "{}", m.shard_sql);
+    assert_eq!(m.group.unwrap().total, None);
     // A grouped expression that is not selected still keys the groups.
     let m = merge("SELECT count(*) FROM users GROUP BY lower(name) ORDER BY max(x)");
     let g = m.group.unwrap();
