@@ -226,6 +226,16 @@ impl Gen<'_> {
                 alias: Some(alias),
             });
         }
+        // Now and then a constant, which the shards evaluate beside the aggregates.
+        if self.rng.random_bool(0.1) {
+            let sql = *["'k'", "2 + 3", "NULL::int", "true"]
+                .choose(&mut self.rng)
+                .unwrap();
+            items.push(Item {
+                sql: sql.to_string(),
+                alias: Some("c".to_string()),
+            });
+        }
         items.shuffle(&mut self.rng);
         let item_of = |items: &[Item], e: &Expr| items.iter().position(|it| it.sql == e.sql);
 
