@@ -47,6 +47,12 @@ pub enum Error {
     Protocol { message: String },
     /// Input that is not valid UTF-8 (22021).
     Encoding,
+    /// A bound parameter PostgreSQL would refuse as well, with its SQLSTATE (a shard key that
+    /// is no value of its type: 22P02, 22P03, 22003, 22021, 08P01).
+    BadParameter {
+        sqlstate: &'static str,
+        message: String,
+    },
     /// A Bind or Describe names a statement the client never prepared (26000).
     UnknownStatement { name: String },
     /// The current transaction is aborted (25P02).
@@ -119,6 +125,7 @@ impl Error {
             Error::ChannelBindingDowngrade => "28000",
             Error::Protocol { .. } => "08P01",
             Error::Encoding => "22021",
+            Error::BadParameter { sqlstate, .. } => sqlstate,
             Error::UnknownStatement { .. } => "26000",
             Error::TransactionAborted => "25P02",
             Error::CommitUnknown { .. } => "08007",
@@ -212,6 +219,7 @@ impl fmt::Display for Error {
             ),
             Error::Protocol { message } => write!(f, "protocol violation: {message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
+            Error::BadParameter { message, .. } => write!(f, "{message}"),
             Error::UnknownStatement { name } => {
                 write!(f, "prepared statement \"{name}\" does not exist")
             }

@@ -206,7 +206,13 @@ pub(crate) fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, Error> {
 /// The SQL text of a Query message body.
 pub fn query_text(body: &[u8]) -> Result<&str, Error> {
     let mut b = body;
-    take_cstr(&mut b)
+    let text = take_cstr(&mut b)?;
+    match b.is_empty() {
+        true => Ok(text),
+        false => Err(Error::Protocol {
+            message: "invalid message format".into(),
+        }),
+    }
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body.

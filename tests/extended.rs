@@ -769,3 +769,80 @@ async fn count_distinct_with_constants_over_no_rows_and_some() {
         );
     }
 }
+
+/// An error in an extended-protocol batch rolls back what the batch ran before it, as
+/// PostgreSQL rolls back the implicit transaction up to Sync: the proxy's own refusals (a
+/// statement for a second shard, an unknown statement, a malformed message or Sync) too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_mid_batch_rolls_back_what_the_batch_ran() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let (a, b) = proxy.keys_on_two_shards();
+    let c = proxy.client().await;
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    raw_exchange(&mut s, &[], 1).await;
+    let parse = |sql: String| {
+        let mut body = vec![0u8];
+        body.extend_from_slice(sql.as_bytes());
+        body.extend_from_slice(&[0, 0, 0]);
+        (b'P', body)
+    };
+    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
+    let execute = (b'E', vec![0, 0, 0, 0, 0]);
+    let sync = (b'S', Vec::new());
+    let insert = [
+        parse(format!("INSERT INTO users VALUES ({a}, 'x')")),
+        bind.clone(),
+        execute.clone(),
+    ];
+    let stored = format!("SELECT count(*) FROM users WHERE id = {a}");
+    let cases = [
+        (
+            "a statement for another shard",
+            vec![
+                parse(format!("SELECT * FROM users WHERE id = {b}")),
+                bind.clone(),
+                execute.clone(),
+                sync.clone(),
+            ],
+        ),
+        (
+            "an unknown statement",
+            vec![(b'B', b"\0nosuch\0\0\0\0\0\0\0".to_vec()), sync.clone()],
+        ),
+        (
+            "a Describe of no kind",
+            vec![(b'D', b"X\0".to_vec()), sync.clone()],
+        ),
+        ("a Sync with a body", vec![(b'S', vec![1])]),
+    ];
+    for (case, tail) in cases {
+        let msgs: Vec<(u8, Vec<u8>)> = insert.iter().cloned().chain(tail).collect();
+        let tags = raw_exchange(&mut s, &msgs, 1).await;
+        assert_eq!(&tags[..3], b"12C", "{case}: the INSERT ran");
+        assert!(tags.contains(&b'E'), "{case}: an error");
+        assert_eq!(value(&c, &stored).await, "0", "{case}: rolled back");
+    }
+    // The same INSERT with a plain Sync is committed.
+    let msgs: Vec<(u8, Vec<u8>)> = insert.iter().cloned().chain([sync]).collect();
+    assert_eq!(raw_exchange(&mut s, &msgs, 1).await, b"12CZ".to_vec());
+    assert_eq!(value(&c, &stored).await, "1");
+}
+
+/// DISCARD ALL deallocates the client's prepared statements, as PostgreSQL's does; DEALLOCATE
+/// one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn discard_all_deallocates_prepared_statements() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let c = proxy.client().await;
+    let code = |e: tokio_postgres::Error| e.as_db_error().map(|d| d.code().code().to_owned());
+    let one = c.prepare("SELECT 1").await.unwrap();
+    let two = c.prepare("SELECT 2").await.unwrap();
+    c.query(&one, &[]).await.unwrap();
+    c.batch_execute("DISCARD ALL").await.unwrap();
+    for st in [&one, &two] {
+        let err = c.query(st, &[]).await.unwrap_err();
+        assert_eq!(code(err).as_deref(), Some("26000"));
+    }
+    let three = c.prepare("SELECT 3").await.unwrap();
+    assert_eq!(c.query_one(&three, &[]).await.unwrap().get::<_, i32>(0), 3);
+}

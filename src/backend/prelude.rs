@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 pub(super) struct Pending {
     /// Statements to send ahead of the next request.
     pub queued: Vec<String>,
-    /// CommandCompletes of the prelude still to drop.
+    /// CommandCompletes (and a CloseComplete) of the prelude still to drop.
     pub swallow: u32,
     /// Characters of prelude text in front of the client's simple Query: error positions the
     /// server reports count them, the client's must not.
@@ -62,8 +62,11 @@ impl ServerConn {
             self.out.put_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
             protocol::put_execute_all(&mut self.out);
         }
+        // The unnamed portal is closed again: the client's Execute of a portal it never bound
+        // must find none, as in PostgreSQL.
+        protocol::put_target_message(&mut self.out, b'C', b'P', "");
         self.prepared.remove("");
-        self.prelude.swallow = stmts.len() as u32;
+        self.prelude.swallow = stmts.len() as u32 + 1;
         self.prelude.shift = 0;
     }
 
@@ -72,7 +75,8 @@ impl ServerConn {
     pub(super) fn through_prelude(&mut self, frame: Frame) -> Option<Frame> {
         if self.prelude.swallow > 0 {
             match frame.tag {
-                b'C' => {
+                // The CommandComplete of each statement, and the extended prelude's CloseComplete.
+                b'C' | b'3' => {
                     self.prelude.swallow -= 1;
                     return None;
                 }

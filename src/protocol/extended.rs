@@ -18,12 +18,41 @@ pub fn decode_parse(body: &[u8]) -> Result<ParseMsg<'_>, Error> {
     let mut b = body;
     let name = take_cstr(&mut b)?;
     let query = take_cstr(&mut b)?;
-    let n = take_i16(&mut b)?;
-    let mut types = Vec::with_capacity(n.max(0) as usize);
+    let n = take_count(&mut b)?;
+    let mut types = Vec::with_capacity(n.min(b.len() / 4));
     for _ in 0..n {
         types.push(take_i32(&mut b)? as u32);
     }
+    ended(b)?;
     Ok(ParseMsg { name, query, types })
+}
+
+/// Checks a Describe, Close, Execute, Sync or Flush as PostgreSQL reads it, for the proxy
+/// answers some of them itself and reads the rest only in part (other messages: Ok).
+pub fn check_message(tag: u8, body: &[u8]) -> Result<(), Error> {
+    let mut b = body;
+    match tag {
+        b'D' | b'C' => {
+            // PostgreSQL's order: the name and the end of the message before the subtype.
+            let (&kind, rest) = b.split_first().ok_or_else(truncated)?;
+            b = rest;
+            take_cstr(&mut b)?;
+            ended(b)?;
+            if kind != b'S' && kind != b'P' {
+                let what = if tag == b'D' { "DESCRIBE" } else { "CLOSE" };
+                return Err(Error::Protocol {
+                    message: format!("invalid {what} message subtype {kind}"),
+                });
+            }
+        }
+        b'E' => {
+            take_cstr(&mut b)?;
+            take_i32(&mut b)?;
+        }
+        b'S' | b'H' => {}
+        _ => return Ok(()),
+    }
+    ended(b)
 }
 
 /// The statement name of a Parse body, and the rest of the body after it.
@@ -100,13 +129,13 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
     } = bind_names(body)?;
     let mut b = &body[statement_at.end + 1..];
     let params_at = body.len() - b.len();
-    let nf = take_i16(&mut b)?;
-    let mut formats = SmallVec::with_capacity(nf.max(0) as usize);
+    let nf = take_count(&mut b)?;
+    let mut formats = SmallVec::with_capacity(nf.min(b.len() / 2));
     for _ in 0..nf {
         formats.push(take_i16(&mut b)?);
     }
-    let np = take_i16(&mut b)?;
-    let mut params = SmallVec::with_capacity(np.max(0) as usize);
+    let np = take_count(&mut b)?;
+    let mut params = SmallVec::with_capacity(np.min(b.len() / 4));
     for _ in 0..np {
         let len = take_i32(&mut b)?;
         if len < 0 {
@@ -118,14 +147,39 @@ pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
             b = &b[len..];
         }
     }
+    let results_at = body.len() - b.len();
+    // The result formats and the end are checked by whoever runs the Bind (`check_bind_end`),
+    // after its parameters, as PostgreSQL does.
     Ok(BindMsg {
         portal,
         statement,
         formats,
         params,
         params_at,
-        results_at: body.len() - b.len(),
+        results_at,
     })
+}
+
+/// PostgreSQL's refusal of a Bind with formats for some of its parameters but not all.
+pub fn check_bind_formats(bind: &BindMsg<'_>) -> Result<(), Error> {
+    let (formats, supplied) = (bind.formats.len(), bind.params.len());
+    if formats > 1 && formats != supplied {
+        return Err(Error::Protocol {
+            message: format!(
+                "bind message has {formats} parameter formats but {supplied} parameters"
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// The result formats of a Bind, and nothing after them: for the Binds the proxy runs itself.
+pub fn check_bind_end(body: &[u8], bind: &BindMsg<'_>) -> Result<(), Error> {
+    let mut b = body.get(bind.results_at..).ok_or_else(truncated)?;
+    for _ in 0..take_count(&mut b)? {
+        take_i16(&mut b)?;
+    }
+    ended(b)
 }
 
 /// The client's Bind for the unnamed portal and statement, with `extra` more result columns
@@ -204,6 +258,16 @@ pub fn put_target_message(out: &mut BytesMut, tag: u8, kind: u8, name: &str) {
     out.put_u8(0);
 }
 
+/// An Execute of a portal no client has: the shard answers it with an error, which rolls back
+/// what the batch ran there before a refusal, as PostgreSQL rolls back a batch at its error.
+pub fn put_failing_execute(out: &mut BytesMut) {
+    const PORTAL: &[u8] = b"shardgate: the batch was refused\0";
+    out.put_u8(b'E');
+    out.put_i32((4 + PORTAL.len() + 4) as i32);
+    out.put_slice(PORTAL);
+    out.put_i32(0);
+}
+
 /// The kind byte and name of a Describe or Close body.
 pub fn decode_target(body: &[u8]) -> Result<(u8, &str), Error> {
     let (&kind, mut rest) = body.split_first().ok_or_else(truncated)?;
@@ -224,7 +288,7 @@ pub fn put_empty(out: &mut BytesMut, tag: u8) {
 
 fn truncated() -> Error {
     Error::Protocol {
-        message: "message shorter than its contents".into(),
+        message: "insufficient data left in message".into(),
     }
 }
 
@@ -233,6 +297,22 @@ fn take_i16(buf: &mut &[u8]) -> Result<i16, Error> {
     let n = i16::from_be_bytes([v[0], v[1]]);
     *buf = &buf[2..];
     Ok(n)
+}
+
+/// A count of what follows: PostgreSQL reads it unsigned, so a negative one is a count far
+/// past the message's end.
+fn take_count(buf: &mut &[u8]) -> Result<usize, Error> {
+    usize::try_from(take_i16(buf)?).map_err(|_| truncated())
+}
+
+/// Nothing may follow a message's last field.
+fn ended(rest: &[u8]) -> Result<(), Error> {
+    match rest.is_empty() {
+        true => Ok(()),
+        false => Err(Error::Protocol {
+            message: "invalid message format".into(),
+        }),
+    }
 }
 
 fn take_i32(buf: &mut &[u8]) -> Result<i32, Error> {
@@ -309,5 +389,55 @@ mod tests {
         }
         assert!(decode_bind(&body[..body.len() - 5]).is_err());
         assert!(decode_target(b"").is_err());
+    }
+
+    /// What PostgreSQL refuses in a message's layout, with its SQLSTATE: the proxy answers some
+    /// messages itself, so it must refuse the same.
+    #[test]
+    fn malformed_messages_are_refused_as_postgres_refuses_them() {
+        let code = |r: Result<(), Error>| r.err().map(|e| e.sqlstate());
+        assert_eq!(code(check_message(b'D', b"Sname\0")), None);
+        assert_eq!(code(check_message(b'C', b"P\0")), None);
+        assert_eq!(code(check_message(b'E', b"\0\0\0\0\0")), None);
+        assert_eq!(code(check_message(b'S', b"")), None);
+        assert_eq!(code(check_message(b'Q', b"anything")), None);
+        for (tag, body) in [
+            (b'D', &b"X\0"[..]), // no such subtype
+            (b'C', b"Sname"),    // no terminator
+            (b'D', b"S\0junk"),  // something after the end
+            (b'E', b"\0\0\0"),   // a row count cut short
+            (b'S', b"\x01"),     // Sync has no body
+            (b'H', b"\x01"),     // nor Flush
+        ] {
+            assert_eq!(code(check_message(tag, body)), Some("08P01"), "{body:?}");
+        }
+        assert_eq!(code(check_message(b'D', b"S\xff\0")), Some("22021"));
+        // The subtype is checked after the name, as PostgreSQL reads it.
+        assert_eq!(code(check_message(b'D', b"X\xff\0")), Some("22021"));
+
+        let mut parse = BytesMut::new();
+        put_parse(&mut parse, "a", "SELECT $1", &[20]);
+        let mut junk = parse[5..].to_vec();
+        junk.push(7);
+        assert_eq!(
+            decode_parse(&junk).err().map(|e| e.sqlstate()),
+            Some("08P01")
+        );
+        // A negative count is a count past the end: 0xffff types would not fit.
+        let negative = b"a\0SELECT 1\0\xff\xff";
+        assert!(decode_parse(negative).is_err());
+
+        // Formats for some parameters but not all; and the end after the result formats.
+        let body = bind_body("s", &[0, 1], &[Some(b"1")]);
+        let bind = decode_bind(&body).unwrap();
+        assert_eq!(code(check_bind_formats(&bind)), Some("08P01"));
+        let body = bind_body("s", &[1], &[Some(b"1"), Some(b"2")]);
+        let bind = decode_bind(&body).unwrap();
+        assert_eq!(code(check_bind_formats(&bind)), None);
+        assert_eq!(code(check_bind_end(&body, &bind)), None);
+        let mut junk = body.clone();
+        junk.push(0);
+        let bind = decode_bind(&junk).unwrap();
+        assert_eq!(code(check_bind_end(&junk, &bind)), Some("08P01"));
     }
 }

@@ -26,7 +26,41 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-/// As a SQL literal would spell it: `42`, `'text'`, `'xxxxxxxx-xxxx-...'`.
+/// The SQLSTATE PostgreSQL gives the same fault in a bound value, from the message a
+/// `KeyError` carries (PostgreSQL's own wording); 0A000 where PostgreSQL would accept the value
+/// and only the proxy cannot read it as a key (another type, or an array past its limits).
+pub fn key_error_sqlstate(message: &str) -> &'static str {
+    let binary = "incorrect binary data format";
+    if message.starts_with("invalid byte sequence") {
+        "22021"
+    } else if message.starts_with("invalid input syntax") || message.starts_with("malformed array")
+    {
+        "22P02"
+    } else if message.contains("is out of range") {
+        "22003"
+    } else if message.contains("ends too soon") || short_binary(message) {
+        // PostgreSQL reads past the value's end: "insufficient data left in message".
+        "08P01"
+    } else if message.starts_with(binary) || message.starts_with("invalid array") {
+        "22P03"
+    } else {
+        "0A000"
+    }
+}
+
+/// "... expected N bytes, got M" (or "expected 2, 4 or N bytes") with M < N.
+fn short_binary(message: &str) -> bool {
+    let Some((expected, got)) = message.split_once(" bytes, got ") else {
+        return false;
+    };
+    let want = expected
+        .rsplit(' ')
+        .next()
+        .and_then(|w| w.parse::<usize>().ok());
+    let got = got.split(|c: char| !c.is_ascii_digit()).next();
+    matches!((want, got.and_then(|g| g.parse::<usize>().ok())), (Some(w), Some(g)) if g < w)
+}
+
 impl fmt::Display for Key {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -316,6 +350,27 @@ mod tests {
             Ok(other) => panic!("{other:?}"),
             Err(KeyError(m)) => Err(m),
         }
+    }
+
+    #[test]
+    fn key_errors_carry_postgres_sqlstates() {
+        use crate::config::KeyType::{Int, Text, Uuid};
+        let code = |r: Result<Key, KeyError>| key_error_sqlstate(&r.unwrap_err().0);
+        assert_eq!(code(Key::from_text(Int, "abc")), "22P02");
+        assert_eq!(code(Key::from_text(Int, "99999999999999999999")), "22003");
+        assert_eq!(code(Key::from_binary(Int, oid::INT8, &[0; 7])), "08P01");
+        assert_eq!(code(Key::from_binary(Int, oid::INT8, &[0; 9])), "22P03");
+        assert_eq!(
+            code(Key::from_binary(Int, oid::UNSPECIFIED, &[0; 3])),
+            "08P01"
+        );
+        assert_eq!(
+            code(Key::from_binary(Int, oid::UNSPECIFIED, &[0; 9])),
+            "22P03"
+        );
+        assert_eq!(code(Key::from_binary(Uuid, oid::UUID, &[0; 15])), "08P01");
+        assert_eq!(code(Key::from_binary(Text, oid::TEXT, b"\xff")), "22021");
+        assert_eq!(code(Key::from_binary(Int, 701, &[0; 8])), "0A000");
     }
 
     #[test]

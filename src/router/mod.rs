@@ -88,6 +88,9 @@ pub struct StatementPlan {
     /// The tables of shards.toml the statement touches, by their configured names; its keys
     /// are counted as the first one's (for the hot-key statistics).
     pub tables: Tables,
+    /// The highest `$n` it refers to (0 for none; None for placeholders of another form): with
+    /// the types its Parse declares, how many parameters a Bind must supply.
+    pub params: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -259,6 +262,7 @@ pub fn plan(sql: &str, catalog: &Catalog) -> QueryPlan {
                 replicated: planned.replicated,
                 inserts: planned.inserts,
                 tables: planned.tables,
+                params: piece.params,
             }
         })
         .collect();

@@ -3,6 +3,7 @@
 //! combined exactly.
 
 use super::*;
+use crate::ring::key_error_sqlstate;
 
 /// Resolves a statement plan under a ring. Rejects a multi-shard route of a statement whose
 /// results cannot be concatenated exactly (`not_mergeable`), with 0A000.
@@ -62,6 +63,9 @@ pub fn route_bound(
                 shards.dedup();
             }
             Some(Ok(ArrayKeys::TooMany)) => everywhere = true,
+            Some(Err(msg)) if key_error_sqlstate(&msg) != "0A000" => {
+                return Err(bad_parameter(i, &msg))
+            }
             Some(Err(msg)) => {
                 return Err(Error::unsupported(
                     format!(
@@ -80,6 +84,9 @@ pub fn route_bound(
     for &i in &bound.params {
         match param(i) {
             Some(Ok(key)) => shards.push(ring.shard_for_key(&key)),
+            Some(Err(msg)) if key_error_sqlstate(&msg) != "0A000" => {
+                return Err(bad_parameter(i, &msg))
+            }
             Some(Err(msg)) => {
                 return Err(Error::unsupported(
                     format!(
@@ -159,4 +166,12 @@ fn split_route(split: &SplitInsert, ring: &Ring) -> Route {
         })
         .collect();
     Route::Split(per_shard)
+}
+
+/// A key parameter PostgreSQL would refuse as well: its SQLSTATE, and which parameter.
+fn bad_parameter(i: usize, message: &str) -> Error {
+    Error::BadParameter {
+        sqlstate: key_error_sqlstate(message),
+        message: format!("{message} (bind parameter ${})", i + 1),
+    }
 }

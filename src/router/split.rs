@@ -12,6 +12,9 @@ pub(super) struct Piece {
     pub span: Range<usize>,
     /// Operator tokens seen: bounds how deep a left-leaning expression tree can get.
     pub operators: usize,
+    /// The highest `$n` in it (0 for none), as PostgreSQL's lexer finds them (not in strings
+    /// or comments); None for a placeholder of another form.
+    pub params: Option<usize>,
 }
 
 /// Converts sqlparser locations (1-based line, 1-based column counted in chars) to byte offsets.
@@ -110,17 +113,19 @@ pub(super) fn split(sql: &str) -> Vec<Piece> {
         let mut start = 0;
         let mut content = false;
         let mut operators = 0;
+        let mut params = Some(0);
         let mut after_copy_data = false;
         for t in &tokens {
             match &t.token {
                 Token::SemiColon => {
                     let at = offsets.byte(t.span.start);
                     if content {
-                        push(&mut pieces, sql, base + start..base + at, operators);
+                        push(&mut pieces, sql, base + start..base + at, operators, params);
                     }
                     start = at + 1;
                     content = false;
                     operators = 0;
+                    params = Some(0);
                     if after_copy_data {
                         // sqlparser reads psql-style COPY data after `COPY ... FROM STDIN;`.
                         // A wire-protocol query holds no such data: what follows is SQL again.
@@ -130,6 +135,11 @@ pub(super) fn split(sql: &str) -> Vec<Piece> {
                 }
                 Token::CopyData { .. } => after_copy_data = true,
                 Token::Whitespace(_) => {}
+                Token::Placeholder(p) => {
+                    content = true;
+                    let n = p.strip_prefix('$').and_then(|n| n.parse::<usize>().ok());
+                    params = params.zip(n).map(|(a, b)| a.max(b));
+                }
                 other => {
                     content = true;
                     operators += usize::from(is_operator(other));
@@ -141,13 +151,19 @@ pub(super) fn split(sql: &str) -> Vec<Piece> {
             offsets.byte(t.span.end) >= rest.len() || matches!(t.token, Token::EOF)
         });
         if content || (!tokenized_all && !sql[tail.clone()].trim().is_empty()) {
-            push(&mut pieces, sql, tail, operators);
+            push(&mut pieces, sql, tail, operators, params);
         }
         return pieces;
     }
 }
 
-fn push(pieces: &mut Vec<Piece>, sql: &str, range: Range<usize>, operators: usize) {
+fn push(
+    pieces: &mut Vec<Piece>,
+    sql: &str,
+    range: Range<usize>,
+    operators: usize,
+    params: Option<usize>,
+) {
     let text = &sql[range.clone()];
     let lead = text.len() - text.trim_start().len();
     let trimmed = text.trim();
@@ -158,5 +174,6 @@ fn push(pieces: &mut Vec<Piece>, sql: &str, range: Range<usize>, operators: usiz
     pieces.push(Piece {
         span: start..start + trimmed.len(),
         operators,
+        params,
     });
 }

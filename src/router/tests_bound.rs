@@ -159,13 +159,20 @@ fn route_bound_decode_errors() {
         "invalid input syntax for type bigint: \"x\"".to_string()
     ));
     let e = route_with("SELECT * FROM users WHERE id = $1", &ring, &[bad]).unwrap_err();
-    assert_eq!(e.sqlstate(), "0A000");
+    // PostgreSQL's own SQLSTATE for a value it would refuse too.
+    assert_eq!(e.sqlstate(), "22P02");
     let text = e.to_string();
     assert!(
         text.contains("invalid input syntax for type bigint"),
         "{text}"
     );
     assert!(text.contains("$1"), "{text}");
+    // One PostgreSQL would take, but not as a key: the proxy's refusal.
+    let float = Some(Err(
+        "a parameter of type double precision cannot be a key of a bigint column".to_string(),
+    ));
+    let e = route_with("SELECT * FROM users WHERE id = $1", &ring, &[float]).unwrap_err();
+    assert_eq!(e.sqlstate(), "0A000");
     assert!(e.hint().unwrap().contains("integer"));
 }
 
@@ -381,18 +388,23 @@ fn route_bound_array_nulls_and_empty_arrays() {
 fn route_bound_array_errors_and_limits() {
     let ring = ring4();
     let sql = "SELECT * FROM users WHERE id = ANY($1)";
-    for arr in [
-        text_array(KeyType::Int, "{1,2"),
-        text_array(KeyType::Int, "1,2"),
-        text_array(KeyType::Int, "{1,x}"),
-        Some(crate::ring::array_from_binary(KeyType::Int, &[0, 0, 0, 1]).map_err(|e| e.0)),
+    for (arr, code) in [
+        (text_array(KeyType::Int, "{1,2"), "22P02"),
+        (text_array(KeyType::Int, "1,2"), "22P02"),
+        (text_array(KeyType::Int, "{1,x}"), "22P02"),
+        (
+            Some(crate::ring::array_from_binary(KeyType::Int, &[0, 0, 0, 1]).map_err(|e| e.0)),
+            "08P01",
+        ),
     ] {
         let e = route_with_arrays(sql, &ring, &[], &[(0, arr.clone())]).unwrap_err();
-        assert_eq!(e.sqlstate(), "0A000", "{arr:?}");
-        let text = e.to_string();
-        assert!(text.contains("$1") && text.contains("array"), "{text}");
-        assert!(e.hint().unwrap().contains("array of integer"), "{e:?}");
+        assert_eq!(e.sqlstate(), code, "{arr:?}");
+        assert!(e.to_string().contains("$1"), "{e}");
     }
+    let other = Some(Err("a parameter of type text cannot be a key".to_string()));
+    let e = route_with_arrays(sql, &ring, &[], &[(0, other)]).unwrap_err();
+    assert_eq!(e.sqlstate(), "0A000");
+    assert!(e.hint().unwrap().contains("array of integer"), "{e:?}");
     // Too many elements to read: every shard, as before arrays were read at all.
     let huge = Some(Ok(ArrayKeys::TooMany));
     assert_eq!(

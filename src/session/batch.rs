@@ -66,6 +66,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
+    /// Reads the shard's error for `put_failing_execute`, which the client does not see.
+    pub(super) async fn swallow_error(
+        &mut self,
+        conn: &mut PooledConn,
+    ) -> Step<Result<(), std::io::Error>> {
+        loop {
+            let next = match self.buffered(conn) {
+                Some(r) => r,
+                None => self.recv(conn).await?,
+            };
+            match next {
+                Recv::Frame(f) if f.tag == b'E' => return Ok(Ok(())),
+                Recv::Frame(_) => {}
+                Recv::Broken(e) => return Ok(Err(e)),
+            }
+        }
+    }
+
     /// The shard for a batch that binds no key: the transaction's, else the first.
     pub(super) fn default_shard(&self) -> ShardId {
         self.txn
@@ -82,13 +100,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     ) -> Step {
         let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
         for m in msgs[..stop].iter().map(|m| &m.frame) {
-            if is_statement_close(m) {
-                if let Ok((_, name)) = protocol::decode_target(m.body()) {
-                    self.stmts.remove(name);
-                }
-                if !self.ext_skipping {
-                    protocol::put_empty(&mut self.out, b'3');
-                }
+            // The name was freed when the batch was read (`classify`).
+            if is_statement_close(m) && !self.ext_skipping {
+                self.scratch.names_run += 1;
+                protocol::put_empty(&mut self.out, b'3');
             }
         }
         if let Some((_, e)) = refused_at {
@@ -120,19 +135,36 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.flush().await;
         }
         self.ext_skipping = false;
-        if self.txn.is_none() {
-            // Portals end with the implicit transaction that Sync closes.
-            self.portals.clear();
-        }
+        self.end_portals();
         self.ready().await
+    }
+
+    /// Outside a transaction block, the portals end with the implicit transaction that a Sync
+    /// or a simple query closes, those the proxy runs itself too.
+    pub(super) fn end_portals(&mut self) {
+        if self.txn.is_none() {
+            self.portals.clear();
+            self.local_portals.clear();
+            self.gather_portals.clear();
+        }
     }
 
     /// Ends a batch the client left open (Flush without Sync) before a simple Query: the shard
     /// gets the Sync the client never sent, and the client no ReadyForQuery for it.
     pub(super) async fn close_open_batch(&mut self) -> Step {
+        self.end_open_batch(false).await
+    }
+
+    /// Ends a batch the client left open, with `abort` rolling back what it ran (an error
+    /// after it, which PostgreSQL would have rolled it back for).
+    pub(super) async fn end_open_batch(&mut self, abort: bool) -> Step {
         let Some((shard, mut conn)) = self.ext.take() else {
             return Ok(());
         };
+        let mut swallow = abort && !self.ext_skipping;
+        if swallow {
+            protocol::put_failing_execute(&mut self.sync_buf);
+        }
         protocol::put_empty(&mut self.sync_buf, b'S');
         let sync = std::mem::take(&mut self.sync_buf);
         conn.send(&sync);
@@ -143,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         loop {
             match self.recv_frame(&mut conn).await? {
                 Ok(f) if f.tag == b'Z' => break,
+                Ok(f) if swallow && f.tag == b'E' => swallow = false,
                 Ok(f) => self.out.extend_from_slice(&f.bytes),
                 Err(e) => {
                     self.broken(shard, conn, e)?;

@@ -42,6 +42,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let Ok(bind) = protocol::decode_bind(frame.body()) else {
             return false;
         };
+        if st.bind_mismatch(frame.body(), &bind).is_some() {
+            // Refused in its turn (`decide`).
+            return false;
+        }
         // One ring for routing, counting and the shard list, even if a rebalance switches it.
         let ring = self.ctx.ring.load_full();
         let shards = match self.bind_route(st, &bind, &ring, false) {
@@ -221,7 +225,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             max_rows.min(rows.len())
         };
         let chunk: Vec<Bytes> = rows.drain(..n).collect();
-        let more = !rows.is_empty();
+        // As PostgreSQL: a fetch that filled its count is suspended, even if no row is left
+        // (the next Execute then completes with none).
+        let more = max_rows > 0 && n == max_rows;
         for row in chunk {
             self.out.extend_from_slice(&row);
         }

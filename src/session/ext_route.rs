@@ -19,7 +19,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let mut shard = self.ext.as_ref().map(|(s, _)| *s);
         for (i, m) in msgs.iter().enumerate() {
             let f = &m.frame;
+            if let Err(e) = protocol::check_message(f.tag, f.body()) {
+                return (shard, Some((i, e)));
+            }
             let here = match f.tag {
+                b'P' if m.stmt.is_none() => {
+                    // A Parse the proxy could not read: PostgreSQL's own error for it.
+                    let e = protocol::decode_parse(f.body()).err();
+                    let e = e.unwrap_or_else(|| Error::internal("a Parse without its statement"));
+                    return (shard, Some((i, e)));
+                }
                 b'B' => match self.bind_shard(m) {
                     Ok((portal, s)) => {
                         if let Some(s) = s {
@@ -61,10 +70,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// The portal a Bind creates and the one shard its statement needs (None: any).
     fn bind_shard<'m>(&self, m: &'m Msg) -> Result<(&'m str, Option<ShardId>), Error> {
-        let bind = protocol::decode_bind(m.frame.body())?;
+        // As PostgreSQL: the statement is looked up before the parameters are read.
+        let names = protocol::bind_names(m.frame.body())?;
         let prepared = m.stmt.as_ref().ok_or_else(|| Error::UnknownStatement {
-            name: bind.statement.to_owned(),
+            name: names.statement.to_owned(),
         })?;
+        let bind = protocol::decode_bind(m.frame.body())?;
+        // Before the keys are read, as PostgreSQL checks them before the parameters.
+        prepared.params_mismatch(&bind)?;
+        if prepared.local() || prepared_gathers(prepared) {
+            // Not relayed as it is, so PostgreSQL would not see its end.
+            protocol::check_bind_end(m.frame.body(), &bind)?;
+        }
         let portal = bind.portal;
         let ring = self.ctx.ring.load();
         let route = match self.bind_route(prepared, &bind, &ring, true)? {
@@ -103,10 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let key = if bind.format(i) == 1 {
                         Key::from_binary(ty, oid, value).map_err(|e| e.0)
                     } else {
-                        match std::str::from_utf8(value) {
-                            Ok(text) => Key::from_text(ty, text).map_err(|e| e.0),
-                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
-                        }
+                        text_param(value).and_then(|t| Key::from_text(ty, t).map_err(|e| e.0))
                     };
                     if let (true, Ok(k)) = (count, &key) {
                         self.count_key(&stmt.tables, k);
@@ -120,10 +134,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let textual = bind.format(i) != 1
                         || matches!(declared, oid::TEXT | oid::VARCHAR | oid::UNKNOWN);
                     let keys = if textual {
-                        match std::str::from_utf8(value) {
-                            Ok(text) => array_from_text(ty, text).map_err(|e| e.0),
-                            Err(_) => Err("parameter is not valid UTF-8".to_owned()),
-                        }
+                        text_param(value).and_then(|t| array_from_text(ty, t).map_err(|e| e.0))
                     } else {
                         array_from_binary(ty, value).map_err(|e| e.0)
                     };
@@ -204,12 +215,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     protocol::put_target_message(out, b'D', b'S', name);
                     expects.push(Expect::Relay(End::Describe, None));
                 }
-                b'C' if !is_portal_message(m) => {
-                    if let Ok((_, name)) = protocol::decode_target(m.body()) {
-                        self.stmts.remove(name);
-                    }
-                    expects.push(Expect::Emit(b'3'));
-                }
+                // The name was freed when the batch was read (`classify`).
+                b'C' if !is_portal_message(m) => expects.push(Expect::Emit(b'3')),
                 b'S' | b'H' => {}
                 tag => {
                     out.extend_from_slice(&m.bytes);
@@ -224,6 +231,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         if let Some((_, e)) = refused_at {
             expects.push(Expect::Refuse(e));
+            // What ran before the refusal must not be committed by the Sync.
+            protocol::put_failing_execute(out);
+            expects.push(Expect::Abort);
         }
         if sync {
             protocol::put_empty(out, b'S');
@@ -289,5 +299,27 @@ pub(super) fn note_portal(portals: &mut protocol::Names<ShardId>, portal: &str, 
         None => {
             portals.insert(portal.to_owned(), shard);
         }
+    }
+}
+
+/// A statement whose Binds the gather may answer: a read over several shards (as
+/// `gather_bind` takes them).
+fn prepared_gathers(p: &Prepared) -> bool {
+    let [s] = p.plan.statements.as_slice() else {
+        return false;
+    };
+    let several = match &s.target {
+        Target::Keys(_) | Target::Bound(_) => !s.target.single_key(),
+        Target::All => true,
+        _ => false,
+    };
+    several && !s.writes && s.not_mergeable.is_none()
+}
+
+/// A text-format parameter as PostgreSQL reads it: UTF-8 without NUL bytes.
+fn text_param(value: &[u8]) -> Result<&str, String> {
+    match std::str::from_utf8(value) {
+        Ok(text) if !text.contains('\0') => Ok(text),
+        _ => Err("invalid byte sequence for encoding \"UTF8\"".to_owned()),
     }
 }

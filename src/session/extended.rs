@@ -2,8 +2,6 @@
 //! their bound parameters and relayed to one shard, with client statements prepared lazily on
 //! whichever pooled connection serves them.
 
-use super::exec::Recv;
-use super::ext_route::note_portal;
 use super::prepared::Prepared;
 use super::{Session, Step};
 use crate::error::Error;
@@ -36,6 +34,9 @@ pub(super) enum Expect {
     Emit(u8),
     /// A message the proxy refused: PostgreSQL never saw it or anything after it.
     Refuse(Error),
+    /// The error the shard answers `put_failing_execute` with, after a refusal: not shown (the
+    /// shard sends none if an error of its own came first).
+    Abort,
     Sync,
 }
 
@@ -73,12 +74,21 @@ pub(super) struct Scratch {
     pub(super) out: BytesMut,
     /// The SQLSTATE of the last error a shard answered a relayed message with.
     pub(super) last_error: Option<String>,
+    /// The batch's Parses and statement Closes in order, with the name each changed (a Parse
+    /// may change none) and what it named before (see `undo_names`).
+    registered: Vec<Option<(String, Option<Arc<Prepared>>)>>,
+    /// How many of them have run; `parse_failed`: the next one, a Parse, failed.
+    pub(super) names_run: usize,
+    pub(super) parse_failed: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Buffers one extended-protocol message; a Sync or Flush (or a full buffer) sends the batch.
     pub(super) async fn on_extended(&mut self, frame: Frame) -> Step {
         let tag = frame.tag;
+        if tag == b'S' && !frame.body().is_empty() {
+            return self.malformed_sync().await;
+        }
         self.batch.push(frame);
         match tag {
             b'S' => self.run_batch(true).await,
@@ -86,6 +96,19 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             _ if self.batch.len() >= MAX_BATCH => self.run_batch(false).await,
             _ => Ok(()),
         }
+    }
+
+    /// A Sync with a body: PostgreSQL runs what came before, then fails the Sync itself (after
+    /// an earlier error too), which rolls back the implicit transaction, and is ready again.
+    async fn malformed_sync(&mut self) -> Step {
+        if !self.batch.is_empty() {
+            self.run_batch(false).await?;
+        }
+        self.end_open_batch(true).await?;
+        let _ = self.fail(&Error::Protocol {
+            message: "invalid message format".into(),
+        });
+        self.end_batch(true).await
     }
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
@@ -116,6 +139,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.end_batch(sync).await;
         }
         let mut msgs = std::mem::take(&mut self.scratch.msgs);
+        self.scratch.registered.clear();
+        (self.scratch.names_run, self.scratch.parse_failed) = (0, false);
         self.segment(&mut frames, &mut msgs);
         self.batch = frames;
         let mut i = 0;
@@ -139,6 +164,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         msgs.clear();
         self.scratch.msgs = msgs;
+        if self.ext_skipping {
+            self.undo_names();
+        }
         self.describe_next = None;
         if sync {
             self.close_open_batch().await?;
@@ -152,11 +180,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.end_batch(sync).await
     }
 
+    /// After an error, the Parses and Closes of the batch that did not run leave the names as
+    /// they were, as PostgreSQL skips them; a Parse that failed leaves its name unused, as
+    /// PostgreSQL creates no statement (and drops the unnamed one before parsing).
+    fn undo_names(&mut self) {
+        let (run, failed) = (self.scratch.names_run, self.scratch.parse_failed);
+        let registered = std::mem::take(&mut self.scratch.registered);
+        let undone = registered.into_iter().enumerate().skip(run).rev();
+        for (i, (name, before)) in undone.filter_map(|(i, r)| Some((i, r?))) {
+            match before {
+                Some(st) if !(failed && i == run) => {
+                    self.stmts.insert(name, st);
+                }
+                _ => {
+                    self.stmts.remove(&name);
+                }
+            }
+        }
+    }
+
     /// Takes the batch's messages but Sync and Flush into `msgs`, registering Parses in order
     /// and marking the messages the proxy answers itself.
     fn segment(&mut self, frames: &mut Vec<Frame>, msgs: &mut Vec<Msg>) {
         for frame in frames.drain(..) {
-            if matches!(frame.tag, b'S' | b'H') {
+            // A Flush with a body is an error in its turn (`decide`).
+            if matches!(frame.tag, b'S' | b'H') && frame.body().is_empty() {
                 continue;
             }
             let (local, stmt) = self.classify(&frame);
@@ -167,23 +215,40 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Whether the proxy answers this message itself, and the statement it refers to.
     fn classify(&mut self, f: &Frame) -> (bool, Option<Arc<Prepared>>) {
         let is_local = |st: &Option<Arc<Prepared>>| st.as_ref().is_some_and(|s| s.local());
+        if protocol::check_message(f.tag, f.body()).is_err() {
+            // Refused in its turn (`decide`).
+            return (false, None);
+        }
         match f.tag {
             b'P' => match self.repeated_parse(f.body()) {
-                Some(st) => (st.local(), Some(st)),
+                Some(st) => {
+                    self.scratch.registered.push(None);
+                    (st.local(), Some(st))
+                }
                 None => match protocol::decode_parse(f.body()) {
                     Ok(p) => {
+                        let name = p.name.to_owned();
+                        let before = self.stmts.get(&name).cloned();
                         let st = self.register(p);
+                        self.scratch.registered.push(Some((name, before)));
                         (st.local(), Some(st))
                     }
-                    Err(_) => (false, None),
+                    Err(_) => {
+                        self.scratch.registered.push(None);
+                        (false, None)
+                    }
                 },
             },
             b'B' => match protocol::bind_names(f.body()) {
                 Ok(b) => {
                     let st = self.stmts.get(b.statement).cloned();
                     self.gather_portals.remove(b.portal);
+                    let fits = |s: &Prepared| {
+                        let bind = protocol::decode_bind(f.body());
+                        bind.is_ok_and(|b| s.bind_mismatch(f.body(), &b).is_none())
+                    };
                     match &st {
-                        Some(s) if s.local() || self.gather_bind(s, f) => {
+                        Some(s) if (s.local() && fits(s)) || self.gather_bind(s, f) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());
                             (true, st)
                         }
@@ -195,7 +260,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 }
                 Err(_) => (false, None),
             },
-            b'D' | b'C' => match protocol::decode_target(f.body()) {
+            b'C' => match protocol::decode_target(f.body()) {
+                // The name is free for what follows in the batch, as in PostgreSQL.
+                Ok((b'S', name)) => {
+                    let st = self.stmts.remove(name);
+                    self.scratch
+                        .registered
+                        .push(Some((name.to_owned(), st.clone())));
+                    (is_local(&st), st)
+                }
+                Ok((_, portal)) => match self.local_portals.get(portal) {
+                    Some(s) => (true, Some(s.clone())),
+                    None => (false, None),
+                },
+                Err(_) => (false, None),
+            },
+            b'D' => match protocol::decode_target(f.body()) {
                 Ok((b'S', name)) => {
                     let st = self.stmts.get(name).cloned();
                     (is_local(&st), st)
@@ -224,7 +304,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         let body = m.frame.body();
         match m.frame.tag {
-            b'P' => protocol::put_empty(&mut self.out, b'1'),
+            b'P' => {
+                self.scratch.names_run += 1;
+                protocol::put_empty(&mut self.out, b'1');
+            }
             b'B' => protocol::put_empty(&mut self.out, b'2'),
             b'D' | b'E' if self.gather_portal(&m.frame).is_some() => {
                 self.run_gather_portal(&m.frame).await?;
@@ -237,13 +320,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 protocol::put_empty(&mut self.out, b'n');
             }
             b'C' => {
-                if let Ok((kind, name)) = protocol::decode_target(body) {
-                    if kind == b'S' {
-                        self.stmts.remove(name);
-                    } else {
+                // A statement's name was freed when the batch was read (`classify`).
+                match protocol::decode_target(body) {
+                    Ok((b'S', _)) => self.scratch.names_run += 1,
+                    Ok((_, name)) => {
                         self.local_portals.remove(name);
                         self.gather_portals.remove(name);
                     }
+                    Err(_) => {}
                 }
                 protocol::put_empty(&mut self.out, b'3');
             }
@@ -264,150 +348,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             _ => {}
         }
-        Ok(())
-    }
-
-    /// Sends one run of messages to its shard and relays the answers. `sync`: end it with a
-    /// Sync (the client's, or one between runs); otherwise with a Flush, keeping the connection.
-    async fn run_segment(&mut self, msgs: &[Msg], sync: bool) -> Step {
-        let (shard, refused_at) = self.decide(msgs);
-        let stop = refused_at.as_ref().map_or(msgs.len(), |(i, _)| *i);
-        let needs_backend =
-            self.ext.is_some() || msgs[..stop].iter().any(|m| !is_statement_close(&m.frame));
-        if !needs_backend {
-            return self.answer_locally(msgs, refused_at);
-        }
-        if self.ext.is_none() && self.txn.as_ref().is_some_and(|t| t.failed) {
-            // As PostgreSQL: nothing but the transaction's end runs in a failed transaction.
-            let _ = self.fail(&Error::TransactionAborted);
-            self.ext_skipping = true;
-            return Ok(());
-        }
-        self.reads_only = msgs
-            .iter()
-            .filter_map(|m| m.stmt.as_ref())
-            .all(|st| st.plan.statements.iter().all(|s| !s.writes && !s.ddl));
-        let first = self.ext.is_none();
-        let (shard, mut conn) = match self.ext.take() {
-            Some(pinned) => pinned,
-            None => {
-                let shard = shard.unwrap_or_else(|| self.default_shard());
-                match self.acquire(shard).await {
-                    Ok(c) => (shard, c),
-                    Err(e) => {
-                        let _ = self.fail(&e);
-                        self.ext_skipping = true;
-                        return Ok(());
-                    }
-                }
-            }
-        };
-        // Portals live on the connection that bound them, including those of statements that
-        // could have run anywhere: Execute must find them there.
-        for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
-            if let Ok(bind) = protocol::bind_names(m.frame.body()) {
-                note_portal(&mut self.portals, bind.portal, shard);
-            }
-        }
-        // A connection that holds as many statements as it may closes some first, before
-        // anything of this batch is on its way.
-        if first && self.txn.is_none() && super::server_stmts::needs_room(&conn, msgs) {
-            if let Err(e) = self.make_room(&mut conn).await? {
-                return self.batch_broken(shard, conn, e).await;
-            }
-        }
-        // A client's unnamed statement kept by name (`Prepared::auto`) is refused at Bind once
-        // a schema change altered its result columns (0A000, "cached plan must not change
-        // result type"), where the client's own unnamed statement would have been parsed anew.
-        // If nothing of the batch has run, and no transaction holds it, the batch runs again
-        // with the statement prepared anew.
-        let mut retry = first
-            && sync
-            && refused_at.is_none()
-            && self.txn.is_none()
-            && msgs.iter().any(|m| m.stmt.as_ref().is_some_and(|s| s.auto));
-        let (mark, flushes) = (self.out.len(), self.flushes);
-        let mut refused_at = refused_at;
-        let mut expects = std::mem::take(&mut self.scratch.expects);
-        let (skipping, status) = loop {
-            self.build(msgs, refused_at.take(), sync, &mut conn, &mut expects);
-            // A CancelRequest (or the statement timeout) reaches the Executes of this run too.
-            let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
-            if let Err(e) = conn.flush().await {
-                return self.batch_broken(shard, conn, e).await;
-            }
-            let mut skipping = self.ext_skipping;
-            let mut status = None;
-            let (mut ran, mut stale) = (false, false);
-            for exp in expects.drain(..) {
-                match exp {
-                    Expect::Emit(tag) if !skipping => protocol::put_empty(&mut self.out, tag),
-                    Expect::Refuse(e) if !skipping => {
-                        self.error(&e);
-                        skipping = true;
-                    }
-                    Expect::Relay(end, record) if !skipping => {
-                        let bind = matches!(end, End::Bind);
-                        ran |= matches!(end, End::Execute);
-                        match self.relay_one(&mut conn, Some(end), record).await? {
-                            Ok(ok) => {
-                                skipping = !ok;
-                                stale |= !ok
-                                    && bind
-                                    && !ran
-                                    && self.scratch.last_error.as_deref() == Some("0A000");
-                            }
-                            Err(e) => return self.batch_broken(shard, conn, e).await,
-                        }
-                    }
-                    Expect::Swallow(name, hash) if !skipping => {
-                        match self.relay_one(&mut conn, None, Some((name, hash))).await? {
-                            Ok(ok) => skipping = !ok,
-                            Err(e) => return self.batch_broken(shard, conn, e).await,
-                        }
-                    }
-                    Expect::Sync => loop {
-                        let next = match self.buffered(&mut conn) {
-                            Some(r) => r,
-                            None => self.recv(&mut conn).await?,
-                        };
-                        match next {
-                            Recv::Frame(f) if f.tag == b'Z' => {
-                                status = Some(protocol::ready_status(f.body()));
-                                break;
-                            }
-                            Recv::Frame(f) => self.out.extend_from_slice(&f.bytes),
-                            Recv::Broken(e) => return self.batch_broken(shard, conn, e).await,
-                        }
-                    },
-                    _ => {}
-                }
-                if self.out.len() >= super::FLUSH_AT {
-                    self.maybe_flush().await?;
-                }
-            }
-            let unseen = self.flushes == flushes && self.out.len() >= mark;
-            if !(retry && stale && unseen && status == Some(b'I')) {
-                break (skipping, status);
-            }
-            retry = false;
-            self.out.truncate(mark);
-            if let Err(e) = self.close_auto(msgs, &mut conn).await? {
-                return self.batch_broken(shard, conn, e).await;
-            }
-        };
-        self.scratch.expects = expects;
-        self.ext_skipping = skipping;
-        if !sync {
-            self.ext = Some((shard, conn));
-            return Ok(());
-        }
-        if status == Some(b'E') || skipping {
-            if let Some(t) = &mut self.txn {
-                t.failed = true;
-            }
-        }
-        self.release(shard, conn);
         Ok(())
     }
 }

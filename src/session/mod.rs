@@ -9,6 +9,7 @@ mod copy_split;
 mod exec;
 mod ext_gather;
 mod ext_route;
+mod ext_segment;
 mod extended;
 mod gate;
 mod gather;
@@ -203,7 +204,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 b'P' | b'B' | b'D' | b'E' | b'C' | b'H' | b'S' => self.on_extended(frame).await?,
                 // Stray COPY traffic after a refused COPY is ignored, as PostgreSQL does.
                 b'd' | b'c' | b'f' => {}
+                // The fastpath function call (libpq's large-object functions): an error, as a
+                // query would get, and the session goes on.
+                b'F' => {
+                    if self.extended_first().await? {
+                        self.end_open_batch(true).await?;
+                        let _ = self.fail(&Error::unsupported(
+                            "function call messages (the fastpath interface, used by large-object functions) are not supported by shardgate",
+                            "call the function in a SELECT",
+                        ));
+                        self.ready().await?;
+                    }
+                }
                 other => {
+                    // What came before it has run in PostgreSQL, and its answers precede the end.
+                    self.extended_first().await?;
                     let err = Error::Protocol {
                         message: format!("unexpected message type 0x{other:02x}"),
                     };
@@ -215,18 +230,35 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
+    /// Before a Query or a function call: extended-protocol messages the client sent before it
+    /// without a Sync run first, as PostgreSQL has run them by then. False when they failed:
+    /// PostgreSQL then ignores everything up to the Sync.
+    async fn extended_first(&mut self) -> Step<bool> {
+        if !self.batch.is_empty() {
+            self.run_batch(false).await?;
+        }
+        Ok(!self.ext_skipping)
+    }
+
     async fn on_query(&mut self, frame: &Frame) -> Step {
+        if !self.extended_first().await? {
+            return Ok(());
+        }
         self.arm_statement_timeout();
         self.close_open_batch().await?;
         let text = match protocol::query_text(frame.body()) {
             Ok(t) => t,
             Err(e) => {
-                protocol::put_error(&mut self.out, &e);
+                // As any error: a transaction block it comes in is failed.
+                let _ = self.fail(&e);
                 return self.ready().await;
             }
         };
+        // A simple query ends the unnamed statement, as in PostgreSQL.
+        self.stmts.remove("");
         if let Some(routed) = self.templated(text) {
             self.run_routed(text, routed).await?;
+            self.end_portals();
             return self.ready().await;
         }
         let mut plan = self.plan(text);
@@ -238,6 +270,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.ready().await;
         }
         self.run_plan(text, &plan).await?;
+        self.end_portals();
         self.ready().await
     }
 

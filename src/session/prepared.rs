@@ -84,6 +84,40 @@ impl Prepared {
         self.local
     }
 
+    /// PostgreSQL's refusal of a Bind whose formats or parameters do not fit this statement,
+    /// which PostgreSQL checks before it reads a parameter (and the proxy before the keys).
+    pub(super) fn params_mismatch(
+        &self,
+        bind: &protocol::BindMsg<'_>,
+    ) -> Result<(), crate::error::Error> {
+        protocol::check_bind_formats(bind)?;
+        let supplied = bind.params.len();
+        let [stmt] = self.plan.statements.as_slice() else {
+            return Ok(());
+        };
+        match stmt.params.map(|n| n.max(self.types.len())) {
+            Some(needed) if needed != supplied => Err(crate::error::Error::Protocol {
+                message: format!(
+                    "bind message supplies {supplied} parameters, but prepared statement \"{}\" requires {needed}",
+                    bind.statement
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    /// All PostgreSQL checks in a Bind's layout, for the Binds the proxy answers itself
+    /// (gathers, transaction control); PostgreSQL checks the end of the others.
+    pub(super) fn bind_mismatch(
+        &self,
+        body: &[u8],
+        bind: &protocol::BindMsg<'_>,
+    ) -> Option<crate::error::Error> {
+        self.params_mismatch(bind)
+            .and_then(|()| protocol::check_bind_end(body, bind))
+            .err()
+    }
+
     /// The text of one of its statements.
     pub(super) fn sql_of(&self, stmt: &router::StatementPlan) -> &str {
         self.sql.get(stmt.span.clone()).unwrap_or(&self.sql)

@@ -238,6 +238,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 t.settings_changed = true;
             }
             self.settings = next;
+            if *cmd == SessionCommand::ResetAll {
+                // DISCARD ALL deallocates the client's prepared statements too.
+                self.stmts.clear();
+            }
         }
         Ok(ok)
     }
