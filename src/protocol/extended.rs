@@ -45,6 +45,8 @@ pub fn check_message(tag: u8, body: &[u8]) -> Result<(), Error> {
                 });
             }
         }
+        // Most Executes name the unnamed portal: nothing to read but the row count.
+        b'E' if body.len() == 5 && body[0] == 0 => return Ok(()),
         b'E' => {
             take_cstr(&mut b)?;
             take_i32(&mut b)?;

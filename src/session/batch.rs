@@ -144,8 +144,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     pub(super) fn end_portals(&mut self) {
         if self.txn.is_none() {
             self.portals.clear();
-            self.local_portals.clear();
-            self.gather_portals.clear();
+            if !self.local_portals.is_empty() {
+                self.local_portals.clear();
+            }
+            if !self.gather_portals.is_empty() {
+                self.gather_portals.clear();
+            }
         }
     }
 

@@ -19,7 +19,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let mut shard = self.ext.as_ref().map(|(s, _)| *s);
         for (i, m) in msgs.iter().enumerate() {
             let f = &m.frame;
-            if let Err(e) = protocol::check_message(f.tag, f.body()) {
+            if m.malformed {
+                let e = protocol::check_message(f.tag, f.body()).err();
+                let e = e.unwrap_or_else(|| Error::internal("a malformed message"));
                 return (shard, Some((i, e)));
             }
             let here = match f.tag {
@@ -71,10 +73,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The portal a Bind creates and the one shard its statement needs (None: any).
     fn bind_shard<'m>(&self, m: &'m Msg) -> Result<(&'m str, Option<ShardId>), Error> {
         // As PostgreSQL: the statement is looked up before the parameters are read.
-        let names = protocol::bind_names(m.frame.body())?;
-        let prepared = m.stmt.as_ref().ok_or_else(|| Error::UnknownStatement {
-            name: names.statement.to_owned(),
-        })?;
+        let Some(prepared) = m.stmt.as_ref() else {
+            let names = protocol::bind_names(m.frame.body())?;
+            return Err(Error::UnknownStatement {
+                name: names.statement.to_owned(),
+            });
+        };
         let bind = protocol::decode_bind(m.frame.body())?;
         // Before the keys are read, as PostgreSQL checks them before the parameters.
         prepared.params_mismatch(&bind)?;

@@ -22,6 +22,9 @@ pub(super) struct Msg {
     /// The proxy answers it itself (transaction control and SET, which the session's own
     /// machinery runs, and multi-shard reads, which the gather runs).
     pub local: bool,
+    /// Its layout is not what PostgreSQL accepts (`protocol::check_message`): refused in its
+    /// turn.
+    pub malformed: bool,
 }
 
 /// What becomes of the shard's answer to one message of the batch, in order.
@@ -207,18 +210,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             if matches!(frame.tag, b'S' | b'H') && frame.body().is_empty() {
                 continue;
             }
-            let (local, stmt) = self.classify(&frame);
-            msgs.push(Msg { frame, stmt, local });
+            let malformed = protocol::check_message(frame.tag, frame.body()).is_err();
+            let (local, stmt) = match malformed {
+                true => (false, None),
+                false => self.classify(&frame),
+            };
+            msgs.push(Msg {
+                frame,
+                stmt,
+                local,
+                malformed,
+            });
         }
     }
 
     /// Whether the proxy answers this message itself, and the statement it refers to.
     fn classify(&mut self, f: &Frame) -> (bool, Option<Arc<Prepared>>) {
         let is_local = |st: &Option<Arc<Prepared>>| st.as_ref().is_some_and(|s| s.local());
-        if protocol::check_message(f.tag, f.body()).is_err() {
-            // Refused in its turn (`decide`).
-            return (false, None);
-        }
         match f.tag {
             b'P' => match self.repeated_parse(f.body()) {
                 Some(st) => {
