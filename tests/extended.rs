@@ -846,3 +846,33 @@ async fn discard_all_deallocates_prepared_statements() {
     let three = c.prepare("SELECT 3").await.unwrap();
     assert_eq!(c.query_one(&three, &[]).await.unwrap().get::<_, i32>(0), 3);
 }
+
+/// A gathered read pipelined before other statements: its Execute answers rows only (the
+/// RowDescription belongs to Describe), as a later Bind of the same portal name must not
+/// take its portal away before it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let (a, _) = proxy.keys_on_two_shards();
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    raw_exchange(&mut s, &[], 1).await;
+    let parse = |sql: String| {
+        let mut body = vec![0u8];
+        body.extend_from_slice(sql.as_bytes());
+        body.extend_from_slice(&[0, 0, 0]);
+        (b'P', body)
+    };
+    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
+    let execute = (b'E', vec![0, 0, 0, 0, 0]);
+    let msgs = [
+        parse("SELECT count(*) FROM users".into()),
+        bind.clone(),
+        execute.clone(),
+        parse(format!("INSERT INTO users VALUES ({a}, 'x')")),
+        bind,
+        execute,
+        (b'S', Vec::new()),
+    ];
+    let tags = raw_exchange(&mut s, &msgs, 1).await;
+    assert_eq!(tags, b"12DC12CZ", "{}", String::from_utf8_lossy(&tags));
+}

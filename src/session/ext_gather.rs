@@ -24,11 +24,16 @@ pub(super) struct GatherPortal {
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
-    /// Makes a Bind of a multi-shard read a gather portal; false if it runs on one shard (or
-    /// is not a read the gather can run, whose error then comes from the usual path).
-    pub(super) fn gather_bind(&mut self, st: &Arc<Prepared>, frame: &Frame) -> bool {
+    /// The gather portal a Bind of a multi-shard read makes, when it runs (`run_local`); None
+    /// if it runs on one shard (or is not a read the gather can run, whose error then comes
+    /// from the usual path).
+    pub(super) fn gather_bind(
+        &mut self,
+        st: &Arc<Prepared>,
+        frame: &Frame,
+    ) -> Option<Box<GatherPortal>> {
         let [stmt] = st.plan.statements.as_slice() else {
-            return false;
+            return None;
         };
         // One key, or none at all, is one shard: the usual relay, without routing twice.
         let one_shard = match &stmt.target {
@@ -37,38 +42,32 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             _ => true,
         };
         if one_shard || stmt.writes || stmt.not_mergeable.is_some() {
-            return false;
+            return None;
         }
-        let Ok(bind) = protocol::decode_bind(frame.body()) else {
-            return false;
-        };
+        let bind = protocol::decode_bind(frame.body()).ok()?;
         if st.bind_mismatch(frame.body(), &bind).is_some() {
             // Refused in its turn (`decide`).
-            return false;
+            return None;
         }
         // One ring for routing, counting and the shard list, even if a rebalance switches it.
         let ring = self.ctx.ring.load_full();
         let shards = match self.bind_route(st, &bind, &ring, false) {
             Ok(Some(Route::Shards(v))) if v.len() > 1 => v.to_vec(),
             Ok(Some(Route::All)) => ring.members().to_vec(),
-            _ => return false,
+            _ => return None,
         };
         // Counted only now that the gather takes it; otherwise the relay counts it.
         let _ = self.bind_route(st, &bind, &ring, true);
         let sql = st.sql_of(stmt);
         // Concatenation is exact without a merge plan: the plan that merges nothing.
         let plan = (stmt.merge.clone()).unwrap_or_else(|| Arc::new(MergePlan::concat(sql)));
-        self.gather_portals.insert(
-            bind.portal.to_owned(),
-            GatherPortal {
-                stmt: st.clone(),
-                bind: frame.bytes.slice(5..),
-                plan,
-                shards,
-                pending: None,
-            },
-        );
-        true
+        Some(Box::new(GatherPortal {
+            stmt: st.clone(),
+            bind: frame.bytes.slice(5..),
+            plan,
+            shards,
+            pending: None,
+        }))
     }
 
     /// The gather portal a Describe or Execute names, if it is one.

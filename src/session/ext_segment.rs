@@ -50,6 +50,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
             if let Ok(bind) = protocol::bind_names(m.frame.body()) {
                 note_portal(&mut self.portals, bind.portal, shard);
+                // A gather portal of that name ends as this Bind runs.
+                if !self.gather_portals.is_empty() {
+                    self.gather_portals.remove(bind.portal);
+                }
             }
         }
         // A connection that holds as many statements as it may closes some first, before

@@ -25,6 +25,8 @@ pub(super) struct Msg {
     /// Its layout is not what PostgreSQL accepts (`protocol::check_message`): refused in its
     /// turn.
     pub malformed: bool,
+    /// The gather portal a Bind makes when it runs.
+    pub gather: Option<Box<super::ext_gather::GatherPortal>>,
 }
 
 /// What becomes of the shard's answer to one message of the batch, in order.
@@ -82,6 +84,8 @@ pub(super) struct Scratch {
     registered: Vec<Option<(String, Option<Arc<Prepared>>)>>,
     /// How many of them have run; `parse_failed`: the next one, a Parse, failed.
     pub(super) names_run: usize,
+    /// The gather portal of the Bind being classified, for its `Msg`.
+    gather: Option<Box<super::ext_gather::GatherPortal>>,
     pub(super) parse_failed: bool,
 }
 
@@ -154,7 +158,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 // The Execute right after a Describe answers it with its own rows'
                 // description: one round trip to the shards instead of two.
                 if !self.describe_with_next_execute(&msgs[i].frame, next) {
-                    self.run_local(&msgs[i]).await?;
+                    self.run_local(&mut msgs[i]).await?;
                 }
                 i += 1;
             } else {
@@ -215,11 +219,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 true => (false, None),
                 false => self.classify(&frame),
             };
+            let gather = self.scratch.gather.take();
             msgs.push(Msg {
                 frame,
                 stmt,
                 local,
                 malformed,
+                gather,
             });
         }
     }
@@ -247,24 +253,31 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     }
                 },
             },
+            // The portal it makes is the proxy's from here on in the batch (`local_portals`);
+            // a gather portal is made when the Bind runs, for the messages before it may still
+            // run the portal of that name it replaces.
             b'B' => match protocol::bind_names(f.body()) {
                 Ok(b) => {
                     let st = self.stmts.get(b.statement).cloned();
-                    self.gather_portals.remove(b.portal);
                     let fits = |s: &Prepared| {
                         let bind = protocol::decode_bind(f.body());
                         bind.is_ok_and(|b| s.bind_mismatch(f.body(), &b).is_none())
                     };
-                    match &st {
-                        Some(s) if (s.local() && fits(s)) || self.gather_bind(s, f) => {
+                    self.scratch.gather = match &st {
+                        Some(s) if !s.local() => self.gather_bind(s, f),
+                        _ => None,
+                    };
+                    let local = self.scratch.gather.is_some()
+                        || st.as_ref().is_some_and(|s| s.local() && fits(s));
+                    match (&st, local) {
+                        (Some(s), true) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());
-                            (true, st)
                         }
                         _ => {
                             self.local_portals.remove(b.portal);
-                            (false, st)
                         }
                     }
+                    (local, st)
                 }
                 Err(_) => (false, None),
             },
@@ -306,7 +319,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     /// Answers a message about BEGIN/COMMIT/ROLLBACK/SAVEPOINT/SET/RESET itself; Execute runs it
     /// through the same transaction and settings machinery as a simple query.
-    async fn run_local(&mut self, m: &Msg) -> Step {
+    async fn run_local(&mut self, m: &mut Msg) -> Step {
         let Some(st) = m.stmt.clone() else {
             return Ok(());
         };
@@ -316,7 +329,15 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 self.scratch.names_run += 1;
                 protocol::put_empty(&mut self.out, b'1');
             }
-            b'B' => protocol::put_empty(&mut self.out, b'2'),
+            b'B' => {
+                if let Ok(b) = protocol::bind_names(body) {
+                    match m.gather.take() {
+                        Some(g) => self.gather_portals.insert(b.portal.to_owned(), *g),
+                        None => self.gather_portals.remove(b.portal),
+                    };
+                }
+                protocol::put_empty(&mut self.out, b'2');
+            }
             b'D' | b'E' if self.gather_portal(&m.frame).is_some() => {
                 self.run_gather_portal(&m.frame).await?;
             }
