@@ -79,10 +79,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 name: names.statement.to_owned(),
             });
         };
-        let bind = protocol::decode_bind(m.frame.body())?;
+        let own = prepared.local() || prepared_gathers(prepared);
+        let bind = match protocol::decode_bind(m.frame.body()) {
+            Ok(b) => b,
+            // PostgreSQL reads the parameters one by one and may find another fault in one
+            // before this: a Bind the proxy does not answer itself goes to a shard, which
+            // answers with PostgreSQL's own error (the batch is skipped from there to Sync).
+            Err(_) if !own => return Ok((protocol::bind_names(m.frame.body())?.portal, None)),
+            Err(e) => return Err(e),
+        };
         // Before the keys are read, as PostgreSQL checks them before the parameters.
         prepared.params_mismatch(&bind)?;
-        if prepared.local() || prepared_gathers(prepared) {
+        if own {
             // Not relayed as it is, so PostgreSQL would not see its end.
             protocol::check_bind_end(m.frame.body(), &bind)?;
         }

@@ -21,9 +21,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.answer_locally(msgs, refused_at);
         }
         if self.ext.is_none() && self.txn.as_ref().is_some_and(|t| t.failed) {
-            // As PostgreSQL: nothing but the transaction's end runs in a failed transaction.
-            let _ = self.fail(&Error::TransactionAborted);
-            self.ext_skipping = true;
+            // As PostgreSQL: nothing but the transaction's end runs in a failed transaction,
+            // and a Close (of a statement or a portal) still does.
+            let closes = msgs[..stop].iter().take_while(|m| m.frame.tag == b'C');
+            let closes = closes.count();
+            for m in &msgs[..closes] {
+                self.scratch.names_run += usize::from(is_statement_close(&m.frame));
+                protocol::put_empty(&mut self.out, b'3');
+            }
+            let e = match refused_at {
+                Some((_, e)) if closes == stop => e,
+                _ => Error::TransactionAborted,
+            };
+            if closes < msgs.len() {
+                let _ = self.fail(&e);
+                self.ext_skipping = true;
+            }
             return Ok(());
         }
         self.reads_only = msgs
