@@ -849,7 +849,7 @@ async fn discard_all_deallocates_prepared_statements() {
 
 /// A gathered read pipelined before other statements: its Execute answers rows only (the
 /// RowDescription belongs to Describe), as a later Bind of the same portal name must not
-/// take its portal away before it runs.
+/// take its portal away before it runs; executed again, it has no more rows.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
     let (_shards, proxy) = setup("pool_size = 4").await;
@@ -875,4 +875,14 @@ async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
     ];
     let tags = raw_exchange(&mut s, &msgs, 1).await;
     assert_eq!(tags, b"12DC12CZ", "{}", String::from_utf8_lossy(&tags));
+    // Executed again after its end, the portal has no more rows: CommandComplete alone.
+    let again = [
+        msgs[0].clone(),
+        msgs[1].clone(),
+        msgs[2].clone(),
+        msgs[2].clone(),
+        (b'S', Vec::new()),
+    ];
+    let tags = raw_exchange(&mut s, &again, 1).await;
+    assert_eq!(tags, b"12DCCZ", "{}", String::from_utf8_lossy(&tags));
 }

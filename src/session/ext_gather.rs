@@ -161,6 +161,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             .await?;
         if !ok {
             self.ext_skipping = true;
+        } else if execute {
+            // Run to its end: as in PostgreSQL, executing it again returns no more rows.
+            if let Some(p) = self.gather_portals.get_mut(&portal) {
+                p.pending = Some(VecDeque::new());
+            }
         }
         Ok(())
     }
