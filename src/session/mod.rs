@@ -249,8 +249,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let text = match protocol::query_text(frame.body()) {
             Ok(t) => t,
             Err(e) => {
-                // As any error: a transaction block it comes in is failed.
+                // As any error: a transaction block it comes in is failed, and outside one the
+                // implicit transaction ends with its portals.
                 let _ = self.fail(&e);
+                self.end_portals();
                 return self.ready().await;
             }
         };
@@ -267,6 +269,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         if plan.statements.is_empty() {
             protocol::put_empty_query(&mut self.out);
+            self.end_portals();
             return self.ready().await;
         }
         self.run_plan(text, &plan).await?;
