@@ -207,12 +207,8 @@ pub(crate) fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, Error> {
 pub fn query_text(body: &[u8]) -> Result<&str, Error> {
     let mut b = body;
     let text = take_cstr(&mut b)?;
-    match b.is_empty() {
-        true => Ok(text),
-        false => Err(Error::Protocol {
-            message: "invalid message format".into(),
-        }),
-    }
+    extended::ended(b)?;
+    Ok(text)
 }
 
 /// The fields of an ErrorResponse or NoticeResponse body.

@@ -414,6 +414,34 @@ async fn portals_fetch_in_pieces_with_max_rows() {
 
 /// Raw extended-protocol messages, as libpq and JDBC send them (tokio-postgres never sends
 /// Describe for a portal): the answers' message types, in order, up to `syncs` ReadyForQuery.
+/// A raw connection through the proxy, past startup.
+async fn raw_client(proxy: &Proxy) -> tokio::net::TcpStream {
+    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
+    raw_exchange(&mut s, &[], 1).await;
+    s
+}
+
+/// Parse of the unnamed statement, no declared types.
+fn parse_msg(sql: &str) -> (u8, Vec<u8>) {
+    let mut body = vec![0u8];
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    (b'P', body)
+}
+
+/// Bind of the unnamed portal to the unnamed statement, no parameters.
+fn bind_msg() -> (u8, Vec<u8>) {
+    (b'B', vec![0; 8])
+}
+
+/// Execute of the unnamed portal, every row.
+fn execute_msg() -> (u8, Vec<u8>) {
+    (b'E', vec![0; 5])
+}
+
+fn sync_msg() -> (u8, Vec<u8>) {
+    (b'S', Vec::new())
+}
 async fn raw_exchange(
     s: &mut tokio::net::TcpStream,
     msgs: &[(u8, Vec<u8>)],
@@ -455,18 +483,9 @@ async fn portal_describe_comes_before_merged_rows() {
             .await
             .unwrap();
     }
-    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
-    raw_exchange(&mut s, &[], 1).await;
-    let parse = |sql: &str| {
-        let mut b = vec![0u8];
-        b.extend_from_slice(sql.as_bytes());
-        b.extend_from_slice(&[0, 0, 0]);
-        (b'P', b)
-    };
-    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut s = raw_client(&proxy).await;
+    let (parse, bind, execute, sync) = (parse_msg, bind_msg(), execute_msg(), sync_msg());
     let describe = (b'D', vec![b'P', 0]);
-    let execute = (b'E', vec![0, 0, 0, 0, 0]);
-    let sync = (b'S', Vec::new());
     let sql = "SELECT id FROM users ORDER BY id DESC LIMIT 4";
     // Parse, Bind, Describe portal, Execute, Sync in one batch: the description first.
     let tags = raw_exchange(
@@ -778,19 +797,10 @@ async fn an_error_mid_batch_rolls_back_what_the_batch_ran() {
     let (_shards, proxy) = setup("pool_size = 4").await;
     let (a, b) = proxy.keys_on_two_shards();
     let c = proxy.client().await;
-    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
-    raw_exchange(&mut s, &[], 1).await;
-    let parse = |sql: String| {
-        let mut body = vec![0u8];
-        body.extend_from_slice(sql.as_bytes());
-        body.extend_from_slice(&[0, 0, 0]);
-        (b'P', body)
-    };
-    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
-    let execute = (b'E', vec![0, 0, 0, 0, 0]);
-    let sync = (b'S', Vec::new());
+    let mut s = raw_client(&proxy).await;
+    let (parse, bind, execute, sync) = (parse_msg, bind_msg(), execute_msg(), sync_msg());
     let insert = [
-        parse(format!("INSERT INTO users VALUES ({a}, 'x')")),
+        parse(&format!("INSERT INTO users VALUES ({a}, 'x')")),
         bind.clone(),
         execute.clone(),
     ];
@@ -799,7 +809,7 @@ async fn an_error_mid_batch_rolls_back_what_the_batch_ran() {
         (
             "a statement for another shard",
             vec![
-                parse(format!("SELECT * FROM users WHERE id = {b}")),
+                parse(&format!("SELECT * FROM users WHERE id = {b}")),
                 bind.clone(),
                 execute.clone(),
                 sync.clone(),
@@ -854,24 +864,16 @@ async fn discard_all_deallocates_prepared_statements() {
 async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
     let (_shards, proxy) = setup("pool_size = 4").await;
     let (a, _) = proxy.keys_on_two_shards();
-    let mut s = support::proxy::send_and_keep_socket(proxy.addr, "SELECT 1").await;
-    raw_exchange(&mut s, &[], 1).await;
-    let parse = |sql: String| {
-        let mut body = vec![0u8];
-        body.extend_from_slice(sql.as_bytes());
-        body.extend_from_slice(&[0, 0, 0]);
-        (b'P', body)
-    };
-    let bind = (b'B', vec![0, 0, 0, 0, 0, 0, 0, 0]);
-    let execute = (b'E', vec![0, 0, 0, 0, 0]);
+    let mut s = raw_client(&proxy).await;
+    let (parse, bind, execute) = (parse_msg, bind_msg(), execute_msg());
     let msgs = [
-        parse("SELECT count(*) FROM users".into()),
+        parse("SELECT count(*) FROM users"),
         bind.clone(),
         execute.clone(),
-        parse(format!("INSERT INTO users VALUES ({a}, 'x')")),
+        parse(&format!("INSERT INTO users VALUES ({a}, 'x')")),
         bind,
         execute,
-        (b'S', Vec::new()),
+        sync_msg(),
     ];
     let tags = raw_exchange(&mut s, &msgs, 1).await;
     assert_eq!(tags, b"12DC12CZ", "{}", String::from_utf8_lossy(&tags));
@@ -881,7 +883,7 @@ async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
         msgs[1].clone(),
         msgs[2].clone(),
         msgs[2].clone(),
-        (b'S', Vec::new()),
+        sync_msg(),
     ];
     let tags = raw_exchange(&mut s, &again, 1).await;
     assert_eq!(tags, b"12DCCZ", "{}", String::from_utf8_lossy(&tags));

@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::proxy::{value, Proxy};
+use support::proxy::{raw_login, value, Proxy};
 use support::Shards;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -191,25 +191,6 @@ fn frame(out: &mut Vec<u8>, tag: u8, body: &[u8]) {
     out.extend_from_slice(body);
 }
 
-async fn connect(addr: SocketAddr, db: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).await.unwrap();
-    let mut startup = 196608i32.to_be_bytes().to_vec();
-    for part in ["user", "postgres", "database", db, ""] {
-        cstr(&mut startup, part);
-    }
-    let mut packet = ((startup.len() + 4) as i32).to_be_bytes().to_vec();
-    packet.extend_from_slice(&startup);
-    s.write_all(&packet).await.unwrap();
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !seen.windows(5).any(|w| w == [b'Z', 0, 0, 0, 5]) {
-        let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed during startup");
-        seen.extend_from_slice(&buf[..n]);
-    }
-    s
-}
-
 /// What came back: the kinds of replies in order (a run of rows as one `D`, an error as its
 /// SQLSTATE, notices and parameter reports left out), and whether the connection lived.
 #[derive(Debug, PartialEq)]
@@ -309,8 +290,8 @@ async fn malformed_messages_get_errors_not_panics_or_hangs() {
     let cases: usize = std::env::var("FUZZ_CASES").map_or(400, |s| s.parse().unwrap());
     let mut rng = StdRng::seed_from_u64(seed);
     let (mut usable, mut closed) = (0, 0);
-    let mut s = connect(proxy.addr, "app").await;
-    let mut d = connect(host, &db).await;
+    let mut s = raw_login(proxy.addr, "app").await;
+    let mut d = raw_login(host, &db).await;
     for case in 0..cases {
         let mut out = Vec::new();
         let mut sent = Vec::new();
@@ -402,8 +383,8 @@ async fn malformed_messages_get_errors_not_panics_or_hangs() {
             usable += 1;
         } else {
             closed += 1;
-            s = connect(proxy.addr, "app").await;
-            d = connect(host, &db).await;
+            s = raw_login(proxy.addr, "app").await;
+            d = raw_login(host, &db).await;
         }
     }
     drop(s);

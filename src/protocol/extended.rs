@@ -308,12 +308,17 @@ fn take_count(buf: &mut &[u8]) -> Result<usize, Error> {
 }
 
 /// Nothing may follow a message's last field.
-fn ended(rest: &[u8]) -> Result<(), Error> {
+pub(super) fn ended(rest: &[u8]) -> Result<(), Error> {
     match rest.is_empty() {
         true => Ok(()),
-        false => Err(Error::Protocol {
-            message: "invalid message format".into(),
-        }),
+        false => Err(invalid_format()),
+    }
+}
+
+/// PostgreSQL's error for bytes past a message's last field.
+pub fn invalid_format() -> Error {
+    Error::Protocol {
+        message: "invalid message format".into(),
     }
 }
 

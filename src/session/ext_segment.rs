@@ -23,8 +23,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if self.ext.is_none() && self.txn.as_ref().is_some_and(|t| t.failed) {
             // As PostgreSQL: nothing but the transaction's end runs in a failed transaction,
             // and a Close (of a statement or a portal) still does.
-            let closes = msgs[..stop].iter().take_while(|m| m.frame.tag == b'C');
-            let closes = closes.count();
+            let closes = (msgs[..stop].iter())
+                .take_while(|m| m.frame.tag == b'C')
+                .count();
             for m in &msgs[..closes] {
                 self.scratch.names_run += usize::from(is_statement_close(&m.frame));
                 protocol::put_empty(&mut self.out, b'3');

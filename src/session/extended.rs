@@ -84,8 +84,6 @@ pub(super) struct Scratch {
     registered: Vec<Option<(String, Option<Arc<Prepared>>)>>,
     /// How many of them have run; `parse_failed`: the next one, a Parse, failed.
     pub(super) names_run: usize,
-    /// The gather portal of the Bind being classified, for its `Msg`.
-    gather: Option<Box<super::ext_gather::GatherPortal>>,
     pub(super) parse_failed: bool,
 }
 
@@ -112,9 +110,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             self.run_batch(false).await?;
         }
         self.end_open_batch(true).await?;
-        let _ = self.fail(&Error::Protocol {
-            message: "invalid message format".into(),
-        });
+        let _ = self.fail(&protocol::invalid_format());
         self.end_batch(true).await
     }
 
@@ -215,11 +211,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 continue;
             }
             let malformed = protocol::check_message(frame.tag, frame.body()).is_err();
+            let mut gather = None;
             let (local, stmt) = match malformed {
                 true => (false, None),
-                false => self.classify(&frame),
+                false => self.classify(&frame, &mut gather),
             };
-            let gather = self.scratch.gather.take();
             msgs.push(Msg {
                 frame,
                 stmt,
@@ -231,7 +227,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     /// Whether the proxy answers this message itself, and the statement it refers to.
-    fn classify(&mut self, f: &Frame) -> (bool, Option<Arc<Prepared>>) {
+    /// A Bind of a read over several shards also gives the gather portal it makes (`gather`).
+    fn classify(
+        &mut self,
+        f: &Frame,
+        gather: &mut Option<Box<super::ext_gather::GatherPortal>>,
+    ) -> (bool, Option<Arc<Prepared>>) {
         let is_local = |st: &Option<Arc<Prepared>>| st.as_ref().is_some_and(|s| s.local());
         match f.tag {
             b'P' => match self.repeated_parse(f.body()) {
@@ -263,12 +264,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                         let bind = protocol::decode_bind(f.body());
                         bind.is_ok_and(|b| s.bind_mismatch(f.body(), &b).is_none())
                     };
-                    self.scratch.gather = match &st {
+                    *gather = match &st {
                         Some(s) if !s.local() => self.gather_bind(s, f),
                         _ => None,
                     };
-                    let local = self.scratch.gather.is_some()
-                        || st.as_ref().is_some_and(|s| s.local() && fits(s));
+                    let local =
+                        gather.is_some() || st.as_ref().is_some_and(|s| s.local() && fits(s));
                     match (&st, local) {
                         (Some(s), true) => {
                             self.local_portals.insert(b.portal.to_owned(), s.clone());

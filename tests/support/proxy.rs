@@ -129,14 +129,14 @@ pub async fn value(client: &Client, sql: &str) -> String {
     rows(client, sql).await[0][0].clone().unwrap_or_default()
 }
 
-/// A bare-socket client: logs in, sends one simple query, and returns the socket so the
-/// caller can drop it mid-query, as a killed process would (no Terminate message).
-pub async fn send_and_keep_socket(addr: SocketAddr, sql: &str) -> tokio::net::TcpStream {
+/// A bare-socket client logged in to database `db` as postgres (trust), past the first
+/// ReadyForQuery; the server may be the proxy or PostgreSQL itself.
+pub async fn raw_login(addr: SocketAddr, db: &str) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     let mut startup = Vec::new();
     startup.extend_from_slice(&196608i32.to_be_bytes());
-    for part in ["user", "postgres", "database", "app", ""] {
+    for part in ["user", "postgres", "database", db, ""] {
         startup.extend_from_slice(part.as_bytes());
         startup.push(0);
     }
@@ -148,9 +148,17 @@ pub async fn send_and_keep_socket(addr: SocketAddr, sql: &str) -> tokio::net::Tc
     let mut buf = [0u8; 4096];
     while !seen.windows(5).any(|w| w == [b'Z', 0, 0, 0, 5]) {
         let n = s.read(&mut buf).await.unwrap();
-        assert!(n > 0, "proxy closed during startup");
+        assert!(n > 0, "closed during startup");
         seen.extend_from_slice(&buf[..n]);
     }
+    s
+}
+
+/// A bare-socket client: logs in, sends one simple query, and returns the socket so the
+/// caller can drop it mid-query, as a killed process would (no Terminate message).
+pub async fn send_and_keep_socket(addr: SocketAddr, sql: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = raw_login(addr, "app").await;
     let mut q = vec![b'Q'];
     q.extend_from_slice(&((sql.len() + 5) as i32).to_be_bytes());
     q.extend_from_slice(sql.as_bytes());
