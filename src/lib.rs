@@ -27,6 +27,7 @@ pub mod session;
 pub mod stats;
 pub mod tls;
 pub mod top;
+pub mod workers;
 
 use config::Config;
 use context::Context;

@@ -106,24 +106,10 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime of the main thread, which is worker 0 when serving: the listener starts the
+/// other workers' threads (`shardgate::workers`), each with a runtime like this one.
 fn runtime() -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
-    runtime_with(0)
-}
-
-/// `workers` as `[proxy] workers` says: 0 for tokio's default (one per CPU), 1 for a
-/// current-thread runtime, which has no other worker to wake or steal from.
-fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, shardgate::error::Error> {
-    let mut builder = match workers {
-        1 => tokio::runtime::Builder::new_current_thread(),
-        n => {
-            let mut b = tokio::runtime::Builder::new_multi_thread();
-            if n > 1 {
-                b.worker_threads(n);
-            }
-            b
-        }
-    };
-    builder
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| shardgate::error::Error::internal(format!("cannot start the runtime: {e}")))
@@ -131,13 +117,11 @@ fn runtime_with(workers: usize) -> Result<tokio::runtime::Runtime, shardgate::er
 
 fn serve(path: &std::path::Path) -> Result<(), shardgate::error::Error> {
     let config = Config::load(path)?;
-    let workers = config.proxy.workers;
-    runtime_with(workers)?.block_on(async {
+    runtime()?.block_on(async {
         let (ctx, server) = shardgate::start(config).await?;
         let _ = ctx.config_path.set(path.to_path_buf());
-        tokio::spawn(reload_on_hangup(ctx));
-        let threads = match workers {
-            0 => "one worker thread per CPU".to_string(),
+        tokio::spawn(reload_on_hangup(ctx.clone()));
+        let threads = match ctx.backend.workers() {
             1 => "one worker thread".to_string(),
             n => format!("{n} worker threads"),
         };

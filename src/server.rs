@@ -9,6 +9,7 @@ use crate::error::Error;
 use crate::protocol::{self, FrameReader};
 use crate::session::Session;
 use crate::tls;
+use crate::workers::Workers;
 use bytes::BytesMut;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 pub struct Server {
     ctx: Arc<Context>,
     listener: TcpListener,
+    workers: Workers,
 }
 
 impl Server {
@@ -30,7 +32,12 @@ impl Server {
         let listener = TcpListener::bind(&addr)
             .await
             .map_err(|e| Error::config(format!("cannot listen on {addr}: {e}")))?;
-        Ok(Server { ctx, listener })
+        let workers = Workers::start(ctx.backend.workers())?;
+        Ok(Server {
+            ctx,
+            listener,
+            workers,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -46,10 +53,7 @@ impl Server {
             tokio::select! {
                 _ = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let ctx = self.ctx.clone();
-                        tokio::spawn(async move { serve_client(ctx, stream, peer).await });
-                    }
+                    Ok((stream, peer)) => self.hand_over(stream, peer),
                     Err(e) => {
                         // Out of file descriptors and the like: back off instead of spinning.
                         tracing::warn!("accept failed: {e}");
@@ -59,6 +63,25 @@ impl Server {
             }
         }
         self.ctx.backend.close();
+    }
+
+    /// Starts the client's session on the next worker, its socket registered with that
+    /// worker's runtime.
+    fn hand_over(&self, stream: TcpStream, peer: SocketAddr) {
+        let ctx = self.ctx.clone();
+        let w = self.workers.pick();
+        if w == 0 {
+            return self.workers.spawn(0, serve_client(ctx, stream, peer, 0));
+        }
+        match stream.into_std() {
+            Ok(std) => self.workers.spawn(w, async move {
+                match TcpStream::from_std(std) {
+                    Ok(stream) => serve_client(ctx, stream, peer, w).await,
+                    Err(e) => tracing::warn!(%peer, "cannot hand the client to worker {w}: {e}"),
+                }
+            }),
+            Err(e) => tracing::warn!(%peer, "cannot hand the client to worker {w}: {e}"),
+        }
     }
 }
 
@@ -106,7 +129,7 @@ impl Drop for Handshake<'_> {
     }
 }
 
-async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
+async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr, worker: usize) {
     let _ = stream.set_nodelay(true);
     // Clients not yet in are bounded too, or idle sockets could use up file descriptors.
     let handshake = Handshake(&ctx.handshakes);
@@ -156,6 +179,7 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr) {
                 crate::admin::console::serve(ctx, reader, w).await;
             } else {
                 Session::new(ctx, reader, w, &started.params, started.running, me)
+                    .on_worker(worker)
                     .run()
                     .await;
             }

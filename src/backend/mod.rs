@@ -8,6 +8,7 @@ mod ending;
 pub mod fence;
 mod gid;
 pub mod health;
+mod pool;
 mod prelude;
 pub mod recovery;
 mod reply;
@@ -17,85 +18,25 @@ pub mod twophase;
 pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
 pub use discover::{discover_collation, discover_keys, quote_literal};
+pub use pool::{discard, Manager, PoolStatus, PooledConn, Pools};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
 use crate::config::{Config, ProxyConfig, ShardConfig, TlsConfig, MAX_SHARDS};
 use crate::error::Error;
 use crate::ring::ShardId;
-use crate::stats::{ShardStats, Stats};
+use crate::stats::Stats;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use deadpool::managed::{
-    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
-};
+use deadpool::managed::{self, PoolError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
-
-/// Creates and vets connections of one shard for deadpool.
-pub struct Manager {
-    target: ShardTarget,
-    fence: Arc<fence::Fence>,
-}
-
-impl managed::Manager for Manager {
-    /// Boxed: the pool moves its objects in and out on every checkout and return, and a
-    /// connection's state is a few hundred bytes.
-    type Type = Box<ServerConn>;
-    type Error = Error;
-
-    async fn create(&self) -> Result<Box<ServerConn>, Error> {
-        let mut conn = Box::new(ServerConn::connect(&self.target).await?);
-        // The check is the proxy's own traffic, not the shard's workload.
-        let counted = conn.count_in(Arc::default());
-        self.fence.check(&mut conn).await?;
-        conn.count_in(counted);
-        Ok(conn)
-    }
-
-    async fn recycle(&self, conn: &mut Box<ServerConn>, _: &Metrics) -> RecycleResult<Error> {
-        // A quiet checkout (`checkout_quiet`) left it counting elsewhere.
-        conn.count_to(&self.target.stats);
-        if conn.is_dead() {
-            return Err(RecycleError::message(
-                "connection broken or closed by the server",
-            ));
-        }
-        if conn.status != b'I' {
-            // A session left without ending its transaction; never hand that state to another
-            // client. Bounded here, not by the pool: the pool's recycle timeout would arm a
-            // timer on every checkout for this rare case.
-            let bound = self.target.connect_timeout;
-            tokio::time::timeout(bound, conn.query_rows("ROLLBACK"))
-                .await
-                .map_err(|_| RecycleError::message("ROLLBACK timed out"))?
-                .map_err(RecycleError::Backend)?;
-            if conn.status != b'I' {
-                return Err(RecycleError::message("connection not idle after ROLLBACK"));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// How one shard's pool is used right now.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolStatus {
-    pub max: usize,
-    pub open: usize,
-    pub idle: usize,
-    pub waiting: usize,
-}
-
-/// A connection on loan from a shard's pool; dropping it returns it.
-pub type PooledConn = Object<Manager>;
 
 pub struct Shard {
     /// Fixed for the life of the proxy (placement derives from it).
     pub name: String,
     /// Where and how to connect; replaced when RELOAD changes the shard's url.
     target: ArcSwap<ShardTarget>,
-    pool: ArcSwap<Pool<Manager>>,
+    pool: ArcSwap<Pools>,
     pub health: health::Health,
 }
 
@@ -122,37 +63,8 @@ pub struct Backend {
     closed: std::sync::atomic::AtomicBool,
     /// `[tls]`, for the targets of pools built from now on (RELOAD replaces it, then the pools).
     tls: ArcSwapOption<TlsConfig>,
-}
-
-/// A shard's connection target and pool, as the config describes them.
-fn build(
-    name: &str,
-    url: &str,
-    tls: Option<&TlsConfig>,
-    p: &ProxyConfig,
-    stats: Arc<ShardStats>,
-    fence: Arc<fence::Fence>,
-) -> Result<(ShardTarget, Pool<Manager>), Error> {
-    let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
-    let mut target = ShardTarget::from_url(name, url, tls, connect_timeout)?;
-    target.stats = stats;
-    let pool = Pool::builder(Manager {
-        target: target.clone(),
-        fence,
-    })
-    .max_size(p.pool_size)
-    // The most recently used connection first: a steady load keeps reusing the few backends
-    // it needs, warm in their caches, instead of rotating through every one the pool opened
-    // at its peak (FIFO would wake all of them in turn).
-    .queue_mode(managed::QueueMode::Lifo)
-    .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
-    .create_timeout(Some(connect_timeout * 2))
-    // Recycling does no I/O but for the ROLLBACK, which bounds itself.
-    .recycle_timeout(None)
-    .runtime(deadpool::Runtime::Tokio1)
-    .build()
-    .map_err(|e| Error::config(format!("shard {name}: {e}")))?;
-    Ok((target, pool))
+    /// Worker threads, each with its share of every shard's pool; fixed at start.
+    workers: usize,
 }
 
 impl Backend {
@@ -165,6 +77,7 @@ impl Backend {
             fence: Arc::default(),
             closed: Default::default(),
             tls: ArcSwapOption::from_pointee(config.tls.clone()),
+            workers: crate::workers::count(config.proxy.workers, config.proxy.pool_size),
         };
         for s in &config.shards {
             backend.add_shard(s, &config.proxy, stats)?;
@@ -194,11 +107,12 @@ impl Backend {
             )));
         }
         let id = ShardId(i as u16);
-        let (target, pool) = build(
+        let (target, pool) = pool::build(
             &cfg.name,
             &cfg.url,
             self.tls.load().as_deref(),
             p,
+            self.workers,
             stats.shard(id).clone(),
             self.fence.clone(),
         )?;
@@ -225,11 +139,12 @@ impl Backend {
         let shard = self.shard(id);
         let stats = shard.target().stats.clone();
         let tls = self.tls.load();
-        let (target, pool) = build(
+        let (target, pool) = pool::build(
             &shard.name,
             url,
             tls.as_deref(),
             p,
+            self.workers,
             stats,
             self.fence.clone(),
         )?;
@@ -250,6 +165,11 @@ impl Backend {
         for s in self.shards() {
             s.pool.load().resize(size);
         }
+    }
+
+    /// The worker threads serving clients (`crate::workers`), one pool per shard each.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// Shards in the backend, including any that have left the ring.
@@ -295,8 +215,14 @@ impl Backend {
         self.closed.load(std::sync::atomic::Ordering::Acquire)
     }
 
-    /// A connection to the shard, from the pool or newly made.
+    /// A connection to the shard for the proxy's own work (worker 0's pool first).
     pub async fn checkout(&self, id: ShardId) -> Result<PooledConn, Error> {
+        self.checkout_on(0, id).await
+    }
+
+    /// A connection to the shard for a session on `worker`, its own share of the pool first
+    /// (`Pools::get`).
+    pub async fn checkout_on(&self, worker: usize, id: ShardId) -> Result<PooledConn, Error> {
         let shard = self.shard(id);
         if let Some(detail) = shard.health.down() {
             return Err(Error::ShardUnavailable {
@@ -305,17 +231,7 @@ impl Backend {
             });
         }
         // Owned, not a guard: the guard would be held across the wait for a connection.
-        let pool = shard.pool.load_full();
-        // Most checkouts find a connection idle: taken without arming the wait timer (a clock
-        // read and a timer entry per statement). Only an empty pool waits, under the timeout.
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..pool.timeouts()
-        };
-        let got = match pool.timeout_get(&now).await {
-            Err(PoolError::Timeout(managed::TimeoutType::Wait)) => pool.get().await,
-            got => got,
-        };
+        let got = shard.pool.load_full().get(worker).await;
         got.map_err(|e| match e {
             PoolError::Backend(e) => {
                 // Only connecting can fail here: the shard does not answer.
@@ -354,13 +270,7 @@ impl Backend {
 
     /// The shard's pool: (max size, connections open, idle, clients waiting).
     pub fn pool_status(&self, id: ShardId) -> PoolStatus {
-        let s = self.shard(id).pool.load().status();
-        PoolStatus {
-            max: s.max_size,
-            open: s.size,
-            idle: s.available,
-            waiting: s.waiting,
-        }
+        self.shard(id).pool.load().status()
     }
 
     /// Closes every pool (idle connections are dropped; loans end when returned).
@@ -374,9 +284,4 @@ impl Backend {
             s.pool.load().close();
         }
     }
-}
-
-/// Takes a connection out of its pool for good (it is broken or its state is unknown).
-pub fn discard(conn: PooledConn) {
-    drop(Object::take(conn));
 }

@@ -96,6 +96,8 @@ pub struct Session<S> {
     reads_only: bool,
     /// This client in the registry SHOW CLIENTS lists.
     me: Arc<Client>,
+    /// The worker thread serving this client, whose share of the pools it borrows from.
+    worker: usize,
     /// When the request now being answered arrived (its first message).
     began: Option<Instant>,
     /// The widest route of the request's statements so far.
@@ -159,9 +161,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             ticket: None,
             reads_only: false,
             me,
+            worker: 0,
             began: None,
             kind: Default::default(),
         }
+    }
+
+    /// Runs on worker `w` (`crate::workers`): checkouts take that worker's pool first.
+    pub fn on_worker(mut self, w: usize) -> Self {
+        self.worker = w;
+        self
     }
 
     /// Serves the client until it leaves; then leaves every backend connection clean.

@@ -80,7 +80,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return Ok(txn.conns.swap_remove(i).1);
             }
         }
-        let mut conn = self.ctx.backend.checkout(shard).await?;
+        let mut conn = self.ctx.backend.checkout_on(self.worker, shard).await?;
         let fingerprint = self.settings.fingerprint();
         if conn.settings != fingerprint {
             let sql = self.settings.apply_sql();

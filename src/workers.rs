@@ -1,0 +1,87 @@
+//! Worker threads: each runs a single-threaded runtime of its own and serves the clients the
+//! listener hands it, with its own share of every shard's pool (`backend::Pools`).
+//!
+//! Why not one multi-threaded runtime: a session's client socket, its server connection and its
+//! timers then belong to whichever thread last polled them, so a request crosses threads on its
+//! way in and out. Thread per core keeps each session and the connections it borrows on one
+//! thread, as one single-threaded proxy process per core would, and one preempted thread stalls
+//! only its own clients.
+
+use crate::error::Error;
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+/// The workers besides the thread that runs the listener, which is worker 0.
+pub struct Workers {
+    /// Workers 1.. : their runtimes' handles.
+    others: Vec<Handle>,
+    /// Dropped with the workers: each thread ends its runtime, and the sessions on it, when
+    /// its receiver sees the sender gone.
+    _stops: Vec<oneshot::Sender<()>>,
+    next: AtomicUsize,
+}
+
+/// How many workers `[proxy] workers` asks for: 0 means one per CPU. Never more than the pool
+/// has connections, as each worker needs a share of at least one.
+pub fn count(configured: usize, pool_size: usize) -> usize {
+    let n = match configured {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    n.min(pool_size).max(1)
+}
+
+impl Workers {
+    /// Starts `n - 1` threads; the caller's runtime is worker 0.
+    pub fn start(n: usize) -> Result<Workers, Error> {
+        let mut others = Vec::with_capacity(n.saturating_sub(1));
+        let mut stops = Vec::with_capacity(others.capacity());
+        for i in 1..n {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Error::internal(format!("cannot start worker {i}: {e}")))?;
+            let (stop, stopped) = oneshot::channel::<()>();
+            others.push(rt.handle().clone());
+            std::thread::Builder::new()
+                .name(format!("shardgate-worker-{i}"))
+                .spawn(move || {
+                    let _ = rt.block_on(stopped);
+                })
+                .map_err(|e| Error::internal(format!("cannot start worker {i}: {e}")))?;
+            stops.push(stop);
+        }
+        Ok(Workers {
+            others,
+            _stops: stops,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.others.len() + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// The worker for the next client: in turn, so that each has its share of clients as it
+    /// has its share of the pool.
+    pub fn pick(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.len()
+    }
+
+    /// Runs `task` on worker `w`'s runtime; worker 0 is the caller's.
+    pub fn spawn<F>(&self, w: usize, task: F)
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        match w.checked_sub(1).and_then(|i| self.others.get(i)) {
+            Some(h) => drop(h.spawn(task)),
+            None => drop(tokio::spawn(task)),
+        }
+    }
+}
