@@ -85,3 +85,21 @@ impl Workers {
         }
     }
 }
+
+/// Runs `task` on a thread of its own, with a runtime of its own, until it ends: for long
+/// background work (a rebalance) that must neither take a worker's time from its clients nor
+/// get only what they leave of it.
+pub fn run_apart<F>(name: &str, task: F) -> Result<(), Error>
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::internal(format!("cannot start {name}: {e}")))?;
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || rt.block_on(task))
+        .map(drop)
+        .map_err(|e| Error::internal(format!("cannot start {name}: {e}")))
+}

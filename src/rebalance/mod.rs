@@ -206,7 +206,10 @@ pub fn start(ctx: &Arc<Context>, to: Config) -> Result<String, Error> {
         format!("started: {:.1}% of keys move", m.moved_share() * 100.0)
     };
     let ctx = ctx.clone();
-    tokio::spawn(async move {
+    let rb = ctx.clone();
+    // Its own thread: it runs for as long as writers keep the catch-up busy, and on a worker
+    // it would slow that worker's clients and get only the time they leave it.
+    let started = crate::workers::run_apart("shardgate-rebalance", async move {
         ctx.rebalance.gate.set_active(true);
         let result = steps::run(&ctx, from, to).await;
         ctx.rebalance.gate.set_active(false);
@@ -218,5 +221,9 @@ pub fn start(ctx: &Arc<Context>, to: Config) -> Result<String, Error> {
             }
         }
     });
+    if let Err(e) = started {
+        rb.rebalance.set_phase(Phase::Failed, e.to_string());
+        return Err(e);
+    }
     Ok(summary)
 }
