@@ -60,18 +60,10 @@ impl Workers {
         })
     }
 
-    pub fn len(&self) -> usize {
-        self.others.len() + 1
-    }
-
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
     /// The worker for the next client: in turn, so that each has its share of clients as it
     /// has its share of the pool.
     pub fn pick(&self) -> usize {
-        self.next.fetch_add(1, Ordering::Relaxed) % self.len()
+        self.next.fetch_add(1, Ordering::Relaxed) % (self.others.len() + 1)
     }
 
     /// Runs `task` on worker `w`'s runtime; worker 0 is the caller's.

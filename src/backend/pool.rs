@@ -76,6 +76,47 @@ pub type PooledConn = Object<Manager>;
 pub struct Pools(Box<[Pool<Manager>]>);
 
 impl Pools {
+    /// A connection for a session on worker `worker`: an idle one of its own pool, or a new one
+    /// if that pool has room; else an idle one of another worker's; else the first returned to
+    /// any, within `pool_timeout_ms`.
+    pub async fn get(&self, worker: usize) -> Got {
+        let pools = &self.0;
+        let own = worker % pools.len();
+        // Most checkouts find a connection idle: taken without arming the wait timer (a clock
+        // read and a timer entry per statement). Only an empty pool waits, under the timeout.
+        let now = Timeouts {
+            wait: Some(Duration::ZERO),
+            ..pools[own].timeouts()
+        };
+        let got = pools[own].timeout_get(&now).await;
+        if !is_wait_timeout(&got) {
+            return got;
+        }
+        if pools.len() > 1 {
+            if let Some(got) = others_idle(pools, own, &now).await {
+                return got;
+            }
+        }
+        wait_any(pools, own).await
+    }
+
+    /// The pools' sizes and loans, added up.
+    pub fn status(&self) -> PoolStatus {
+        let mut sum = PoolStatus {
+            max: 0,
+            open: 0,
+            idle: 0,
+            waiting: 0,
+        };
+        for s in self.0.iter().map(Pool::status) {
+            sum.max += s.max_size;
+            sum.open += s.size;
+            sum.idle += s.available;
+            sum.waiting += s.waiting;
+        }
+        sum
+    }
+
     pub(super) fn close(&self) {
         self.0.iter().for_each(Pool::close);
     }
@@ -136,49 +177,6 @@ fn build_pool(
     .runtime(deadpool::Runtime::Tokio1)
     .build()
     .map_err(|e| Error::config(format!("shard {name}: {e}")))
-}
-
-impl Pools {
-    /// A connection for a session on worker `worker`: an idle one of its own pool, or a new one
-    /// if that pool has room; else an idle one of another worker's; else the first returned to
-    /// any, within `pool_timeout_ms`.
-    pub async fn get(&self, worker: usize) -> Got {
-        let pools = &self.0;
-        let own = worker % pools.len();
-        // Most checkouts find a connection idle: taken without arming the wait timer (a clock
-        // read and a timer entry per statement). Only an empty pool waits, under the timeout.
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..pools[own].timeouts()
-        };
-        let got = pools[own].timeout_get(&now).await;
-        if !is_wait_timeout(&got) {
-            return got;
-        }
-        if pools.len() > 1 {
-            if let Some(got) = others_idle(pools, own, &now).await {
-                return got;
-            }
-        }
-        wait_any(pools, own).await
-    }
-
-    /// The pools' sizes and loans, added up.
-    pub fn status(&self) -> PoolStatus {
-        let mut sum = PoolStatus {
-            max: 0,
-            open: 0,
-            idle: 0,
-            waiting: 0,
-        };
-        for s in self.0.iter().map(Pool::status) {
-            sum.max += s.max_size;
-            sum.open += s.size;
-            sum.idle += s.available;
-            sum.waiting += s.waiting;
-        }
-        sum
-    }
 }
 
 type Got = Result<PooledConn, PoolError<Error>>;
