@@ -83,10 +83,10 @@ pub struct ProxyConfig {
     /// milliseconds; 0: no limit.
     #[serde(default)]
     pub statement_timeout_ms: u64,
-    /// Threads that serve clients: 0 for one per CPU, never more than `pool_size`. Each runs
-    /// its own runtime with the clients handed to it in turn and its share of every shard's
-    /// pool (`crate::workers`); 1 serves every session on one thread, as PgBouncer does. Read
-    /// at start only.
+    /// Threads that serve clients: 0 for one per CPU, but at most one per four of `pool_size`;
+    /// never more than `pool_size`. Each runs its own runtime with the clients handed to it in
+    /// turn and its share of every shard's pool (`crate::workers`); 1 serves every session on
+    /// one thread, as PgBouncer does. Read at start only.
     #[serde(default)]
     pub workers: usize,
     /// Simple-protocol statements that differ only in their constants run on the shards as

@@ -23,11 +23,20 @@ pub struct Workers {
     next: AtomicUsize,
 }
 
-/// How many workers `[proxy] workers` asks for: 0 means one per CPU. Never more than the pool
-/// has connections, as each worker needs a share of at least one.
+/// Connections per worker below which the default (`workers = 0`) runs fewer workers than
+/// CPUs: a worker whose share is a connection or two would mostly borrow from the others' (on
+/// their threads' runtimes) or wait for them.
+const SHARE_AT_LEAST: usize = 4;
+
+/// How many workers `[proxy] workers` asks for: 0 means one per CPU, but no more than one per
+/// `SHARE_AT_LEAST` pooled connections. Never more than the pool has connections, as each
+/// worker needs a share of at least one.
 pub fn count(configured: usize, pool_size: usize) -> usize {
     let n = match configured {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        0 => {
+            let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+            cpus.min(pool_size / SHARE_AT_LEAST)
+        }
         n => n,
     };
     n.min(pool_size).max(1)
@@ -94,4 +103,24 @@ where
         .spawn(move || rt.block_on(task))
         .map(drop)
         .map_err(|e| Error::internal(format!("cannot start {name}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::count;
+
+    #[test]
+    fn workers_take_a_share_of_the_pool() {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(count(3, 2), 2, "at most one per pooled connection");
+        assert_eq!(count(2, 64), 2);
+        assert_eq!(count(0, 1), 1);
+        assert_eq!(
+            count(0, 7),
+            1,
+            "the default keeps four connections per worker"
+        );
+        assert_eq!(count(0, 4 * cpus), cpus);
+        assert_eq!(count(0, 1000), cpus);
+    }
 }

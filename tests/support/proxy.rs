@@ -14,8 +14,10 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy over `urls` (named s0, s1, ...) with `extra` appended to the config (tables...).
+    /// Eight pooled connections: on two CPUs or more, two workers with four each, so that the
+    /// tests run sessions on several worker threads.
     pub async fn start(urls: &[String], extra: &str) -> Proxy {
-        Self::start_with(urls, "pool_size = 4", extra).await
+        Self::start_with(urls, "pool_size = 8", extra).await
     }
 
     pub async fn start_with(urls: &[String], proxy_opts: &str, extra: &str) -> Proxy {
