@@ -234,7 +234,7 @@ async fn the_console_answers_every_command_and_survives_bad_input() {
 
     let pools = show(&admin, "SHOW POOLS").await;
     assert_eq!(pools.len(), 3);
-    assert!(pools.iter().all(|p| p["max"] == "4" && p["state"] == "up"));
+    assert!(pools.iter().all(|p| p["max"] == "8" && p["state"] == "up"));
 
     let clients = show(&admin, "SHOW CLIENTS").await;
     assert!(
