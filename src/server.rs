@@ -71,7 +71,9 @@ impl Server {
         let ctx = self.ctx.clone();
         let w = self.workers.pick();
         if w == 0 {
-            return self.workers.spawn(0, serve_client(ctx, stream, peer, 0));
+            // Already registered with this runtime, worker 0's.
+            self.workers.spawn(0, serve_client(ctx, stream, peer, 0));
+            return;
         }
         match stream.into_std() {
             Ok(std) => self.workers.spawn(w, async move {

@@ -1,5 +1,5 @@
 //! Worker threads: each runs a single-threaded runtime of its own and serves the clients the
-//! listener hands it, with its own share of every shard's pool (`backend::Pools`).
+//! listener hands it, with its own share of every shard's pool (`backend/pool.rs`).
 //!
 //! Why not one multi-threaded runtime: a session's client socket, its server connection and its
 //! timers then belong to whichever thread last polled them, so a request crosses threads on its

@@ -18,7 +18,8 @@ pub mod twophase;
 pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
 pub use discover::{discover_collation, discover_keys, quote_literal};
-pub use pool::{discard, Manager, PoolStatus, PooledConn, Pools};
+use pool::Pools;
+pub use pool::{discard, Manager, PoolStatus, PooledConn};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
