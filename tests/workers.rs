@@ -76,3 +76,33 @@ async fn workers_are_capped_by_the_pool_size() {
     let c = proxy.client().await;
     assert_eq!(value(&c, "SELECT 3").await, "3");
 }
+
+#[tokio::test]
+async fn connections_on_loan_when_the_pool_shrinks_close_as_they_come_back() {
+    let shards = Shards::databases(1).await;
+    let opts = "pool_size = 4\nworkers = 2\npool_timeout_ms = 20000";
+    let proxy = Proxy::start_with(&shards.urls(), opts, TABLES).await;
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        clients.push(proxy.client().await);
+    }
+    for c in &clients {
+        c.simple_query("BEGIN").await.unwrap();
+        assert_eq!(value(c, "SELECT 1").await, "1");
+    }
+    let pools = proxy.ctx.backend.pool_status(ShardId(0));
+    assert_eq!((pools.max, pools.open, pools.idle), (4, 4, 0));
+    // As RELOAD does for `pool_size = 2`: every connection is on loan, none can go now.
+    proxy.ctx.backend.resize_pools(2);
+    assert_eq!(proxy.ctx.backend.pool_status(ShardId(0)).open, 4);
+    for c in &clients {
+        c.simple_query("COMMIT").await.unwrap();
+    }
+    let pools = proxy.ctx.backend.pool_status(ShardId(0));
+    assert_eq!((pools.max, pools.open, pools.idle), (2, 2, 2));
+    // The pool still serves every client within its new size.
+    for c in &clients {
+        assert_eq!(value(c, "SELECT 5").await, "5");
+    }
+    assert!(proxy.ctx.backend.pool_status(ShardId(0)).open <= 2);
+}

@@ -19,7 +19,7 @@ pub use cancel::{CancelKey, Cancels, Running};
 pub use conn::{decode_text_row, ServerConn, ShardTarget};
 pub use discover::{discover_collation, discover_keys, quote_literal};
 use pool::Pools;
-pub use pool::{discard, Manager, PoolStatus, PooledConn};
+pub use pool::{discard, PoolStatus, PooledConn};
 pub use reply::{exchange, Reply};
 pub use twophase::TwoPhase;
 
@@ -28,7 +28,6 @@ use crate::error::Error;
 use crate::ring::ShardId;
 use crate::stats::Stats;
 use arc_swap::{ArcSwap, ArcSwapOption};
-use deadpool::managed::{self, PoolError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -234,8 +233,8 @@ impl Backend {
         // Owned, not a guard: the guard would be held across the wait for a connection.
         let got = shard.pool.load_full().get(worker).await;
         got.map_err(|e| match e {
-            PoolError::Backend(e) => {
-                // Only connecting can fail here: the shard does not answer.
+            pool::GetError::Connect(e) => {
+                // The shard does not answer.
                 let name = &shard.name;
                 match &e {
                     Error::ShardUnavailable { detail, .. } => shard.health.mark_down(name, detail),
@@ -243,12 +242,16 @@ impl Backend {
                 }
                 e
             }
-            PoolError::Timeout(managed::TimeoutType::Wait) => Error::PoolTimeout {
+            pool::GetError::WaitTimeout => Error::PoolTimeout {
                 shard: shard.name.clone(),
             },
-            other => Error::ShardUnavailable {
+            pool::GetError::ConnectTimeout => Error::ShardUnavailable {
                 shard: shard.name.clone(),
-                detail: other.to_string(),
+                detail: "timed out connecting".into(),
+            },
+            pool::GetError::Closed => Error::ShardUnavailable {
+                shard: shard.name.clone(),
+                detail: "the pool is closed".into(),
             },
         })
     }

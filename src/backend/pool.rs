@@ -1,29 +1,30 @@
-//! A shard's pools: deadpool's manager for shard connections, and the pool split into one
-//! share per worker thread, with the checkout that looks beyond its own share.
+//! A shard's pool: its connections split into one share per worker thread, the checkout that
+//! looks beyond its own share, and the vetting of a connection before it is lent again.
+//!
+//! Hand-written rather than deadpool's: every statement borrows and returns a connection, and a
+//! share is touched by its own worker but for the rare borrow from another, so a checkout needs
+//! only an uncontended lock and a pop. deadpool's checkout (a semaphore, hooks, timestamps and a
+//! large future moved about) cost some 1,200 instructions per statement, and its waiters could
+//! only be woken by their own share.
 
 use super::{fence, ServerConn, ShardTarget};
 use crate::config::ProxyConfig;
 use crate::config::TlsConfig;
 use crate::error::Error;
 use crate::stats::ShardStats;
-use deadpool::managed::{
-    self, Metrics, Object, Pool, PoolError, RecycleError, RecycleResult, Timeouts,
-};
-use std::sync::Arc;
+use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tokio::sync::Notify;
 
-/// Creates and vets connections of one shard for deadpool.
-pub struct Manager {
+/// Creates and vets connections of one shard.
+struct Manager {
     target: ShardTarget,
     fence: Arc<fence::Fence>,
 }
 
-impl managed::Manager for Manager {
-    /// Boxed: the pool moves its objects in and out on every checkout and return, and a
-    /// connection's state is a few hundred bytes.
-    type Type = Box<ServerConn>;
-    type Error = Error;
-
+impl Manager {
     async fn create(&self) -> Result<Box<ServerConn>, Error> {
         let mut conn = Box::new(ServerConn::connect(&self.target).await?);
         // The check is the proxy's own traffic, not the shard's workload.
@@ -33,28 +34,21 @@ impl managed::Manager for Manager {
         Ok(conn)
     }
 
-    async fn recycle(&self, conn: &mut Box<ServerConn>, _: &Metrics) -> RecycleResult<Error> {
+    /// Whether an idle connection may be lent again.
+    async fn recycle(&self, conn: &mut ServerConn) -> bool {
         // A quiet checkout (`checkout_quiet`) left it counting elsewhere.
         conn.count_to(&self.target.stats);
         if conn.is_dead() {
-            return Err(RecycleError::message(
-                "connection broken or closed by the server",
-            ));
+            return false;
         }
         if conn.status != b'I' {
             // A session left without ending its transaction; never hand that state to another
-            // client. Bounded here, not by the pool: the pool's recycle timeout would arm a
-            // timer on every checkout for this rare case.
+            // client.
             let bound = self.target.connect_timeout;
-            tokio::time::timeout(bound, conn.query_rows("ROLLBACK"))
-                .await
-                .map_err(|_| RecycleError::message("ROLLBACK timed out"))?
-                .map_err(RecycleError::Backend)?;
-            if conn.status != b'I' {
-                return Err(RecycleError::message("connection not idle after ROLLBACK"));
-            }
+            let rolled = tokio::time::timeout(bound, conn.query_rows("ROLLBACK")).await;
+            return matches!(rolled, Ok(Ok(_))) && conn.status == b'I';
         }
-        Ok(())
+        true
     }
 }
 
@@ -67,65 +61,287 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
-/// A connection on loan from a shard's pool; dropping it returns it.
-pub type PooledConn = Object<Manager>;
+/// Why no connection could be had.
+#[derive(Debug)]
+pub enum GetError {
+    /// Connecting failed: the shard does not answer, or refused.
+    Connect(Error),
+    /// Connecting took longer than twice `connect_timeout_ms`.
+    ConnectTimeout,
+    /// Every connection stayed on loan for `pool_timeout_ms`.
+    WaitTimeout,
+    /// The pool was closed (shutdown, or replaced by a RELOAD).
+    Closed,
+}
 
-/// One shard's connections, split among the worker threads (`crate::workers`): a session
-/// borrows from its own worker's pool first, so the connections it uses are polled by the
-/// runtime it runs on.
-pub struct Pools(Box<[Pool<Manager>]>);
+/// One worker's part of a shard's connections. Boxed, so a checkout moves a pointer rather
+/// than a connection's few hundred bytes.
+#[allow(clippy::vec_box)]
+struct Share {
+    idle: Mutex<Vec<Box<ServerConn>>>,
+    /// Connections of this share that exist: idle, on loan, or being connected.
+    open: AtomicUsize,
+    max: AtomicUsize,
+}
 
-impl Pools {
-    /// A connection for a session on worker `worker`: an idle one of its own pool, or a new one
-    /// if that pool has room; else an idle one of another worker's; else the first returned to
-    /// any, within `pool_timeout_ms`.
-    pub async fn get(&self, worker: usize) -> Got {
-        let pools = &self.0;
-        let own = worker % pools.len();
-        // Most checkouts find a connection idle: taken without arming the wait timer (a clock
-        // read and a timer entry per statement). Only an empty pool waits, under the timeout.
-        let now = Timeouts {
-            wait: Some(Duration::ZERO),
-            ..pools[own].timeouts()
-        };
-        let got = pools[own].timeout_get(&now).await;
-        if !is_wait_timeout(&got) {
-            return got;
-        }
-        if pools.len() > 1 {
-            if let Some(got) = others_idle(pools, own, &now).await {
-                return got;
-            }
-        }
-        wait_any(pools, own).await
+impl Share {
+    #[allow(clippy::vec_box)]
+    fn idle(&self) -> MutexGuard<'_, Vec<Box<ServerConn>>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The pools' sizes and loans, added up.
+    /// Counts a new connection in if the share has room for it.
+    fn reserve(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+}
+
+struct Inner {
+    shares: Box<[Share]>,
+    manager: Manager,
+    wait: Duration,
+    create_timeout: Duration,
+    waiting: AtomicUsize,
+    /// Woken when a connection is returned or room is made: waiters take from any share.
+    returned: Notify,
+    closed: AtomicBool,
+}
+
+/// One shard's connections, split among the worker threads (`crate::workers`): a session
+/// borrows from its own worker's share first, so the connections it uses are polled by the
+/// runtime it runs on.
+pub struct Pools(Arc<Inner>);
+
+/// A connection on loan from a shard's pool; dropping it returns it.
+pub struct PooledConn {
+    conn: Option<Box<ServerConn>>,
+    pool: Arc<Inner>,
+    share: usize,
+}
+
+impl Deref for PooledConn {
+    type Target = ServerConn;
+    fn deref(&self) -> &ServerConn {
+        self.conn
+            .as_deref()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl DerefMut for PooledConn {
+    fn deref_mut(&mut self) -> &mut ServerConn {
+        self.conn
+            .as_deref_mut()
+            .expect("a pooled connection is present until dropped")
+    }
+}
+
+impl Drop for PooledConn {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            self.pool.put_back(self.share, conn);
+        }
+    }
+}
+
+/// Takes a connection out of its pool for good (it is broken or its state is unknown).
+pub fn discard(mut conn: PooledConn) {
+    if let Some(c) = conn.conn.take() {
+        drop(c);
+        conn.pool.forget(conn.share);
+    }
+}
+
+/// What a look at the shares found.
+enum Found {
+    Idle(usize, Box<ServerConn>),
+    Room(usize),
+}
+
+impl Inner {
+    /// An idle connection or room for a new one: the worker's own share first, then the
+    /// others'. A share left empty by a RELOAD has no room and is passed over.
+    fn find(&self, own: usize) -> Option<Found> {
+        let n = self.shares.len();
+        if let Some(c) = self.shares[own].idle().pop() {
+            return Some(Found::Idle(own, c));
+        }
+        if self.shares[own].reserve() {
+            return Some(Found::Room(own));
+        }
+        for i in (1..n).map(|d| (own + d) % n) {
+            if let Some(c) = self.shares[i].idle().pop() {
+                return Some(Found::Idle(i, c));
+            }
+        }
+        (1..n)
+            .map(|d| (own + d) % n)
+            .find(|&i| self.shares[i].reserve())
+            .map(Found::Room)
+    }
+
+    fn put_back(&self, share: usize, conn: Box<ServerConn>) {
+        let s = &self.shares[share];
+        if self.closed.load(Ordering::Acquire)
+            || s.open.load(Ordering::Acquire) > s.max.load(Ordering::Relaxed)
+        {
+            // Closed, or shrunk by a RELOAD while this was on loan.
+            drop(conn);
+            self.forget(share);
+            return;
+        }
+        s.idle().push(conn);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.returned.notify_one();
+        }
+    }
+
+    /// A connection of `share` is gone: there is room for another.
+    fn forget(&self, share: usize) {
+        self.shares[share].open.fetch_sub(1, Ordering::AcqRel);
+        if self.waiting.load(Ordering::Acquire) > 0 {
+            self.returned.notify_one();
+        }
+    }
+
+    /// Turns what `find` found into a connection on loan; None if an idle one failed its
+    /// vetting (it is dropped, and the caller looks again).
+    async fn lend(self: &Arc<Self>, found: Found) -> Option<Result<PooledConn, GetError>> {
+        let (share, conn) = match found {
+            Found::Idle(share, mut conn) => {
+                if !self.manager.recycle(&mut conn).await {
+                    drop(conn);
+                    self.forget(share);
+                    return None;
+                }
+                (share, conn)
+            }
+            Found::Room(share) => {
+                let made = tokio::time::timeout(self.create_timeout, self.manager.create()).await;
+                match made {
+                    Ok(Ok(conn)) => (share, conn),
+                    Ok(Err(e)) => {
+                        self.forget(share);
+                        return Some(Err(GetError::Connect(e)));
+                    }
+                    Err(_) => {
+                        self.forget(share);
+                        return Some(Err(GetError::ConnectTimeout));
+                    }
+                }
+            }
+        };
+        Some(Ok(PooledConn {
+            conn: Some(conn),
+            pool: self.clone(),
+            share,
+        }))
+    }
+}
+
+impl Pools {
+    /// A connection for a session on worker `worker`: an idle one of its own share, or a new
+    /// one if that share has room; else the same from another worker's share; else the first
+    /// returned to any share (or room made in one), within `pool_timeout_ms`.
+    pub async fn get(&self, worker: usize) -> Result<PooledConn, GetError> {
+        let p = &self.0;
+        let own = worker % p.shares.len();
+        loop {
+            if p.closed.load(Ordering::Acquire) {
+                return Err(GetError::Closed);
+            }
+            match p.find(own) {
+                Some(found) => match p.lend(found).await {
+                    Some(got) => return got,
+                    None => continue,
+                },
+                None => return self.wait(own).await,
+            }
+        }
+    }
+
+    async fn wait(&self, own: usize) -> Result<PooledConn, GetError> {
+        let p = &self.0;
+        let deadline = tokio::time::Instant::now() + p.wait;
+        p.waiting.fetch_add(1, Ordering::AcqRel);
+        let _waiting = Waiting(&p.waiting);
+        loop {
+            // Registered before looking, so a return between the look and the wait wakes it.
+            let returned = p.returned.notified();
+            tokio::pin!(returned);
+            returned.as_mut().enable();
+            if p.closed.load(Ordering::Acquire) {
+                return Err(GetError::Closed);
+            }
+            if let Some(found) = p.find(own) {
+                match p.lend(found).await {
+                    Some(got) => return got,
+                    None => continue,
+                }
+            }
+            if tokio::time::timeout_at(deadline, returned).await.is_err() {
+                return Err(GetError::WaitTimeout);
+            }
+        }
+    }
+
+    /// The shares' sizes and loans, added up.
     pub fn status(&self) -> PoolStatus {
+        let p = &self.0;
         let mut sum = PoolStatus {
             max: 0,
             open: 0,
             idle: 0,
-            waiting: 0,
+            waiting: p.waiting.load(Ordering::Relaxed),
         };
-        for s in self.0.iter().map(Pool::status) {
-            sum.max += s.max_size;
-            sum.open += s.size;
-            sum.idle += s.available;
-            sum.waiting += s.waiting;
+        for s in p.shares.iter() {
+            sum.max += s.max.load(Ordering::Relaxed);
+            sum.open += s.open.load(Ordering::Relaxed);
+            sum.idle += s.idle().len();
         }
         sum
     }
 
+    /// Drops the idle connections; those on loan are dropped when returned, and waiters fail.
     pub(super) fn close(&self) {
-        self.0.iter().for_each(Pool::close);
+        let p = &self.0;
+        p.closed.store(true, Ordering::Release);
+        for s in p.shares.iter() {
+            let idle = std::mem::take(&mut *s.idle());
+            s.open.fetch_sub(idle.len(), Ordering::AcqRel);
+        }
+        p.returned.notify_waiters();
     }
 
+    /// Splits `size` anew between the shares; idle connections beyond a share's new size are
+    /// dropped now, those on loan when returned.
     pub(super) fn resize(&self, size: usize) {
-        let n = self.0.len();
-        for (i, p) in self.0.iter().enumerate() {
-            p.resize(share(size, n, i));
+        let p = &self.0;
+        let n = p.shares.len();
+        for (i, s) in p.shares.iter().enumerate() {
+            let max = share(size, n, i);
+            s.max.store(max, Ordering::Release);
+            let mut idle = s.idle();
+            while s.open.load(Ordering::Acquire) > max && idle.pop().is_some() {
+                s.open.fetch_sub(1, Ordering::AcqRel);
+            }
         }
+        // Waiters may find room now.
+        p.returned.notify_waiters();
+    }
+}
+
+/// Counts a waiter out however its wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -134,7 +350,7 @@ fn share(size: usize, n: usize, i: usize) -> usize {
     size / n + usize::from(i < size % n)
 }
 
-/// A shard's connection target and pools, as the config describes them.
+/// A shard's connection target and pool, as the config describes them.
 pub(super) fn build(
     name: &str,
     url: &str,
@@ -147,101 +363,29 @@ pub(super) fn build(
     let connect_timeout = Duration::from_millis(p.connect_timeout_ms);
     let mut target = ShardTarget::from_url(name, url, tls, connect_timeout)?;
     target.stats = stats;
-    let pools = (0..workers)
-        .map(|i| build_pool(name, &target, p, share(p.pool_size, workers, i), &fence))
-        .collect::<Result<_, _>>()?;
-    Ok((target, Pools(pools)))
-}
-
-fn build_pool(
-    name: &str,
-    target: &ShardTarget,
-    p: &ProxyConfig,
-    size: usize,
-    fence: &Arc<fence::Fence>,
-) -> Result<Pool<Manager>, Error> {
-    let connect_timeout = target.connect_timeout;
-    Pool::builder(Manager {
-        target: target.clone(),
-        fence: fence.clone(),
-    })
-    .max_size(size)
-    // The most recently used connection first: a steady load keeps reusing the few backends
-    // it needs, warm in their caches, instead of rotating through every one the pool opened
-    // at its peak (FIFO would wake all of them in turn).
-    .queue_mode(managed::QueueMode::Lifo)
-    .wait_timeout(Some(Duration::from_millis(p.pool_timeout_ms)))
-    .create_timeout(Some(connect_timeout * 2))
-    // Recycling does no I/O but for the ROLLBACK, which bounds itself.
-    .recycle_timeout(None)
-    .runtime(deadpool::Runtime::Tokio1)
-    .build()
-    .map_err(|e| Error::config(format!("shard {name}: {e}")))
-}
-
-type Got = Result<PooledConn, PoolError<Error>>;
-
-fn is_wait_timeout(got: &Got) -> bool {
-    matches!(got, Err(PoolError::Timeout(managed::TimeoutType::Wait)))
-}
-
-/// An idle connection of another worker's pool, if one has any (or room for a new one).
-async fn others_idle(pools: &[Pool<Manager>], own: usize, now: &Timeouts) -> Option<Got> {
-    for (i, p) in pools.iter().enumerate() {
-        if i != own && p.status().max_size > 0 {
-            let got = p.timeout_get(now).await;
-            if !is_wait_timeout(&got) {
-                return Some(got);
-            }
-        }
-    }
-    None
-}
-
-/// Waits for a connection: on the worker's own pool (or the first with a share, if a RELOAD
-/// left it none), looking at the others between short waits, until `pool_timeout_ms`.
-async fn wait_any(pools: &[Pool<Manager>], own: usize) -> Got {
-    let home = if pools[own].status().max_size > 0 {
-        own
-    } else {
-        pools
-            .iter()
-            .position(|p| p.status().max_size > 0)
-            .unwrap_or(own)
-    };
-    let timeouts = pools[home].timeouts();
-    if pools.len() == 1 {
-        return pools[home].timeout_get(&timeouts).await;
-    }
-    // Connections go back to the pool they came from, and a waiter is woken by its own pool
-    // only: the others are looked at every few milliseconds.
-    const SLICE: Duration = Duration::from_millis(5);
-    let deadline = timeouts.wait.map(|w| tokio::time::Instant::now() + w);
-    let now = Timeouts {
-        wait: Some(Duration::ZERO),
-        ..timeouts
-    };
-    loop {
-        let left = deadline.map(|d| d.saturating_duration_since(tokio::time::Instant::now()));
-        let slice = left.map_or(SLICE, |l| l.min(SLICE));
-        let got = pools[home]
-            .timeout_get(&Timeouts {
-                wait: Some(slice),
-                ..timeouts
-            })
-            .await;
-        if !is_wait_timeout(&got) || left.is_some_and(|l| l <= slice) {
-            return got;
-        }
-        if let Some(got) = others_idle(pools, home, &now).await {
-            return got;
-        }
-    }
-}
-
-/// Takes a connection out of its pool for good (it is broken or its state is unknown).
-pub fn discard(conn: PooledConn) {
-    drop(Object::take(conn));
+    let workers = workers.max(1);
+    let shares = (0..workers)
+        .map(|i| Share {
+            // LIFO: a steady load keeps reusing the few backends it needs, warm in their
+            // caches, instead of rotating through every one the pool opened at its peak.
+            idle: Mutex::new(Vec::new()),
+            open: AtomicUsize::new(0),
+            max: AtomicUsize::new(share(p.pool_size, workers, i)),
+        })
+        .collect();
+    let pools = Pools(Arc::new(Inner {
+        shares,
+        manager: Manager {
+            target: target.clone(),
+            fence,
+        },
+        wait: Duration::from_millis(p.pool_timeout_ms),
+        create_timeout: connect_timeout * 2,
+        waiting: AtomicUsize::new(0),
+        returned: Notify::new(),
+        closed: AtomicBool::new(false),
+    }));
+    Ok((target, pools))
 }
 
 #[cfg(test)]
