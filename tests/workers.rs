@@ -106,3 +106,24 @@ async fn connections_on_loan_when_the_pool_shrinks_close_as_they_come_back() {
     }
     assert!(proxy.ctx.backend.pool_status(ShardId(0)).open <= 2);
 }
+
+#[tokio::test]
+async fn an_abandoned_checkout_gives_back_its_place_in_the_pool() {
+    let shards = Shards::databases(1).await;
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 2\nworkers = 1", TABLES).await;
+    let backend = &proxy.ctx.backend;
+    let mut held = Vec::new();
+    while backend.pool_status(ShardId(0)).idle > 0 {
+        held.push(backend.checkout(ShardId(0)).await.unwrap());
+    }
+    let before = backend.pool_status(ShardId(0)).open;
+    assert!(before < 2, "no room left to connect");
+    // Dropped while it connects, as when its client goes away or its statement times out.
+    for _ in 0..5 {
+        let abandoned = tokio::time::timeout(Duration::ZERO, backend.checkout(ShardId(0))).await;
+        assert!(abandoned.is_err(), "connected within one poll");
+        assert_eq!(backend.pool_status(ShardId(0)).open, before);
+    }
+    held.push(backend.checkout(ShardId(0)).await.unwrap());
+    assert_eq!(backend.pool_status(ShardId(0)).open, before + 1);
+}

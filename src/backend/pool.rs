@@ -214,25 +214,23 @@ impl Inner {
     async fn lend(self: &Arc<Self>, found: Found) -> Option<Result<PooledConn, GetError>> {
         let (share, conn) = match found {
             Found::Idle(share, mut conn) => {
+                let claim = Claim::new(self, share);
                 if !self.manager.recycle(&mut conn).await {
-                    drop(conn);
-                    self.forget(share);
                     return None;
                 }
+                claim.keep();
                 (share, conn)
             }
             Found::Room(share) => {
+                let claim = Claim::new(self, share);
                 let made = tokio::time::timeout(self.create_timeout, self.manager.create()).await;
                 match made {
-                    Ok(Ok(conn)) => (share, conn),
-                    Ok(Err(e)) => {
-                        self.forget(share);
-                        return Some(Err(GetError::Connect(e)));
+                    Ok(Ok(conn)) => {
+                        claim.keep();
+                        (share, conn)
                     }
-                    Err(_) => {
-                        self.forget(share);
-                        return Some(Err(GetError::ConnectTimeout));
-                    }
+                    Ok(Err(e)) => return Some(Err(GetError::Connect(e))),
+                    Err(_) => return Some(Err(GetError::ConnectTimeout)),
                 }
             }
         };
@@ -241,6 +239,31 @@ impl Inner {
             pool: self.clone(),
             share,
         }))
+    }
+}
+
+/// A connection of a share, counted in its `open`, that is being made or vetted: given up
+/// (its count with it) if that fails, or if the checkout is abandoned, its future dropped
+/// mid-way (a client gone, a statement timeout).
+struct Claim<'a> {
+    pool: &'a Inner,
+    share: usize,
+}
+
+impl<'a> Claim<'a> {
+    fn new(pool: &'a Inner, share: usize) -> Self {
+        Claim { pool, share }
+    }
+
+    /// The connection made it: it stays counted.
+    fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.pool.forget(self.share);
     }
 }
 
