@@ -447,6 +447,16 @@ async fn raw_exchange(
     msgs: &[(u8, Vec<u8>)],
     syncs: usize,
 ) -> Vec<u8> {
+    let answers = raw_answers(s, msgs, syncs).await;
+    answers.into_iter().map(|(tag, _)| tag).collect()
+}
+
+/// As `raw_exchange`, with each answer's body.
+async fn raw_answers(
+    s: &mut tokio::net::TcpStream,
+    msgs: &[(u8, Vec<u8>)],
+    syncs: usize,
+) -> Vec<(u8, Vec<u8>)> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut out = Vec::new();
     for (tag, body) in msgs {
@@ -455,10 +465,10 @@ async fn raw_exchange(
         out.extend_from_slice(body);
     }
     s.write_all(&out).await.unwrap();
-    let mut tags = Vec::new();
+    let mut answers: Vec<(u8, Vec<u8>)> = Vec::new();
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    while tags.iter().filter(|t| **t == b'Z').count() < syncs {
+    while answers.iter().filter(|(t, _)| *t == b'Z').count() < syncs {
         let n = s.read(&mut chunk).await.unwrap();
         assert!(n > 0, "proxy closed the connection");
         buf.extend_from_slice(&chunk[..n]);
@@ -467,11 +477,17 @@ async fn raw_exchange(
             if buf.len() < 1 + len {
                 break;
             }
-            tags.push(buf[0]);
+            answers.push((buf[0], buf[5..1 + len].to_vec()));
             buf.drain(..1 + len);
         }
     }
-    tags
+    answers
+}
+
+/// The text of the first column of a DataRow's body.
+fn first_value(row: &[u8]) -> String {
+    let len = i32::from_be_bytes(row[2..6].try_into().unwrap()) as usize;
+    String::from_utf8(row[6..6 + len].to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -824,6 +840,18 @@ async fn an_error_mid_batch_rolls_back_what_the_batch_ran() {
             vec![(b'D', b"X\0".to_vec()), sync.clone()],
         ),
         ("a Sync with a body", vec![(b'S', vec![1])]),
+        (
+            "a failure after a read the proxy gathers",
+            vec![
+                parse("SELECT count(*) FROM users"),
+                bind.clone(),
+                execute.clone(),
+                parse(&format!("SELECT 1 / (id - id) FROM users WHERE id = {a}")),
+                bind.clone(),
+                execute.clone(),
+                sync.clone(),
+            ],
+        ),
     ];
     for (case, tail) in cases {
         let msgs: Vec<(u8, Vec<u8>)> = insert.iter().cloned().chain(tail).collect();
@@ -836,6 +864,75 @@ async fn an_error_mid_batch_rolls_back_what_the_batch_ran() {
     let msgs: Vec<(u8, Vec<u8>)> = insert.iter().cloned().chain([sync]).collect();
     assert_eq!(raw_exchange(&mut s, &msgs, 1).await, b"12CZ".to_vec());
     assert_eq!(value(&c, &stored).await, "1");
+}
+
+/// Writes on two shards with a read the proxy gathers between them, in one batch up to Sync:
+/// one implicit transaction, as in PostgreSQL. The read sees the batch's own write, and the
+/// writes are committed together, or rolled back together when a later statement fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_around_a_gathered_read_is_one_transaction() {
+    let (_shards, proxy) = setup("pool_size = 4").await;
+    let (a, b) = proxy.keys_on_two_shards();
+    let c = proxy.client().await;
+    let mut s = raw_client(&proxy).await;
+    let (parse, bind, execute, sync) = (parse_msg, bind_msg(), execute_msg(), sync_msg());
+    let batch = |key_a: i64, key_b: i64, fail: bool| {
+        let mut msgs = vec![
+            parse(&format!("INSERT INTO users VALUES ({key_a}, 'x')")),
+            bind.clone(),
+            execute.clone(),
+            parse("SELECT count(*) FROM users"),
+            bind.clone(),
+            execute.clone(),
+            parse(&format!("INSERT INTO users VALUES ({key_b}, 'y')")),
+            bind.clone(),
+            execute.clone(),
+        ];
+        if fail {
+            msgs.push(parse(&format!(
+                "SELECT 1 / (id - id) FROM users WHERE id = {key_a}"
+            )));
+            msgs.push(bind.clone());
+            msgs.push(execute.clone());
+        }
+        msgs.push(sync.clone());
+        msgs
+    };
+    let both = format!("SELECT count(*) FROM users WHERE id IN ({a}, {b})");
+    // A failure at the end: neither write stays.
+    let tags = raw_exchange(&mut s, &batch(a, b, true), 1).await;
+    assert_eq!(&tags[..9], b"12C12DC12", "{tags:?}");
+    assert!(tags.contains(&b'E'));
+    assert_eq!(value(&c, &both).await, "0");
+    // No failure: both are committed, and the read counted the first.
+    let before: i64 = value(&c, "SELECT count(*) FROM users")
+        .await
+        .parse()
+        .unwrap();
+    let answers = raw_answers(&mut s, &batch(a, b, false), 1).await;
+    let tags: Vec<u8> = answers.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"12C12DC12CZ".to_vec());
+    assert_eq!(first_value(&answers[5].1), (before + 1).to_string());
+    // Idle, as PostgreSQL is after the Sync that ends an implicit transaction.
+    assert_eq!(answers[10].1, b"I");
+    assert_eq!(value(&c, &both).await, "2");
+    // The connection is out of any transaction: a plain batch commits at once.
+    let (a2, b2) = (a + 1_000_000, b + 1_000_000);
+    let single = [
+        parse(&format!("INSERT INTO users VALUES ({a2}, 'z')")),
+        bind.clone(),
+        execute.clone(),
+        sync.clone(),
+    ];
+    assert_eq!(raw_exchange(&mut s, &single, 1).await, b"12CZ".to_vec());
+    assert_eq!(
+        value(
+            &c,
+            &format!("SELECT count(*) FROM users WHERE id IN ({a2}, {b2})")
+        )
+        .await,
+        "1"
+    );
 }
 
 /// DISCARD ALL deallocates the client's prepared statements, as PostgreSQL's does; DEALLOCATE

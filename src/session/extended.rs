@@ -14,6 +14,31 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// Messages buffered before a batch is sent on without waiting for Sync or Flush.
 const MAX_BATCH: usize = 1000;
 
+/// Whether a batch needs an implicit transaction of the proxy's (see `run_batch`): a Bind of a
+/// statement that writes, then a message the proxy answers itself, and no transaction control
+/// or statement that cannot run in a transaction block anywhere in it.
+fn needs_implicit(msgs: &[Msg]) -> bool {
+    let (mut wrote, mut then_local) = (false, false);
+    for m in msgs {
+        let Some(st) = &m.stmt else {
+            continue;
+        };
+        let stmts = &st.plan.statements;
+        let control = |s: &crate::router::StatementPlan| {
+            matches!(s.target, Target::Transaction(_)) || s.no_transaction
+        };
+        if stmts.iter().any(control) {
+            return false;
+        }
+        if m.local {
+            then_local |= wrote;
+        } else if m.frame.tag == b'B' && stmts.iter().any(|s| s.writes || s.ddl) {
+            wrote = true;
+        }
+    }
+    then_local
+}
+
 /// One client message of a batch, with the statement it referred to when it arrived (a later
 /// Parse of the same name must not change what an earlier Bind meant).
 pub(super) struct Msg {
@@ -146,6 +171,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         (self.scratch.names_run, self.scratch.parse_failed) = (0, false);
         self.segment(&mut frames, &mut msgs);
         self.batch = frames;
+        // What runs on a shard before a message the proxy answers itself is ended with a Sync
+        // of the proxy's: PostgreSQL would run the whole batch as one implicit transaction, so
+        // a write there runs inside one of the proxy's, ended at the client's Sync (committed
+        // on every shard it wrote to, or rolled back if anything in the batch failed).
+        let implicit = sync && self.txn.is_none() && self.ext.is_none() && needs_implicit(&msgs);
+        if implicit {
+            self.txn = Some(super::txn::Txn::implicit(self.settings.clone()));
+        }
         let mut i = 0;
         while i < msgs.len() && !self.ext_skipping {
             if msgs[i].local {
@@ -173,6 +206,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.describe_next = None;
         if sync {
             self.close_open_batch().await?;
+        }
+        if implicit && self.txn.is_some() {
+            let commit = !self.ext_skipping;
+            self.end_txn(commit, false).await?;
         }
         let copied = std::mem::take(&mut self.copy_ran);
         if sync && copied {
