@@ -15,8 +15,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 const MAX_BATCH: usize = 1000;
 
 /// Whether a batch needs an implicit transaction of the proxy's (see `run_batch`): a Bind of a
-/// statement that writes, then a message the proxy answers itself, and no transaction control
-/// or statement that cannot run in a transaction block anywhere in it.
+/// statement that writes, then a message the proxy answers itself, and no transaction control,
+/// statement that cannot run in a transaction block, or COPY (whose rows arrive after the
+/// Sync) anywhere in it.
 fn needs_implicit(msgs: &[Msg]) -> bool {
     let (mut wrote, mut then_local) = (false, false);
     for m in msgs {
@@ -25,7 +26,7 @@ fn needs_implicit(msgs: &[Msg]) -> bool {
         };
         let stmts = &st.plan.statements;
         let control = |s: &crate::router::StatementPlan| {
-            matches!(s.target, Target::Transaction(_)) || s.no_transaction
+            matches!(s.target, Target::Transaction(_) | Target::CopyIn(_)) || s.no_transaction
         };
         if stmts.iter().any(control) {
             return false;
