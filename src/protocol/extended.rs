@@ -123,6 +123,21 @@ pub fn bind_names(body: &[u8]) -> Result<BindNames<'_>, Error> {
     })
 }
 
+/// The portal a Bind names, read without the statement name: for the batch's passes that need
+/// only that (`bind_names` validates both names).
+pub fn bind_portal(body: &[u8]) -> Result<&str, Error> {
+    let mut b = body;
+    take_cstr(&mut b)
+}
+
+/// Where a Bind's statement name lies in its body (see `put_bind_renamed`), found by its
+/// terminators alone: for a Bind whose names were read once already (`bind_names`).
+pub fn bind_statement_at(body: &[u8]) -> Option<std::ops::Range<usize>> {
+    let start = body.iter().position(|&b| b == 0)? + 1;
+    let len = body.get(start..)?.iter().position(|&b| b == 0)?;
+    Some(start..start + len)
+}
+
 pub fn decode_bind(body: &[u8]) -> Result<BindMsg<'_>, Error> {
     let BindNames {
         portal,
@@ -366,6 +381,9 @@ mod tests {
         let mut out = BytesMut::new();
         let names = bind_names(&body).unwrap();
         assert_eq!((names.portal, names.statement), ("portal", "s1"));
+        assert_eq!(bind_portal(&body).unwrap(), "portal");
+        assert_eq!(bind_statement_at(&body), Some(names.statement_at.clone()));
+        assert_eq!(bind_statement_at(b"portal\0s1"), None, "no terminator");
         put_bind_renamed(&mut out, &body, names.statement_at, "sg_0123456789abcdef");
         let renamed = decode_bind(&out[5..]).unwrap();
         assert_eq!(renamed.statement, "sg_0123456789abcdef");

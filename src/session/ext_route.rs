@@ -207,7 +207,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     }
                 }
                 b'B' => {
-                    let Ok(bind) = protocol::bind_names(m.body()) else {
+                    // Its names were read when it arrived (`classify`).
+                    let Some(statement_at) = protocol::bind_statement_at(m.body()) else {
                         continue;
                     };
                     let Some(st) = &msg.stmt else {
@@ -215,7 +216,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     };
                     let name = server_name(st, conn, batch, in_txn);
                     ensure_prepared(conn, batch, name, st, out, expects);
-                    protocol::put_bind_renamed(out, m.body(), bind.statement_at, name);
+                    protocol::put_bind_renamed(out, m.body(), statement_at, name);
                     expects.push(Expect::Relay(End::Bind, None));
                 }
                 b'D' if !is_portal_message(m) => {

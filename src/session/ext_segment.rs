@@ -62,11 +62,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Portals live on the connection that bound them, including those of statements that
         // could have run anywhere: Execute must find them there.
         for m in msgs.iter().filter(|m| m.frame.tag == b'B') {
-            if let Ok(bind) = protocol::bind_names(m.frame.body()) {
-                note_portal(&mut self.portals, bind.portal, shard);
+            if let Ok(portal) = protocol::bind_portal(m.frame.body()) {
+                note_portal(&mut self.portals, portal, shard);
                 // A gather portal of that name ends as this Bind runs.
                 if !self.gather_portals.is_empty() {
-                    self.gather_portals.remove(bind.portal);
+                    self.gather_portals.remove(portal);
                 }
             }
         }
