@@ -917,7 +917,7 @@ async fn a_batch_around_a_gathered_read_is_one_transaction() {
     assert_eq!(answers[10].1, b"I");
     assert_eq!(value(&c, &both).await, "2");
     // The connection is out of any transaction: a plain batch commits at once.
-    let (a2, b2) = (a + 1_000_000, b + 1_000_000);
+    let a2 = a + 1_000_000;
     let single = [
         parse(&format!("INSERT INTO users VALUES ({a2}, 'z')")),
         bind.clone(),
@@ -926,11 +926,7 @@ async fn a_batch_around_a_gathered_read_is_one_transaction() {
     ];
     assert_eq!(raw_exchange(&mut s, &single, 1).await, b"12CZ".to_vec());
     assert_eq!(
-        value(
-            &c,
-            &format!("SELECT count(*) FROM users WHERE id IN ({a2}, {b2})")
-        )
-        .await,
+        value(&c, &format!("SELECT count(*) FROM users WHERE id = {a2}")).await,
         "1"
     );
 }

@@ -19,15 +19,15 @@ const MAX_BATCH: usize = 1000;
 /// statement that cannot run in a transaction block, or COPY (whose rows arrive after the
 /// Sync) anywhere in it.
 fn needs_implicit(msgs: &[Msg]) -> bool {
+    let control = |s: &crate::router::StatementPlan| {
+        matches!(s.target, Target::Transaction(_) | Target::CopyIn(_)) || s.no_transaction
+    };
     let (mut wrote, mut then_local) = (false, false);
     for m in msgs {
         let Some(st) = &m.stmt else {
             continue;
         };
         let stmts = &st.plan.statements;
-        let control = |s: &crate::router::StatementPlan| {
-            matches!(s.target, Target::Transaction(_) | Target::CopyIn(_)) || s.no_transaction
-        };
         if stmts.iter().any(control) {
             return false;
         }
