@@ -49,9 +49,12 @@ pub enum Error {
     Encoding,
     /// A bound parameter PostgreSQL would refuse as well, with its SQLSTATE (a shard key that
     /// is no value of its type: 22P02, 22P03, 22003, 22021, 08P01).
+    /// The message is PostgreSQL's; which parameter (1-based) goes in the context field, as
+    /// PostgreSQL puts it there.
     BadParameter {
         sqlstate: &'static str,
         message: String,
+        param: usize,
     },
     /// A Bind or Describe names a statement the client never prepared (26000).
     UnknownStatement { name: String },
@@ -143,6 +146,14 @@ impl Error {
     }
 
     /// The hint line, where there is something useful to suggest.
+    /// The context field (`W`): where the error arose.
+    pub fn context(&self) -> Option<String> {
+        match self {
+            Error::BadParameter { param, .. } => Some(format!("bind parameter ${param}")),
+            _ => None,
+        }
+    }
+
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Unsupported { hint, .. } => hint.clone(),
@@ -217,7 +228,7 @@ impl fmt::Display for Error {
                 f,
                 "SCRAM channel binding negotiation error: the client supports SCRAM channel binding but thinks the server does not, however this server does support channel binding"
             ),
-            Error::Protocol { message } => write!(f, "protocol violation: {message}"),
+            Error::Protocol { message } => write!(f, "{message}"),
             Error::Encoding => write!(f, "invalid byte sequence for encoding \"UTF8\""),
             Error::BadParameter { message, .. } => write!(f, "{message}"),
             Error::UnknownStatement { name } => {

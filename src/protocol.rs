@@ -290,6 +290,9 @@ fn put_error_fields(out: &mut BytesMut, severity: &str, err: &Error) {
     if let Some(hint) = err.hint() {
         fields.push((b'H', hint));
     }
+    if let Some(context) = err.context() {
+        fields.push((b'W', context));
+    }
     encode(out, &ErrorResponse::new(fields));
 }
 

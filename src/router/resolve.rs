@@ -172,6 +172,7 @@ fn split_route(split: &SplitInsert, ring: &Ring) -> Route {
 fn bad_parameter(i: usize, message: &str) -> Error {
     Error::BadParameter {
         sqlstate: key_error_sqlstate(message),
-        message: format!("{message} (bind parameter ${})", i + 1),
+        message: message.to_owned(),
+        param: i + 1,
     }
 }
