@@ -981,3 +981,152 @@ async fn a_gathered_portal_runs_before_a_later_bind_of_its_name() {
     let tags = raw_exchange(&mut s, &again, 1).await;
     assert_eq!(tags, b"12DCCZ", "{}", String::from_utf8_lossy(&tags));
 }
+
+/// Parse of a named statement, no declared types.
+fn named_parse(name: &str, sql: &str) -> (u8, Vec<u8>) {
+    let mut body = name.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(sql.as_bytes());
+    body.extend_from_slice(&[0, 0, 0]);
+    (b'P', body)
+}
+
+/// Bind of `portal` to `statement` with one format code for every parameter, results in text.
+fn bind_of(portal: &str, statement: &str, format: i16, params: &[&[u8]]) -> (u8, Vec<u8>) {
+    let mut body = Vec::new();
+    for name in [portal, statement] {
+        body.extend_from_slice(name.as_bytes());
+        body.push(0);
+    }
+    body.extend_from_slice(&1i16.to_be_bytes());
+    body.extend_from_slice(&format.to_be_bytes());
+    body.extend_from_slice(&(params.len() as i16).to_be_bytes());
+    for p in params {
+        body.extend_from_slice(&(p.len() as i32).to_be_bytes());
+        body.extend_from_slice(p);
+    }
+    body.extend_from_slice(&0i16.to_be_bytes());
+    (b'B', body)
+}
+
+fn describe_portal(portal: &str) -> (u8, Vec<u8>) {
+    let mut body = vec![b'P'];
+    body.extend_from_slice(portal.as_bytes());
+    body.push(0);
+    (b'D', body)
+}
+
+fn execute_of(portal: &str, max_rows: i32) -> (u8, Vec<u8>) {
+    let mut body = portal.as_bytes().to_vec();
+    body.push(0);
+    body.extend_from_slice(&max_rows.to_be_bytes());
+    (b'E', body)
+}
+
+/// An answer as the comparison sees it: an error by its SQLSTATE and message (where in the
+/// server's source it was raised is no concern of the client's), anything else whole.
+fn comparable((tag, body): (u8, Vec<u8>)) -> (u8, Vec<u8>) {
+    if tag != b'E' {
+        return (tag, body);
+    }
+    let mut kept = Vec::new();
+    let mut fields = body.as_slice();
+    while let Some((&kind, rest)) = fields.split_first().filter(|(k, _)| **k != 0) {
+        let end = rest.iter().position(|&b| b == 0).unwrap();
+        if matches!(kind, b'C' | b'M') {
+            kept.push(kind);
+            kept.extend_from_slice(&rest[..=end]);
+        }
+        fields = &rest[end + 1..];
+    }
+    (tag, kept)
+}
+
+/// What libpq and most drivers send for each query once a statement is prepared (Bind, a
+/// Describe of the portal with libpq, Execute, Sync) is answered message for message as one
+/// unsharded PostgreSQL answers it: rows, no rows, a write, a portal cut short by max_rows,
+/// keys in text and binary, and errors from the shard and from the Bind itself, each on a
+/// connection that goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_execute_sync_answers_as_postgresql_does() {
+    let shards = Shards::start(3).await;
+    let urls = shards.urls();
+    let proxy = Proxy::start_with(&urls[..2], "pool_size = 2", TABLES).await;
+    let c = proxy.client().await;
+    let direct = shards.client(2).await;
+    for db in [&c, &direct] {
+        let create = "CREATE TABLE users (id bigint PRIMARY KEY, name text)";
+        db.batch_execute(create).await.unwrap();
+        let insert = "INSERT INTO users VALUES (1, 'a'), (2, 'b'), (3, 'c'), (4, 'd')";
+        db.batch_execute(insert).await.unwrap();
+    }
+    let (host, db) = (urls[2].trim_start_matches("postgres://postgres@"))
+        .split_once('/')
+        .unwrap();
+    let mut d = support::proxy::raw_login(host.parse().unwrap(), db).await;
+    let mut s = support::proxy::raw_login(proxy.addr, "app").await;
+    let statements = vec![
+        named_parse("get", "SELECT id, name FROM users WHERE id = $1"),
+        named_parse(
+            "pairs",
+            "SELECT id, g FROM users, generate_series(1, 3) g WHERE id = $1",
+        ),
+        named_parse("div", "SELECT id / $2::int FROM users WHERE id = $1"),
+        named_parse("put", "INSERT INTO users (id, name) VALUES ($1, $2)"),
+        sync_msg(),
+    ];
+    let four = 4i64.to_be_bytes();
+    let e = || execute_of("", 0);
+    let cases: Vec<Vec<(u8, Vec<u8>)>> = vec![
+        statements,
+        vec![bind_of("", "get", 0, &[b"2"]), e(), sync_msg()],
+        vec![
+            bind_of("", "get", 0, &[b"3"]),
+            describe_portal(""),
+            e(),
+            sync_msg(),
+        ],
+        vec![
+            bind_of("", "get", 0, &[b"99"]),
+            describe_portal(""),
+            e(),
+            sync_msg(),
+        ],
+        vec![bind_of("", "get", 1, &[&four]), e(), sync_msg()],
+        vec![
+            bind_of("", "pairs", 0, &[b"1"]),
+            execute_of("", 2),
+            sync_msg(),
+        ],
+        vec![bind_of("", "div", 0, &[b"1", b"0"]), e(), sync_msg()],
+        vec![bind_of("", "div", 0, &[b"2", b"2"]), e(), sync_msg()],
+        vec![bind_of("", "get", 0, &[]), e(), sync_msg()],
+        vec![bind_of("", "get", 0, &[b"abc"]), e(), sync_msg()],
+        vec![bind_of("", "put", 0, &[b"5", b"e"]), e(), sync_msg()],
+        vec![bind_of("", "put", 0, &[b"5", b"e"]), e(), sync_msg()],
+        vec![
+            bind_of("p1", "get", 0, &[b"5"]),
+            describe_portal("p1"),
+            execute_of("p1", 0),
+            sync_msg(),
+        ],
+        vec![bind_of("", "nothing", 0, &[b"1"]), e(), sync_msg()],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let want: Vec<_> = raw_answers(&mut d, case, 1).await;
+        let got: Vec<_> = raw_answers(&mut s, case, 1).await;
+        let want: Vec<_> = want.into_iter().map(comparable).collect();
+        let got: Vec<_> = got.into_iter().map(comparable).collect();
+        assert_eq!(
+            got,
+            want,
+            "case {i}: {:?}",
+            case.iter().map(|m| m.0 as char)
+        );
+    }
+    // The write reached the key's shard only.
+    let on_shards = shards
+        .scalar_each("SELECT count(*) FROM users WHERE id = 5")
+        .await;
+    assert_eq!(on_shards[..2].iter().sum::<i64>(), 1);
+}

@@ -79,20 +79,30 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 name: names.statement.to_owned(),
             });
         };
+        self.bind_target(prepared, m.frame.body())
+    }
+
+    /// The portal a Bind of `prepared` (its body) creates and the one shard it needs (None:
+    /// any); its keys are counted in the statistics.
+    pub(super) fn bind_target<'b>(
+        &self,
+        prepared: &Prepared,
+        body: &'b [u8],
+    ) -> Result<(&'b str, Option<ShardId>), Error> {
         let own = prepared.local() || prepared_gathers(prepared);
-        let bind = match protocol::decode_bind(m.frame.body()) {
+        let bind = match protocol::decode_bind(body) {
             Ok(b) => b,
             // PostgreSQL reads the parameters one by one and may find another fault in one
             // before this: a Bind the proxy does not answer itself goes to a shard, which
             // answers with PostgreSQL's own error (the batch is skipped from there to Sync).
-            Err(_) if !own => return Ok((protocol::bind_names(m.frame.body())?.portal, None)),
+            Err(_) if !own => return Ok((protocol::bind_names(body)?.portal, None)),
             Err(e) => return Err(e),
         };
         // Before the keys are read, as PostgreSQL checks them before the parameters.
         prepared.params_mismatch(&bind)?;
         if own {
             // Not relayed as it is, so PostgreSQL would not see its end.
-            protocol::check_bind_end(m.frame.body(), &bind)?;
+            protocol::check_bind_end(body, &bind)?;
         }
         let portal = bind.portal;
         let ring = self.ctx.ring.load();
@@ -317,7 +327,7 @@ pub(super) fn note_portal(portals: &mut protocol::Names<ShardId>, portal: &str, 
 
 /// A statement whose Binds the gather may answer: a read over several shards (as
 /// `gather_bind` takes them).
-fn prepared_gathers(p: &Prepared) -> bool {
+pub(super) fn prepared_gathers(p: &Prepared) -> bool {
     let [s] = p.plan.statements.as_slice() else {
         return false;
     };

@@ -122,7 +122,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         self.batch.push(frame);
         match tag {
-            b'S' => self.run_batch(true).await,
+            b'S' => match self.routed_batch_statement() {
+                Some((st, at)) => self.run_routed_batch(st, at).await,
+                None => self.run_batch(true).await,
+            },
             b'H' => self.run_batch(false).await,
             _ if self.batch.len() >= MAX_BATCH => self.run_batch(false).await,
             _ => Ok(()),

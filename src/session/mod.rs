@@ -7,6 +7,7 @@ mod copy;
 mod copy_binary;
 mod copy_split;
 mod exec;
+mod ext_fast;
 mod ext_gather;
 mod ext_route;
 mod ext_segment;

@@ -1,0 +1,166 @@
+//! The request drivers send for nearly every query once a statement is prepared: Bind, Execute
+//! and Sync (libpq adds a Describe of the portal), outside a transaction block. It runs on its
+//! one shard without the batch machinery (`extended.rs`): no segmenting, no plan of what each
+//! answer is, one pass over the answer.
+//!
+//! Everything else, and any such batch that is not plainly one routed statement, takes the
+//! batch machinery, which gives the same answers; this path only skips its work.
+
+use super::exec::Recv;
+use super::prepared::Prepared;
+use super::{Session, Step};
+use crate::protocol::{self, Frame};
+use crate::router::Target;
+use std::ops::Range;
+use std::sync::Arc;
+use tokio::io::{AsyncRead, AsyncWrite};
+
+impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+    /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
+    /// Bind names it (see `protocol::put_bind_renamed`), if the batch may take this path:
+    /// outside a transaction block and any earlier batch, with no rebalance running,
+    /// well-formed messages about the one portal the Bind makes, and a statement that one shard
+    /// answers as it is relayed (not one the proxy runs itself, gathers, or keeps for a
+    /// client's unnamed one).
+    pub(super) fn routed_batch_statement(&self) -> Option<(Arc<Prepared>, Range<usize>)> {
+        let (bind, describe, execute) = match self.batch.as_slice() {
+            [b, e, _sync] => (b, None, e),
+            [b, d, e, _sync] => (b, Some(d), e),
+            _ => return None,
+        };
+        if bind.tag != b'B'
+            || execute.tag != b'E'
+            || self.txn.is_some()
+            || self.ext.is_some()
+            || self.ext_skipping
+            || self.settings_after.is_some()
+            || self.ctx.rebalance.gate.active()
+        {
+            return None;
+        }
+        let names = protocol::bind_names(bind.body()).ok()?;
+        // libpq describes the portal it executes.
+        if let Some(d) = describe {
+            let target = protocol::decode_target(d.body()).ok()?;
+            if d.tag != b'D'
+                || protocol::check_message(b'D', d.body()).is_err()
+                || target != (b'P', names.portal)
+            {
+                return None;
+            }
+        }
+        if protocol::check_message(b'E', execute.body()).is_err()
+            || protocol::portal_of_execute(execute.body()) != Some(names.portal)
+        {
+            return None;
+        }
+        let st = self.stmts.get(names.statement)?;
+        let plain =
+            matches!(st.plan.statements.as_slice(), [s] if !matches!(s.target, Target::CopyIn(_)));
+        (plain && !st.local() && !st.auto && !super::ext_route::prepared_gathers(st))
+            .then(|| (st.clone(), names.statement_at))
+    }
+
+    /// Runs the batch `routed_batch_statement` gave `st` for, up to its ReadyForQuery.
+    pub(super) async fn run_routed_batch(&mut self, st: Arc<Prepared>, at: Range<usize>) -> Step {
+        let frames = std::mem::take(&mut self.batch);
+        let step = self.routed_batch(&st, at, &frames).await;
+        self.batch = frames;
+        self.batch.clear();
+        step?;
+        self.end_batch(true).await
+    }
+
+    async fn routed_batch(&mut self, st: &Prepared, at: Range<usize>, frames: &[Frame]) -> Step {
+        self.arm_statement_timeout();
+        if let Err(e) = self.limit_batch(frames) {
+            self.fail(&e)?;
+            return Ok(());
+        }
+        let bind = frames[0].body();
+        let shard = match self.bind_target(st, bind) {
+            Ok((_, shard)) => shard.unwrap_or_else(|| self.default_shard()),
+            Err(e) => {
+                self.fail(&e)?;
+                return Ok(());
+            }
+        };
+        self.reads_only = st.plan.statements.iter().all(|s| !s.writes && !s.ddl);
+        let mut conn = match self.acquire(shard).await {
+            Ok(c) => c,
+            Err(e) => {
+                self.fail(&e)?;
+                return Ok(());
+            }
+        };
+        let name = st.backend_name.as_str();
+        let parse = !conn.prepared.holds(name, st.hash);
+        if parse && conn.prepared.full() && super::server_stmts::may_close(&conn) {
+            if let Err(e) = self.make_room(&mut conn).await? {
+                self.broken(shard, conn, e)?;
+                return Ok(());
+            }
+        }
+        let out = &mut self.scratch.out;
+        out.clear();
+        if parse {
+            protocol::put_parse(out, name, &st.sql, &st.types);
+        }
+        protocol::put_bind_renamed(out, bind, at, name);
+        // The Describe, if any, and the Execute, as they came, then the Sync.
+        for f in &frames[1..] {
+            out.extend_from_slice(&f.bytes);
+        }
+        conn.send(out);
+        // A CancelRequest (or the statement timeout) reaches the Execute.
+        let _cancellable = super::exec::Cancellable::new(&self.running, &[&conn]);
+        if let Err(e) = conn.flush().await {
+            self.broken(shard, conn, e)?;
+            return Ok(());
+        }
+        let mut parsing = parse;
+        loop {
+            let next = match self.buffered(&mut conn) {
+                Some(r) => r,
+                None => self.recv(&mut conn).await?,
+            };
+            let f = match next {
+                Recv::Frame(f) => f,
+                Recv::Broken(e) => {
+                    self.broken(shard, conn, e)?;
+                    return Ok(());
+                }
+            };
+            match f.tag {
+                // The Parse the proxy added: noted, never shown.
+                b'1' if parsing => {
+                    parsing = false;
+                    conn.prepared.insert(name.to_owned(), st.hash);
+                    continue;
+                }
+                b'Z' => break,
+                b'E' => {
+                    parsing = false;
+                    self.scratch.last_error = protocol::error_field(f.body(), b'C');
+                }
+                b'G' | b'W' => {
+                    conn.send(&super::exec::copy_fail(
+                        "COPY FROM STDIN through shardgate is not supported yet",
+                    ));
+                    if let Err(e) = conn.flush().await {
+                        self.broken(shard, conn, e)?;
+                        return Ok(());
+                    }
+                    continue;
+                }
+                _ => {}
+            }
+            self.out.extend_from_slice(&f.bytes);
+            if self.out.len() >= super::FLUSH_AT {
+                self.maybe_flush().await?;
+            }
+        }
+        self.release(shard, conn);
+        Ok(())
+    }
+}
