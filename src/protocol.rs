@@ -119,6 +119,41 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }))
     }
 
+    /// Moves the complete messages at the front of the buffer that `take` accepts (it sees
+    /// each one's tag and body) into `out` whole, in one copy, stopping before the first it
+    /// refuses or once `out` holds `limit` bytes; returns how many bytes moved. A relay takes
+    /// the usual answer this way instead of a frame per message.
+    pub fn drain_into(
+        &mut self,
+        out: &mut BytesMut,
+        limit: usize,
+        mut take: impl FnMut(u8, &[u8]) -> bool,
+    ) -> usize {
+        let buf = &self.buf[..];
+        let mut end = 0;
+        while out.len() + end < limit {
+            let Some(header) = buf.get(end..end + 5) else {
+                break;
+            };
+            let len = i32::from_be_bytes([header[1], header[2], header[3], header[4]]);
+            // A bad length is `frame_within`'s to report.
+            let Some(frame) = usize::try_from(len)
+                .ok()
+                .filter(|&l| (4..=MAX_MESSAGE_LEN).contains(&l))
+                .and_then(|l| buf.get(end..end + 1 + l))
+            else {
+                break;
+            };
+            if !take(frame[0], &frame[5..]) {
+                break;
+            }
+            end += frame.len();
+        }
+        out.extend_from_slice(&buf[..end]);
+        self.buf.advance(end);
+        end
+    }
+
     /// True when bytes of a further message are already buffered.
     pub fn has_buffered(&self) -> bool {
         !self.buf.is_empty()

@@ -262,6 +262,44 @@ impl ServerConn {
         }
     }
 
+    /// Moves the messages already read that a relay passes on untouched (bind, row, command
+    /// and portal answers) into `out`, as `try_recv` and a copy of each frame would, until
+    /// `out` holds `limit` bytes; stops before any other message, which `try_recv` gives.
+    pub fn relay_plain(&mut self, out: &mut BytesMut, limit: usize) {
+        if self.prelude.swallow != 0 || self.prelude.shift != 0 {
+            return;
+        }
+        let stats = &self.stats;
+        let moved = self.reader.drain_into(out, limit, |tag, body| match tag {
+            b'2' | b'T' | b'D' | b'n' | b's' | b'I' => true,
+            b'C' => {
+                stats.command(body);
+                true
+            }
+            _ => false,
+        });
+        self.received += moved as u64;
+    }
+
+    /// Reads more of the server's answer, for `try_recv` and `relay_plain` to take; the end
+    /// of the stream is an error, and leaves the connection broken.
+    pub async fn fill(&mut self) -> std::io::Result<()> {
+        match self.reader.fill().await {
+            Ok(0) => {
+                self.broken = true;
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "server closed the connection",
+                ))
+            }
+            Ok(_) => Ok(()),
+            Err(e) => {
+                self.broken = true;
+                Err(e)
+            }
+        }
+    }
+
     async fn recv_raw(&mut self) -> std::io::Result<Frame> {
         match self.reader.next().await {
             Ok(Some(frame)) => self.account(frame),

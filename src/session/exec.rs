@@ -319,9 +319,22 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The next frame from a shard, while watching the client: if the client hangs up meanwhile,
     /// the shard's statement is cancelled and the connection discarded.
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
-        if let Some(r) = self.buffered(conn) {
-            return Ok(r);
+        loop {
+            if let Some(r) = self.buffered(conn) {
+                return Ok(r);
+            }
+            if let Err(e) = self.wait_for(conn).await? {
+                return Ok(Recv::Broken(e));
+            }
         }
+    }
+
+    /// Waits for more of a shard's answer (read into `conn`, not framed), while watching the
+    /// client and the statement timeout.
+    pub(super) async fn wait_for(
+        &mut self,
+        conn: &mut PooledConn,
+    ) -> Step<Result<(), std::io::Error>> {
         loop {
             let watch = self.client.buffered() < READ_AHEAD;
             // Biased: the deadline first, so that a shard that always has rows ready cannot
@@ -331,17 +344,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 _ = self.timer.as_mut(), if self.deadline.is_some() => {
                     if !self.deadline_passed() {
                         conn.broken = true;
-                        return Ok(Recv::Broken(std::io::Error::new(
+                        return Ok(Err(std::io::Error::new(
                             std::io::ErrorKind::TimedOut,
                             "no answer to the statement timeout's cancel",
                         )));
                     }
                 }
-                r = conn.recv() => return Ok(match r {
-                    Ok(f) if self.timed_out => Recv::Frame(self.after_timeout(conn, f)),
-                    Ok(f) => Recv::Frame(f),
-                    Err(e) => Recv::Broken(e),
-                }),
+                r = conn.fill() => return Ok(r),
                 n = self.client.fill(), if watch => {
                     if matches!(n, Ok(0) | Err(_)) {
                         conn.cancel().await;

@@ -120,9 +120,16 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         let mut parsing = parse;
         loop {
+            // After the statement timeout, each message is looked at (`after_timeout`).
+            if !self.timed_out {
+                conn.relay_plain(&mut self.out, super::FLUSH_AT);
+            }
             let next = match self.buffered(&mut conn) {
                 Some(r) => r,
-                None => self.recv(&mut conn).await?,
+                None => match self.wait_for(&mut conn).await? {
+                    Ok(()) => continue,
+                    Err(e) => Recv::Broken(e),
+                },
             };
             let f = match next {
                 Recv::Frame(f) => f,

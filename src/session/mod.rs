@@ -186,19 +186,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
 
     async fn serve(&mut self) -> Step {
         loop {
-            let frame = match self.idle_limit() {
-                None => self.client.next().await,
-                Some((limit, in_transaction)) => {
-                    match tokio::time::timeout(limit, self.client.next()).await {
-                        Ok(next) => next,
-                        Err(_) => {
-                            let err = Error::IdleTimeout { in_transaction };
-                            protocol::put_fatal(&mut self.out, &err);
-                            let _ = self.flush().await;
-                            return Err(Gone);
-                        }
-                    }
-                }
+            // A message already read in (the rest of a batch) is taken without waiting, so
+            // without the idle limit's clock.
+            let frame = match self.client.try_frame() {
+                Ok(None) => self.wait_message().await?,
+                buffered => buffered,
             };
             let frame = match frame {
                 Ok(Some(f)) => f,
@@ -236,6 +228,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     let _ = self.flush().await;
                     return Err(Gone);
                 }
+            }
+        }
+    }
+
+    /// Waits for the client's next message, for at most the idle limit (which ends the
+    /// session with a FATAL error).
+    async fn wait_message(&mut self) -> Step<std::io::Result<Option<Frame>>> {
+        let Some((limit, in_transaction)) = self.idle_limit() else {
+            return Ok(self.client.next().await);
+        };
+        match tokio::time::timeout(limit, self.client.next()).await {
+            Ok(next) => Ok(next),
+            Err(_) => {
+                let err = Error::IdleTimeout { in_transaction };
+                protocol::put_fatal(&mut self.out, &err);
+                let _ = self.flush().await;
+                Err(Gone)
             }
         }
     }
