@@ -1044,8 +1044,8 @@ fn comparable((tag, body): (u8, Vec<u8>)) -> (u8, Vec<u8>) {
 
 /// What libpq and most drivers send for each query once a statement is prepared (Bind, a
 /// Describe of the portal with libpq, Execute, Sync) is answered message for message as one
-/// unsharded PostgreSQL answers it: rows, no rows, a write, a portal cut short by max_rows,
-/// keys in text and binary, and errors from the shard and from the Bind itself, each on a
+/// unsharded PostgreSQL answers it: rows, no rows, many rows, a write, a portal cut short by
+/// max_rows, keys in text and binary, and errors from the shard and from the Bind itself, each on a
 /// connection that goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_execute_sync_answers_as_postgresql_does() {
@@ -1069,7 +1069,7 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
         named_parse("get", "SELECT id, name FROM users WHERE id = $1"),
         named_parse(
             "pairs",
-            "SELECT id, g FROM users, generate_series(1, 3) g WHERE id = $1",
+            "SELECT id, g FROM users, generate_series(1, $2::int) g WHERE id = $1",
         ),
         named_parse("div", "SELECT id / $2::int FROM users WHERE id = $1"),
         named_parse("put", "INSERT INTO users (id, name) VALUES ($1, $2)"),
@@ -1094,10 +1094,12 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
         ],
         vec![bind_of("", "get", 1, &[&four]), e(), sync_msg()],
         vec![
-            bind_of("", "pairs", 0, &[b"1"]),
+            bind_of("", "pairs", 0, &[b"1", b"3"]),
             execute_of("", 2),
             sync_msg(),
         ],
+        // Rows past what the proxy buffers before sending some on.
+        vec![bind_of("", "pairs", 0, &[b"2", b"30000"]), e(), sync_msg()],
         vec![bind_of("", "div", 0, &[b"1", b"0"]), e(), sync_msg()],
         vec![bind_of("", "div", 0, &[b"2", b"2"]), e(), sync_msg()],
         vec![bind_of("", "get", 0, &[]), e(), sync_msg()],
