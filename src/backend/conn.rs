@@ -119,6 +119,22 @@ pub struct ServerConn {
     received: u64,
 }
 
+/// A set of message tags (ASCII letters and digits), tested with a shift.
+#[derive(Clone, Copy)]
+pub struct Tags(u128);
+
+impl Tags {
+    pub const fn of(tags: &[u8]) -> Tags {
+        let mut set = 0u128;
+        let mut i = 0;
+        while i < tags.len() {
+            set |= 1 << (tags[i] & 127);
+            i += 1;
+        }
+        Tags(set)
+    }
+}
+
 impl ServerConn {
     pub async fn connect(target: &ShardTarget) -> Result<ServerConn, Error> {
         let stream = tokio::time::timeout(
@@ -262,21 +278,22 @@ impl ServerConn {
         }
     }
 
-    /// Moves the messages already read that a relay passes on untouched (bind, row, command
-    /// and portal answers) into `out`, as `try_recv` and a copy of each frame would, until
-    /// `out` holds `limit` bytes; stops before any other message, which `try_recv` gives.
-    pub fn relay_plain(&mut self, out: &mut BytesMut, limit: usize) {
+    /// Moves the messages already read whose tags are in `plain` (answers a relay passes on
+    /// untouched: rows, command tags...) into `out`, as `try_recv` and a copy of each frame
+    /// would, until `out` holds `limit` bytes; stops before any other message, which
+    /// `try_recv` gives. `plain` holds no tag `try_recv` looks at but 'C'.
+    pub fn relay_plain(&mut self, out: &mut BytesMut, limit: usize, plain: Tags) {
         if self.prelude.swallow != 0 || self.prelude.shift != 0 {
             return;
         }
         let stats = &self.stats;
-        let moved = self.reader.drain_into(out, limit, |tag, body| match tag {
-            b'2' | b'T' | b'D' | b'n' | b's' | b'I' => true,
-            b'C' => {
+        let plain = plain.0 & !Tags::of(b"ZE").0;
+        let moved = self.reader.drain_into(out, limit, |tag, body| {
+            let take = tag < 128 && (plain >> tag) & 1 == 1;
+            if take && tag == b'C' {
                 stats.command(body);
-                true
             }
-            _ => false,
+            take
         });
         self.received += moved as u64;
     }

@@ -16,7 +16,7 @@ pub mod statements;
 pub mod twophase;
 
 pub use cancel::{CancelKey, Cancels, Running};
-pub use conn::{decode_text_row, ServerConn, ShardTarget};
+pub use conn::{decode_text_row, ServerConn, ShardTarget, Tags};
 pub use discover::{discover_collation, discover_keys, quote_literal};
 use pool::Pools;
 pub use pool::{discard, PoolStatus, PooledConn};

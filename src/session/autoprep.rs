@@ -8,7 +8,7 @@
 
 use super::exec::Recv;
 use super::{Session, Step};
-use crate::backend::PooledConn;
+use crate::backend::{PooledConn, Tags};
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::cache::ServerStmt;
@@ -90,7 +90,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         // Notices the shard sent before BindComplete: the client's only if the statement ran.
         let mut held: Vec<Frame> = Vec::new();
         loop {
-            let frame = match self.next_frame(&mut conn).await? {
+            // Once bound, rows and the command tag are the client's as they came.
+            let plain = Tags::of(if bound { b"TDC" } else { b"" });
+            let frame = match self.recv_past(&mut conn, plain).await? {
                 Recv::Frame(f) => f,
                 Recv::Broken(e) => return self.broken(shard, conn, e),
             };

@@ -4,7 +4,7 @@
 use super::scatter::Combine;
 use super::settings::UNKNOWN;
 use super::{Gone, Session, Step, READ_AHEAD};
-use crate::backend::{self, PooledConn, Running};
+use crate::backend::{self, PooledConn, Running, Tags};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::{Ring, ShardId};
@@ -277,11 +277,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return self.broken(shard, conn, e);
         }
         loop {
-            let next = match self.buffered(&mut conn) {
-                Some(r) => r,
-                None => self.recv(&mut conn).await?,
-            };
-            let frame = match next {
+            let frame = match self.recv_past(&mut conn, Tags::of(b"TDCI")).await? {
                 Recv::Frame(f) => f,
                 Recv::Broken(e) => return self.broken(shard, conn, e),
             };
@@ -320,6 +316,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// the shard's statement is cancelled and the connection discarded.
     pub(super) async fn recv(&mut self, conn: &mut PooledConn) -> Step<Recv> {
         loop {
+            if let Some(r) = self.buffered(conn) {
+                return Ok(r);
+            }
+            if let Err(e) = self.wait_for(conn).await? {
+                return Ok(Recv::Broken(e));
+            }
+        }
+    }
+
+    /// The next frame from a shard whose tag is not in `plain`; those before it are moved to
+    /// the client's output as they came (`ServerConn::relay_plain`), the usual answer in one
+    /// copy rather than a frame each.
+    pub(super) async fn recv_past(&mut self, conn: &mut PooledConn, plain: Tags) -> Step<Recv> {
+        loop {
+            // After the statement timeout, each message is looked at (`after_timeout`).
+            if !self.timed_out {
+                conn.relay_plain(&mut self.out, super::FLUSH_AT, plain);
+            }
             if let Some(r) = self.buffered(conn) {
                 return Ok(r);
             }

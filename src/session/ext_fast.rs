@@ -9,11 +9,16 @@
 use super::exec::Recv;
 use super::prepared::Prepared;
 use super::{Session, Step};
+use crate::backend::Tags;
 use crate::protocol::{self, Frame};
 use crate::router::Target;
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The answers relayed as they came: all but ParseComplete (of the Parse the proxy may add),
+/// errors, COPY and ReadyForQuery.
+const RELAYED: Tags = Tags::of(b"2TDnsIC");
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
@@ -120,17 +125,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         let mut parsing = parse;
         loop {
-            // After the statement timeout, each message is looked at (`after_timeout`).
-            if !self.timed_out {
-                conn.relay_plain(&mut self.out, super::FLUSH_AT);
-            }
-            let next = match self.buffered(&mut conn) {
-                Some(r) => r,
-                None => match self.wait_for(&mut conn).await? {
-                    Ok(()) => continue,
-                    Err(e) => Recv::Broken(e),
-                },
-            };
+            let next = self.recv_past(&mut conn, RELAYED).await?;
             let f = match next {
                 Recv::Frame(f) => f,
                 Recv::Broken(e) => {
