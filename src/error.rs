@@ -145,7 +145,6 @@ impl Error {
         }
     }
 
-    /// The hint line, where there is something useful to suggest.
     /// The context field (`W`): where the error arose.
     pub fn context(&self) -> Option<String> {
         match self {
@@ -154,6 +153,7 @@ impl Error {
         }
     }
 
+    /// The hint line, where there is something useful to suggest.
     pub fn hint(&self) -> Option<String> {
         match self {
             Error::Unsupported { hint, .. } => hint.clone(),
