@@ -1009,6 +1009,12 @@ fn bind_of(portal: &str, statement: &str, format: i16, params: &[&[u8]]) -> (u8,
     (b'B', body)
 }
 
+fn query(sql: &str) -> (u8, Vec<u8>) {
+    let mut body = sql.as_bytes().to_vec();
+    body.push(0);
+    (b'Q', body)
+}
+
 fn describe_portal(portal: &str) -> (u8, Vec<u8>) {
     let mut body = vec![b'P'];
     body.extend_from_slice(portal.as_bytes());
@@ -1046,7 +1052,7 @@ fn comparable((tag, body): (u8, Vec<u8>)) -> (u8, Vec<u8>) {
 /// Describe of the portal with libpq, Execute, Sync) is answered message for message as one
 /// unsharded PostgreSQL answers it: rows, no rows, many rows, a write, a portal cut short by
 /// max_rows, keys in text and binary, and errors from the shard and from the Bind itself, each on a
-/// connection that goes on.
+/// connection that goes on; outside a transaction block and inside one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bind_execute_sync_answers_as_postgresql_does() {
     let shards = Shards::start(3).await;
@@ -1076,6 +1082,9 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
         sync_msg(),
     ];
     let four = 4i64.to_be_bytes();
+    // A key on another shard than key 1's (one of the rows above).
+    let other = proxy.keys_on_two_shards().1.to_string();
+    assert!(other.parse::<i64>().unwrap() <= 4, "{other}");
     let e = || execute_of("", 0);
     let cases: Vec<Vec<(u8, Vec<u8>)>> = vec![
         statements,
@@ -1113,6 +1122,29 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
             sync_msg(),
         ],
         vec![bind_of("", "nothing", 0, &[b"1"]), e(), sync_msg()],
+        // In a transaction block: a read, a write, a portal on another shard than the read's
+        // read in pieces over three batches, then an error, after which nothing runs, and the
+        // rollback.
+        vec![query("BEGIN")],
+        vec![bind_of("", "get", 0, &[b"1"]), e(), sync_msg()],
+        vec![bind_of("", "put", 0, &[b"6", b"f"]), e(), sync_msg()],
+        vec![
+            bind_of("c1", "pairs", 0, &[other.as_bytes(), b"5"]),
+            execute_of("c1", 2),
+            sync_msg(),
+        ],
+        vec![execute_of("c1", 2), sync_msg()],
+        vec![execute_of("c1", 0), sync_msg()],
+        vec![bind_of("", "div", 0, &[b"6", b"0"]), e(), sync_msg()],
+        vec![bind_of("", "get", 0, &[b"6"]), e(), sync_msg()],
+        vec![query("ROLLBACK")],
+        vec![bind_of("", "get", 0, &[b"6"]), e(), sync_msg()],
+        // And one committed.
+        vec![query("BEGIN")],
+        vec![bind_of("", "put", 0, &[b"7", b"g"]), e(), sync_msg()],
+        vec![bind_of("", "get", 0, &[b"7"]), e(), sync_msg()],
+        vec![query("COMMIT")],
+        vec![bind_of("", "get", 0, &[b"7"]), e(), sync_msg()],
     ];
     for (i, case) in cases.iter().enumerate() {
         let want: Vec<_> = raw_answers(&mut d, case, 1).await;
@@ -1126,9 +1158,10 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
             case.iter().map(|m| m.0 as char)
         );
     }
-    // The write reached the key's shard only.
-    let on_shards = shards
-        .scalar_each("SELECT count(*) FROM users WHERE id = 5")
-        .await;
-    assert_eq!(on_shards[..2].iter().sum::<i64>(), 1);
+    // The writes reached the key's shard only, the rolled-back one none.
+    for (id, rows) in [(5, 1), (6, 0), (7, 1)] {
+        let sql = format!("SELECT count(*) FROM users WHERE id = {id}");
+        let on_shards = shards.scalar_each(&sql).await;
+        assert_eq!(on_shards[..2].iter().sum::<i64>(), rows, "{id}");
+    }
 }

@@ -1,7 +1,7 @@
 //! The request drivers send for nearly every query once a statement is prepared: Bind, Execute
-//! and Sync (libpq adds a Describe of the portal), outside a transaction block. It runs on its
-//! one shard without the batch machinery (`extended.rs`): no segmenting, no plan of what each
-//! answer is, one pass over the answer.
+//! and Sync (libpq adds a Describe of the portal). It runs on its one shard without the batch
+//! machinery (`extended.rs`): no segmenting, no plan of what each answer is, one pass over the
+//! answer.
 //!
 //! Everything else, and any such batch that is not plainly one routed statement, takes the
 //! batch machinery, which gives the same answers; this path only skips its work.
@@ -23,7 +23,7 @@ const RELAYED: Tags = Tags::of(b"2TDnsIC");
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
     /// Bind names it (see `protocol::put_bind_renamed`), if the batch may take this path:
-    /// outside a transaction block and any earlier batch, with no rebalance running,
+    /// outside a failed transaction block and any earlier batch, with no rebalance running,
     /// well-formed messages about the one portal the Bind makes, and a statement that one shard
     /// answers as it is relayed (not one the proxy runs itself, gathers, or keeps for a
     /// client's unnamed one).
@@ -35,7 +35,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         };
         if bind.tag != b'B'
             || execute.tag != b'E'
-            || self.txn.is_some()
+            || self
+                .txn
+                .as_ref()
+                .is_some_and(|t| t.failed || t.lost.is_some())
             || self.ext.is_some()
             || self.ext_skipping
             || self.settings_after.is_some()
@@ -83,13 +86,23 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             return Ok(());
         }
         let bind = frames[0].body();
-        let shard = match self.bind_target(st, bind) {
-            Ok((_, shard)) => shard.unwrap_or_else(|| self.default_shard()),
+        let (portal, shard) = match self.bind_target(st, bind) {
+            Ok((portal, shard)) => (portal, shard.unwrap_or_else(|| self.default_shard())),
             Err(e) => {
                 self.fail(&e)?;
                 return Ok(());
             }
         };
+        if self.txn.is_some() {
+            // The portal outlives the batch: a later Execute of it finds it on this shard.
+            super::ext_route::note_portal(&mut self.portals, portal, shard);
+            if !self.local_portals.is_empty() {
+                self.local_portals.remove(portal);
+            }
+            if !self.gather_portals.is_empty() {
+                self.gather_portals.remove(portal);
+            }
+        }
         self.reads_only = st.plan.statements.iter().all(|s| !s.writes && !s.ddl);
         let mut conn = match self.acquire(shard).await {
             Ok(c) => c,
@@ -98,9 +111,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return Ok(());
             }
         };
+        if conn.has_prelude() {
+            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
+            conn.prepared.remove("");
+        }
         let name = st.backend_name.as_str();
         let parse = !conn.prepared.holds(name, st.hash);
-        if parse && conn.prepared.full() && super::server_stmts::may_close(&conn) {
+        // Inside a transaction block, the Closes' Sync would end it: the statement is added.
+        if parse
+            && self.txn.is_none()
+            && conn.prepared.full()
+            && super::server_stmts::may_close(&conn)
+        {
             if let Err(e) = self.make_room(&mut conn).await? {
                 self.broken(shard, conn, e)?;
                 return Ok(());
@@ -123,7 +145,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             self.broken(shard, conn, e)?;
             return Ok(());
         }
-        let mut parsing = parse;
+        let (mut parsing, mut failed) = (parse, false);
         loop {
             let next = self.recv_past(&mut conn, RELAYED).await?;
             let f = match next {
@@ -140,9 +162,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     conn.prepared.insert(name.to_owned(), st.hash);
                     continue;
                 }
-                b'Z' => break,
+                b'Z' => {
+                    failed |= protocol::ready_status(f.body()) == b'E';
+                    break;
+                }
                 b'E' => {
-                    parsing = false;
+                    (parsing, failed) = (false, true);
                     self.scratch.last_error = protocol::error_field(f.body(), b'C');
                 }
                 b'G' | b'W' => {
@@ -161,6 +186,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             if self.out.len() >= super::FLUSH_AT {
                 self.maybe_flush().await?;
             }
+        }
+        if let Some(t) = self.txn.as_mut().filter(|_| failed) {
+            t.failed = true;
         }
         self.release(shard, conn);
         Ok(())
