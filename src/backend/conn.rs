@@ -287,7 +287,9 @@ impl ServerConn {
             return;
         }
         let stats = &self.stats;
-        let plain = plain.0 & !Tags::of(b"ZE").0;
+        // ReadyForQuery and errors are `account`'s to read.
+        const LOOKED_AT: Tags = Tags::of(b"ZE");
+        let plain = plain.0 & !LOOKED_AT.0;
         let moved = self.reader.drain_into(out, limit, |tag, body| {
             let take = tag < 128 && (plain >> tag) & 1 == 1;
             if take && tag == b'C' {

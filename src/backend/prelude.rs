@@ -21,13 +21,14 @@ pub(super) struct Pending {
 }
 
 impl ServerConn {
-    /// Runs `stmts` ahead of the next request sent on this connection, in its round trip.
+    /// Runs `stmts` ahead of the next request sent on this connection, in its round trip. They
+    /// go through the unnamed statement, which the request must therefore parse again.
     pub fn set_prelude(&mut self, stmts: Vec<String>) {
         self.prelude.queued = stmts;
+        self.prepared.remove("");
     }
 
-    /// True while a prelude waits to be sent (an extended batch must then re-parse the unnamed
-    /// statement, which the prelude replaces).
+    /// True while a prelude waits to be sent.
     pub fn has_prelude(&self) -> bool {
         !self.prelude.queued.is_empty()
     }

@@ -37,10 +37,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     return Ok(Ok(false));
                 }
                 b'G' | b'W' => {
-                    conn.send(&super::exec::copy_fail(
-                        "COPY FROM STDIN through shardgate is not supported yet",
-                    ));
-                    if let Err(e) = conn.flush().await {
+                    if let Err(e) = super::exec::refuse_copy_in(conn).await {
                         return Ok(Err(e));
                     }
                 }

@@ -285,11 +285,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 b'Z' => break,
                 b'E' => ok = false,
                 b'G' | b'W' => {
-                    // COPY FROM STDIN on a table shardgate does not manage: refuse it cleanly.
-                    conn.send(&copy_fail(
-                        "COPY FROM STDIN through shardgate is not supported yet",
-                    ));
-                    let _ = conn.flush().await;
+                    let _ = refuse_copy_in(&mut conn).await;
                     continue;
                 }
                 _ => {}
@@ -416,6 +412,15 @@ pub(super) fn gather_shards(route: &Route, ring: &Ring) -> Option<Vec<ShardId>> 
         Route::All => Some(ring.members().to_vec()),
         _ => None,
     }
+}
+
+/// Refuses the COPY FROM STDIN a relayed statement started on a table the proxy does not
+/// manage (the shard then answers with its error).
+pub(super) async fn refuse_copy_in(conn: &mut PooledConn) -> std::io::Result<()> {
+    conn.send(&copy_fail(
+        "COPY FROM STDIN through shardgate is not supported yet",
+    ));
+    conn.flush().await
 }
 
 /// A CopyFail message.

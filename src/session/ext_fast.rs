@@ -111,18 +111,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return Ok(());
             }
         };
-        if conn.has_prelude() {
-            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
-            conn.prepared.remove("");
-        }
         let name = st.backend_name.as_str();
         let parse = !conn.prepared.holds(name, st.hash);
         // Inside a transaction block, the Closes' Sync would end it: the statement is added.
-        if parse
-            && self.txn.is_none()
-            && conn.prepared.full()
-            && super::server_stmts::may_close(&conn)
-        {
+        if parse && self.txn.is_none() && super::server_stmts::needs_room_for(&conn, st) {
             if let Err(e) = self.make_room(&mut conn).await? {
                 self.broken(shard, conn, e)?;
                 return Ok(());
@@ -166,15 +158,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     failed |= protocol::ready_status(f.body()) == b'E';
                     break;
                 }
-                b'E' => {
-                    (parsing, failed) = (false, true);
-                    self.scratch.last_error = protocol::error_field(f.body(), b'C');
-                }
+                b'E' => (parsing, failed) = (false, true),
                 b'G' | b'W' => {
-                    conn.send(&super::exec::copy_fail(
-                        "COPY FROM STDIN through shardgate is not supported yet",
-                    ));
-                    if let Err(e) = conn.flush().await {
+                    if let Err(e) = super::exec::refuse_copy_in(&mut conn).await {
                         self.broken(shard, conn, e)?;
                         return Ok(());
                     }

@@ -187,10 +187,6 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         conn: &mut PooledConn,
         expects: &mut Vec<Expect>,
     ) {
-        if conn.has_prelude() {
-            // The transaction's BEGIN goes ahead of this batch through the unnamed statement.
-            conn.prepared.remove("");
-        }
         let Scratch {
             out, parsed: batch, ..
         } = &mut self.scratch;

@@ -4,6 +4,7 @@
 
 use super::exec::Recv;
 use super::extended::Msg;
+use super::prepared::Prepared;
 use super::{Session, Step};
 use crate::backend::statements::EVICT_AT_ONCE;
 use crate::backend::PooledConn;
@@ -14,12 +15,12 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// them, and closing some is safe now: between transactions, with no BEGIN waiting to ride
 /// along with the next request (the Sync after the Closes would end either).
 pub(super) fn needs_room(conn: &PooledConn, msgs: &[Msg]) -> bool {
-    conn.prepared.full()
-        && may_close(conn)
-        && msgs
-            .iter()
-            .filter_map(|m| m.stmt.as_ref())
-            .any(|st| conn.prepared.get(&st.backend_name) != Some(st.hash))
+    (msgs.iter().filter_map(|m| m.stmt.as_ref())).any(|st| needs_room_for(conn, st))
+}
+
+/// As `needs_room`, for the one statement `st`.
+pub(super) fn needs_room_for(conn: &PooledConn, st: &Prepared) -> bool {
+    conn.prepared.full() && may_close(conn) && conn.prepared.get(&st.backend_name) != Some(st.hash)
 }
 
 /// True when Closes and a Sync can go to `conn` now without touching a transaction.
