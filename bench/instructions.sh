@@ -11,7 +11,8 @@
 # Usage: bench/instructions.sh [transactions per client]
 # Environment: BIN (default target/release/shardgate, built if missing), MODES ("simple extended
 #   prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
-#   callgrind_annotate).
+#   callgrind_annotate), HOP (1 = also count a plain tokio byte-copy hop, examples/hop.rs: the
+#   floor of what a tokio proxy costs).
 # Needs what bench/pgbench.sh needs, and valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 
@@ -27,6 +28,7 @@ bouncer_port=$((pg_port + 1))
 proxy_port=$((pg_port + 2))
 multi_port=$((pg_port + 3))
 cg_bouncer_port=$((pg_port + 4))
+hop_port=$((pg_port + 5))
 command -v callgrind_control >/dev/null || { echo "valgrind not found (apt-get install valgrind)"; exit 1; }
 
 # shellcheck source=bench/setup.sh
@@ -51,6 +53,14 @@ pids+=("$!")
 # Valgrind starts a program some 50 times slower than it runs natively.
 wait_port "$proxy_port" 600
 wait_port "$cg_bouncer_port" 600
+if [ "${HOP:-0}" = 1 ]; then
+  (cd "$here" && cargo build --release --quiet --example hop)
+  valgrind --tool=callgrind --callgrind-out-file="$work/hop.%p" "$here/target/release/examples/hop" \
+    "127.0.0.1:$hop_port" "127.0.0.1:$pg_port" >"$work/hop-cg.log" 2>&1 &
+  hop_pid=$!
+  pids+=("$hop_pid")
+  wait_port "$hop_port" 600
+fi
 
 # count PORT PID OWNER PREFIX MODE: instructions per transaction of one run.
 count() {
@@ -80,9 +90,13 @@ pb_pid=$(pgrep -f "^[^ ]*valgrind[^ ]* --tool=callgrind --callgrind-out-file=$wo
 pids+=("$pb_pid")
 echo "machine: $(nproc) cores; $(pgbouncer --version | head -1); $(valgrind --version)"
 echo "8 clients x $txns transactions of pgbench -S per mode; instructions per transaction"
-printf '%-9s | %9s | %9s | %s\n' mode shardgate pgbouncer ratio
+printf '%-9s | %9s | %9s | %5s' mode shardgate pgbouncer ratio
+[ "${HOP:-0}" = 1 ] && printf ' | %9s' hop
+echo
 for mode in $modes; do
   sg=$(count "$proxy_port" "$sg_pid" "$(id -un)" sg "$mode")
   pb=$(count "$cg_bouncer_port" "$pb_pid" postgres pb "$mode")
-  awk -v m="$mode" -v s="$sg" -v p="$pb" 'BEGIN {printf "%-9s | %9d | %9d | %.2f\n", m, s, p, s / p}'
+  awk -v m="$mode" -v s="$sg" -v p="$pb" 'BEGIN {printf "%-9s | %9d | %9d | %5.2f", m, s, p, s / p}'
+  [ "${HOP:-0}" = 1 ] && printf ' | %9d' "$(count "$hop_port" "$hop_pid" "$(id -un)" hop "$mode")"
+  echo
 done

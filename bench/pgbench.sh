@@ -16,6 +16,7 @@
 #   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
 #   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU;
 #   "1-text" = one thread with auto_prepare off),
+#   HOP (1 = also a plain tokio byte-copy hop, examples/hop.rs: the floor of a tokio proxy),
 #   MULTI_WORKERS (the three-shard proxy's, 0), MULTI_QUERIES (the three-shard tables: "count top
 #   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64").
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
@@ -30,6 +31,7 @@ scale=${SCALE:-10}
 pool=${POOL:-64}
 workers=${WORKERS:-1 0}
 multi_workers=${MULTI_WORKERS:-0}
+hop=${HOP:-0}
 multi=${MULTI:-1}
 one=${ONE:-1}
 here=$(cd "$(dirname "$0")/.." && pwd)
@@ -48,24 +50,33 @@ ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# One pgbench run: prints "tps cpu", cpu being the middle process's CPU µs per transaction (0 for
-# none), and leaves each transaction's latency (µs) in $work/lat.
+# CPU time (clock ticks) the whole machine has used so far, all processes and the kernel.
+busy() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
+}
+
+# One pgbench run: prints "tps cpu all", cpu being the middle process's CPU µs per transaction
+# (0 for none) and all the whole machine's (pgbench, the middle process and PostgreSQL: on a
+# machine they share, tps goes as its inverse), and leaves each transaction's latency (µs) in
+# $work/lat.
 run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
   local port=$1 pid=$2 mode=$3 c=$4
   shift 4
-  local j=$((c < 2 ? c : 2)) t0 t1
+  local j=$((c < 2 ? c : 2)) t0 t1 a0 a1
   t0=$(ticks "$pid")
+  a0=$(busy)
   rm -rf "$work/log" && mkdir "$work/log"
   (cd "$work/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" \
     -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
   grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; return 1; }
   t1=$(ticks "$pid")
+  a1=$(busy)
   compgen -G "$work/log/pgbench_log.*" >/dev/null || { echo "pgbench wrote no latency log"; return 1; }
   cat "$work"/log/pgbench_log.* | awk '{print $3}' >"$work/lat"
-  awk -v t="$((t1 - t0))" -v hz="$(getconf CLK_TCK)" '
+  awk -v t="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$(getconf CLK_TCK)" '
     /^number of transactions actually processed/ {n = $6}
     /^tps/ {tps = $3}
-    END {printf "%s %.1f\n", tps, (n > 0 ? t * 1e6 / hz / n : 0)}' "$work/run.out"
+    END {printf "%s %.1f %.1f\n", tps, (n > 0 ? t * 1e6 / hz / n : 0), (n > 0 ? a * 1e6 / hz / n : 0)}' "$work/run.out"
 }
 
 # percentile FILE P: the P-th percentile of the numbers in FILE, in ms.
@@ -93,18 +104,19 @@ table() {
   done
   echo
   echo "$title: $secs s per run, $rounds rounds alternated; tps is the mean over rounds,"
-  echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction;"
-  echo "a ratio is of the means, with the lowest and highest of the rounds' own ratios"
+  echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction,"
+  echo "all the whole machine's; a ratio is of the means, with the lowest and highest of the rounds'"
+  echo "own ratios"
   printf '%-8s %3s' mode c
-  printf ' | %-24s' "${names[0]} tps  p50/p99"
-  for n in "${names[@]:1}"; do printf ' | %-29s' "$n tps  p50/p99  cpu"; done
+  printf ' | %-28s' "${names[0]} tps  p50/p99   all"
+  for n in "${names[@]:1}"; do printf ' | %-34s' "$n tps  p50/p99   cpu   all"; done
   for n in "${names[@]:2}"; do printf ' | %-17s  %s' "$n/${names[1]}" "$n/${names[0]}"; done
   echo
   for mode in $modes; do
     for c in $clients; do
-      declare -A tps=() cpu=() each=()
+      declare -A tps=() cpu=() all=() each=()
       for n in "${names[@]}"; do
-        tps[$n]=0 cpu[$n]=0
+        tps[$n]=0 cpu[$n]=0 all[$n]=0
         : >"$work/lat-$n"
       done
       for r in $(seq 1 "$rounds"); do
@@ -117,6 +129,7 @@ table() {
           tps[$n]=$(awk -v a="${tps[$n]}" -v b="${v[0]}" -v r="$rounds" 'BEGIN {print a + b / r}')
           each[$n,$r]=${v[0]}
           cpu[$n]=$(awk -v a="${cpu[$n]}" -v b="${v[1]}" -v r="$rounds" 'BEGIN {print a + b / r}')
+          all[$n]=$(awk -v a="${all[$n]}" -v b="${v[2]}" -v r="$rounds" 'BEGIN {print a + b / r}')
           cat "$work/lat" >>"$work/lat-$n"
         done
       done
@@ -125,6 +138,7 @@ table() {
         printf ' | %7.0f  %6s/%-6s' "${tps[$n]}" "$(percentile "$work/lat-$n" 50)" \
           "$(percentile "$work/lat-$n" 99)"
         [ "$n" = "${names[0]}" ] || printf '  %4.1f' "${cpu[$n]}"
+        printf '  %4.1f' "${all[$n]}"
       done
       for n in "${names[@]:2}"; do
         # Each round's ratios: how far one round's figure can stray on this machine.
@@ -147,7 +161,7 @@ table() {
           }'
       done
       echo
-      unset tps cpu each
+      unset tps cpu all each
     done
   done
 }

@@ -1,7 +1,7 @@
 # Sourced by the benchmark scripts: starts PostgreSQL (initdb into a temp dir, pgbench -i),
 # PgBouncer in session mode in front of it, and one shardgate with one shard per WORKERS value,
 # and stops them all on exit.
-# Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale.
+# Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale, hop.
 # Sets: pgbin, work, as_pg, pids, sg_targets ("name:port:pid ..."); defines q, tables, wait_port.
 # shellcheck shell=bash disable=SC2034,SC2154  # the variables set and read here are the callers'
 pgbin=
@@ -108,6 +108,15 @@ for spec in $workers; do
   sg_targets+=" $name:$port:$!"
   port=$((port == proxy_port ? multi_port + 1 : port + 1))
 done
+
+# hop=1: a plain tokio byte-copy hop (examples/hop.rs) in front of the same database, the floor
+# of what any tokio proxy costs; a target like the shardgates, named "hop".
+if [ "${hop:-0}" = 1 ]; then
+  (cd "$here" && cargo build --release --quiet --example hop)
+  "$here/target/release/examples/hop" "127.0.0.1:$port" "127.0.0.1:$pg_port" >"$work/hop.log" 2>&1 &
+  pids+=("$!")
+  sg_targets+=" hop:$port:$!"
+fi
 
 # wait_port PORT [TENTHS]: waits up to TENTHS tenths of a second (100) for PORT to listen.
 wait_port() {
