@@ -223,6 +223,10 @@ pub(super) fn is_pg_space(b: u8) -> bool {
 /// Parses an integer as PostgreSQL 16's int8in does: surrounding whitespace, a sign, decimal
 /// digits or a 0x/0o/0b prefix, and single underscores between digits.
 fn parse_int(text: &str) -> Result<i64, KeyError> {
+    // What nearly every key is: at most 18 plain decimal digits, which cannot overflow.
+    if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
+        return Ok(text.bytes().fold(0i64, |n, b| n * 10 + i64::from(b - b'0')));
+    }
     let syntax = || {
         KeyError(format!(
             "invalid input syntax for type bigint: {}",
@@ -371,6 +375,18 @@ mod tests {
         assert_eq!(code(Key::from_binary(Uuid, oid::UUID, &[0; 15])), "08P01");
         assert_eq!(code(Key::from_binary(Text, oid::TEXT, b"\xff")), "22021");
         assert_eq!(code(Key::from_binary(Int, 701, &[0; 8])), "0A000");
+    }
+
+    #[test]
+    fn plain_digits_read_as_the_general_parser_reads_them() {
+        // A leading space takes the general path, which the other tests hold to PostgreSQL.
+        let mut digits = String::new();
+        for n in 1..=20 {
+            digits.push(char::from(b'0' + (n * 7 % 10) as u8));
+            for s in [digits.clone(), "0".repeat(n), "9".repeat(n)] {
+                assert_eq!(int(&s).ok(), int(&format!(" {s}")).ok(), "{s}");
+            }
+        }
     }
 
     #[test]
