@@ -12,7 +12,8 @@
 # Environment: BIN (default target/release/shardgate, built if missing), MODES ("simple extended
 #   prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
 #   callgrind_annotate), HOP (1 = also count a plain tokio byte-copy hop, examples/hop.rs: the
-#   floor of what a tokio proxy costs).
+#   floor of what a tokio proxy costs), SCRIPT (a pgbench script to run instead of -S, e.g.
+#   bench/pipelined.sql).
 # Needs what bench/pgbench.sh needs, and valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 
@@ -20,6 +21,11 @@ txns=${1:-2000}
 modes=${MODES:-simple extended prepared}
 scale=${SCALE:-1}
 pool=16
+# The workload: -S, or SCRIPT by an absolute path, with -s for its :scale.
+workload=(-S)
+if [ -n "${SCRIPT:-}" ]; then
+  workload=(-f "$(cd "$(dirname "$SCRIPT")" && pwd)/$(basename "$SCRIPT")" -s "$scale")
+fi
 workers= # setup.sh starts no shardgate: this script starts its own, under callgrind
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/target/release/shardgate}
@@ -64,7 +70,7 @@ fi
 
 # count PORT PID OWNER PREFIX MODE: instructions per transaction of one run.
 count() {
-  local port=$1 pid=$2 owner=$3 prefix=$4 mode=$5 before run=(pgbench -n -h 127.0.0.1 -U postgres -S)
+  local port=$1 pid=$2 owner=$3 prefix=$4 mode=$5 before run=(pgbench -n -h 127.0.0.1 -U postgres "${workload[@]}")
   local ctl=(callgrind_control)
   [ "$owner" = postgres ] && ctl=("${as_pg[@]}" callgrind_control)
   "${run[@]}" -p "$port" -M "$mode" -c 8 -j 2 -t 200 bench >/dev/null
@@ -89,7 +95,7 @@ count() {
 pb_pid=$(pgrep -f "^[^ ]*valgrind[^ ]* --tool=callgrind --callgrind-out-file=$work/pb" | head -1)
 pids+=("$pb_pid")
 echo "machine: $(nproc) cores; $(pgbouncer --version | head -1); $(valgrind --version)"
-echo "8 clients x $txns transactions of pgbench -S per mode; instructions per transaction"
+echo "8 clients x $txns transactions of pgbench ${SCRIPT:--S} per mode; instructions per transaction"
 printf '%-9s | %9s | %9s | %5s' mode shardgate pgbouncer ratio
 [ "${HOP:-0}" = 1 ] && printf ' | %9s' hop
 echo

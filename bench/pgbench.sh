@@ -18,7 +18,9 @@
 #   "1-text" = one thread with auto_prepare off),
 #   HOP (1 = also a plain tokio byte-copy hop, examples/hop.rs: the floor of a tokio proxy),
 #   MULTI_WORKERS (the three-shard proxy's, 0), MULTI_QUERIES (the three-shard tables: "count top
-#   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64").
+#   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64"), SCRIPT (a pgbench
+#   script the one-shard table runs instead of -S, e.g. bench/pipelined.sql; tps then counts
+#   its transactions, not statements).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -34,6 +36,7 @@ multi_workers=${MULTI_WORKERS:-0}
 hop=${HOP:-0}
 multi=${MULTI:-1}
 one=${ONE:-1}
+script=${SCRIPT:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/target/release/shardgate}
 pg_port=${PG_PORT:-25610}
@@ -99,7 +102,7 @@ table() {
   for c in $clients; do [ "$c" -gt "$most" ] && most=$c; done
   for t in "${tg[@]}"; do
     IFS=: read -r n port pid <<<"$t"
-    pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$most" -j 2 -T 2 "$@" bench >/dev/null 2>&1 ||
+    pgbench -n -h 127.0.0.1 -p "$port" -U postgres -c "$most" -j 2 -T 2 "${warm[@]}" "$@" bench >/dev/null 2>&1 ||
       { echo "warm-up against $n failed"; exit 1; }
   done
   echo
@@ -167,10 +170,19 @@ table() {
 }
 
 echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
-echo "shardgate: $bin, pool_size $pool, workers $workers (shardgate-N: one per CPU; three shards: $multi_workers); PgBouncer: session mode, default_pool_size $pool; pgbench -S, scale $scale"
+# The one-shard table's workload: -S, or SCRIPT, by an absolute path (pgbench runs in a log
+# directory), with -s because pgbench knows a custom script's :scale only from it.
+# The warm-up runs in pgbench's default -M simple, unless a script may need the extended
+# protocol (for a pipeline).
+workload=(-S) warm=()
+if [ -n "$script" ]; then
+  workload=(-f "$(cd "$(dirname "$script")" && pwd)/$(basename "$script")" -s "$scale")
+  warm=(-M extended)
+fi
+echo "shardgate: $bin, pool_size $pool, workers $workers (shardgate-N: one per CPU; three shards: $multi_workers); PgBouncer: session mode, default_pool_size $pool; pgbench ${script:--S}, scale $scale"
 bouncer_pid=$(cat "$work/bouncer.pid")
-[ "$one" = 1 ] && table "pgbench -S, one shard" \
-  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid$sg_targets" -S
+[ "$one" = 1 ] && table "pgbench ${script:--S}, one shard" \
+  "direct:$pg_port: pgbouncer:$bouncer_port:$bouncer_pid$sg_targets" "${workload[@]}"
 
 [ "$multi" = 1 ] || exit 0
 
