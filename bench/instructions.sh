@@ -21,11 +21,7 @@ txns=${1:-2000}
 modes=${MODES:-simple extended prepared}
 scale=${SCALE:-1}
 pool=16
-# The workload: -S, or SCRIPT by an absolute path, with -s for its :scale.
-workload=(-S)
-if [ -n "${SCRIPT:-}" ]; then
-  workload=(-f "$(cd "$(dirname "$SCRIPT")" && pwd)/$(basename "$SCRIPT")" -s "$scale")
-fi
+script=${SCRIPT:-}
 workers= # setup.sh starts no shardgate: this script starts its own, under callgrind
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/target/release/shardgate}
@@ -95,7 +91,7 @@ count() {
 pb_pid=$(pgrep -f "^[^ ]*valgrind[^ ]* --tool=callgrind --callgrind-out-file=$work/pb" | head -1)
 pids+=("$pb_pid")
 echo "machine: $(nproc) cores; $(pgbouncer --version | head -1); $(valgrind --version)"
-echo "8 clients x $txns transactions of pgbench ${SCRIPT:--S} per mode; instructions per transaction"
+echo "8 clients x $txns transactions of pgbench ${script:--S} per mode; instructions per transaction"
 printf '%-9s | %9s | %9s | %5s' mode shardgate pgbouncer ratio
 [ "${HOP:-0}" = 1 ] && printf ' | %9s' hop
 echo

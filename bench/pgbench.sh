@@ -170,15 +170,10 @@ table() {
 }
 
 echo "machine: $(nproc) cores, $(uname -r); $(pgbouncer --version | head -1); $("$pgbin/postgres" --version)"
-# The one-shard table's workload: -S, or SCRIPT, by an absolute path (pgbench runs in a log
-# directory), with -s because pgbench knows a custom script's :scale only from it.
 # The warm-up runs in pgbench's default -M simple, unless a script may need the extended
 # protocol (for a pipeline).
-workload=(-S) warm=()
-if [ -n "$script" ]; then
-  workload=(-f "$(cd "$(dirname "$script")" && pwd)/$(basename "$script")" -s "$scale")
-  warm=(-M extended)
-fi
+warm=()
+[ -z "$script" ] || warm=(-M extended)
 echo "shardgate: $bin, pool_size $pool, workers $workers (shardgate-N: one per CPU; three shards: $multi_workers); PgBouncer: session mode, default_pool_size $pool; pgbench ${script:--S}, scale $scale"
 bouncer_pid=$(cat "$work/bouncer.pid")
 [ "$one" = 1 ] && table "pgbench ${script:--S}, one shard" \

@@ -1,8 +1,10 @@
 # Sourced by the benchmark scripts: starts PostgreSQL (initdb into a temp dir, pgbench -i),
 # PgBouncer in session mode in front of it, and one shardgate with one shard per WORKERS value,
 # and stops them all on exit.
-# Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale, hop.
-# Sets: pgbin, work, as_pg, pids, sg_targets ("name:port:pid ..."); defines q, tables, wait_port.
+# Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale, hop,
+#   script.
+# Sets: pgbin, work, as_pg, pids, sg_targets ("name:port:pid ..."), workload (pgbench's arguments
+#   for the runs: -S, or script); defines q, tables, wait_port.
 # shellcheck shell=bash disable=SC2034,SC2154  # the variables set and read here are the callers'
 pgbin=
 # shellcheck disable=SC2012  # the directory names are version numbers
@@ -35,6 +37,13 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
+
+# The workload the scripts measure: -S, or `script` by an absolute path (pgbench may run in
+# another directory), with -s because pgbench knows a custom script's :scale only from it.
+workload=(-S)
+if [ -n "${script:-}" ]; then
+  workload=(-f "$(cd "$(dirname "$script")" && pwd)/$(basename "$script")" -s "$scale")
+fi
 
 # PostgreSQL: room for every client of every target at once, nothing written to disk that a
 # read-only benchmark does not need.
