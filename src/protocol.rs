@@ -40,6 +40,16 @@ impl Frame {
     }
 }
 
+/// What `FrameReader::drain_into` does with one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drain {
+    /// Leave it, and what follows, in the buffer.
+    Stop,
+    Take,
+    /// Take it and stop: it ends what the caller waits for.
+    TakeLast,
+}
+
 /// A reader's buffer, and the least spare room it reads into (see `make_room`).
 const READ_BUFFER: usize = 16 * 1024;
 const READ_ROOM: usize = 4 * 1024;
@@ -121,16 +131,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// Moves the complete messages at the front of the buffer that `take` accepts (it sees
     /// each one's tag and body) into `out` whole, in one copy, stopping before the first it
-    /// refuses or once `out` holds `limit` bytes; returns how many bytes moved. A relay takes
-    /// the usual answer this way instead of a frame per message.
+    /// refuses, after one it takes as the last, or once `out` holds `limit` bytes; returns how
+    /// many bytes moved and whether the last message taken was one to stop after. A relay
+    /// takes the usual answer this way instead of a frame per message.
     pub fn drain_into(
         &mut self,
         out: &mut BytesMut,
         limit: usize,
-        mut take: impl FnMut(u8, &[u8]) -> bool,
-    ) -> usize {
+        mut take: impl FnMut(u8, &[u8]) -> Drain,
+    ) -> (usize, bool) {
         let buf = &self.buf[..];
-        let mut end = 0;
+        let (mut end, mut last) = (0, false);
         while out.len() + end < limit {
             let Some(header) = buf.get(end..end + 5) else {
                 break;
@@ -144,14 +155,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             else {
                 break;
             };
-            if !take(frame[0], &frame[5..]) {
+            let drain = take(frame[0], &frame[5..]);
+            if drain == Drain::Stop {
                 break;
             }
             end += frame.len();
+            if drain == Drain::TakeLast {
+                last = true;
+                break;
+            }
         }
         out.extend_from_slice(&buf[..end]);
         self.buf.advance(end);
-        end
+        (end, last)
     }
 
     /// True when bytes of a further message are already buffered.
@@ -540,6 +556,45 @@ mod tests {
         let z = r.next().await.unwrap().unwrap();
         assert_eq!(ready_status(z.body()), b'T');
         assert!(r.next().await.unwrap().is_none());
+    }
+
+    /// What a relay takes in one copy: up to a refused message, through one taken as the last,
+    /// and never past the limit or into an incomplete message.
+    #[tokio::test]
+    async fn drain_stops_before_refused_after_last_and_at_the_limit() {
+        let mut answer = BytesMut::new();
+        put_empty(&mut answer, b'2');
+        put_empty(&mut answer, b'n');
+        put_empty(&mut answer, b'2');
+        put_ready(&mut answer, b'I');
+        let mut r = FrameReader::new(&answer[..]);
+        r.fill().await.unwrap();
+        let mut out = BytesMut::new();
+        let pick = |last: u8| {
+            move |tag: u8, _: &[u8]| match tag {
+                b'Z' => Drain::Stop,
+                t if t == last => Drain::TakeLast,
+                _ => Drain::Take,
+            }
+        };
+        // Through the first 'n', which ends what is waited for.
+        assert_eq!(r.drain_into(&mut out, 1 << 20, pick(b'n')), (10, true));
+        assert_eq!(&out[..], &answer[..10]);
+        // Then up to ReadyForQuery, which is refused and stays buffered.
+        assert_eq!(r.drain_into(&mut out, 1 << 20, pick(b'n')), (5, false));
+        assert_eq!(r.buffered(), 6);
+        assert_eq!(r.next().await.unwrap().unwrap().tag, b'Z');
+        // The limit: nothing more once `out` holds that much.
+        let mut r = FrameReader::new(&answer[..]);
+        r.fill().await.unwrap();
+        let mut out = BytesMut::new();
+        assert_eq!(r.drain_into(&mut out, 6, pick(b'x')), (10, false));
+        assert_eq!(r.drain_into(&mut out, 6, pick(b'x')), (0, false));
+        // A message not all read yet is left for the next read.
+        let mut r = FrameReader::new(&answer[..8]);
+        r.fill().await.unwrap();
+        let mut out = BytesMut::new();
+        assert_eq!(r.drain_into(&mut out, 1 << 20, pick(b'x')), (5, false));
     }
 
     #[tokio::test]

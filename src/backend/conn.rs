@@ -3,7 +3,7 @@
 use super::cancel::CancelKey;
 use crate::config::TlsConfig;
 use crate::error::Error;
-use crate::protocol::{self, Frame, FrameReader};
+use crate::protocol::{self, Drain, Frame, FrameReader};
 use crate::stats::ShardStats;
 use crate::tls::{ServerStream, ShardConnector};
 use bytes::BytesMut;
@@ -283,21 +283,40 @@ impl ServerConn {
     /// would, until `out` holds `limit` bytes; stops before any other message, which
     /// `try_recv` gives. `plain` holds no tag `try_recv` looks at but 'C'.
     pub fn relay_plain(&mut self, out: &mut BytesMut, limit: usize, plain: Tags) {
+        self.relay_through(out, limit, plain, Tags(0));
+    }
+
+    /// `relay_plain`, also taking a message whose tag is in `last` and stopping after it (the
+    /// one that ends the answer to a client's message): true when it moved one.
+    pub fn relay_through(
+        &mut self,
+        out: &mut BytesMut,
+        limit: usize,
+        plain: Tags,
+        last: Tags,
+    ) -> bool {
         if self.prelude.swallow != 0 || self.prelude.shift != 0 {
-            return;
+            return false;
         }
         let stats = &self.stats;
         // ReadyForQuery and errors are `account`'s to read.
         const LOOKED_AT: Tags = Tags::of(b"ZE");
-        let plain = plain.0 & !LOOKED_AT.0;
-        let moved = self.reader.drain_into(out, limit, |tag, body| {
-            let take = tag < 128 && (plain >> tag) & 1 == 1;
-            if take && tag == b'C' {
+        let plain = (plain.0 | last.0) & !LOOKED_AT.0;
+        let (moved, ended) = self.reader.drain_into(out, limit, |tag, body| {
+            let has = |set: u128| tag < 128 && (set >> tag) & 1 == 1;
+            if !has(plain) {
+                return Drain::Stop;
+            }
+            if tag == b'C' {
                 stats.command(body);
             }
-            take
+            match has(last.0) {
+                true => Drain::TakeLast,
+                false => Drain::Take,
+            }
         });
         self.received += moved as u64;
+        ended
     }
 
     /// Reads more of the server's answer, for `try_recv` and `relay_plain` to take; the end

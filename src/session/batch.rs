@@ -4,13 +4,17 @@
 use super::exec::Recv;
 use super::extended::{is_statement_close, End, Msg};
 use super::{Session, Step};
-use crate::backend::PooledConn;
+use crate::backend::{PooledConn, Tags};
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
+
+/// The answers `relay_one` passes on as they came (but for the one that ends a message's
+/// answer, which it adds): not errors, COPY, ReadyForQuery or the proxy's own Parses.
+const RELAYED: Tags = Tags::of(b"2TDnsICt");
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Reads one message's answer; Ok(true) when it succeeded, Ok(false) after an ErrorResponse
@@ -22,9 +26,24 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         record: Option<(String, u64)>,
     ) -> Step<Result<bool, std::io::Error>> {
         loop {
+            // The usual answer moves in one copy, up to the message that ends it; anything
+            // else, and everything after the statement timeout (`after_timeout`), as a frame.
+            if let (Some(e), false) = (end, self.timed_out) {
+                if conn.relay_through(&mut self.out, super::FLUSH_AT, RELAYED, e.last_tags()) {
+                    if let Some((name, hash)) = record {
+                        if !conn.prepared.holds(&name, hash) {
+                            conn.prepared.insert(name, hash);
+                        }
+                    }
+                    return Ok(Ok(true));
+                }
+            }
             let next = match self.buffered(conn) {
                 Some(r) => r,
-                None => self.recv(conn).await?,
+                None => match self.wait_for(conn).await? {
+                    Ok(()) => continue,
+                    Err(e) => return Ok(Err(e)),
+                },
             };
             let f = match next {
                 Recv::Frame(f) => f,

@@ -4,6 +4,7 @@
 
 use super::prepared::Prepared;
 use super::{Session, Step};
+use crate::backend::Tags;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::router::Target;
@@ -82,6 +83,17 @@ pub(super) enum End {
 }
 
 impl End {
+    /// The tags of the answers that end it (as `is_last`).
+    pub(super) fn last_tags(self) -> Tags {
+        match self {
+            End::Parse => Tags::of(b"1"),
+            End::Bind => Tags::of(b"2"),
+            End::Describe => Tags::of(b"Tn"),
+            End::Execute => Tags::of(b"CIs"),
+            End::Close => Tags::of(b"3"),
+        }
+    }
+
     pub(super) fn is_last(self, tag: u8) -> bool {
         match self {
             End::Parse => tag == b'1',
