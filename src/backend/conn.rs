@@ -133,6 +133,10 @@ impl Tags {
         }
         Tags(set)
     }
+
+    pub const fn has(self, tag: u8) -> bool {
+        tag < 128 && (self.0 >> tag) & 1 == 1
+    }
 }
 
 impl ServerConn {
@@ -301,16 +305,15 @@ impl ServerConn {
         let stats = &self.stats;
         // ReadyForQuery and errors are `account`'s to read.
         const LOOKED_AT: Tags = Tags::of(b"ZE");
-        let plain = (plain.0 | last.0) & !LOOKED_AT.0;
+        let plain = Tags((plain.0 | last.0) & !LOOKED_AT.0);
         let (moved, ended) = self.reader.drain_into(out, limit, |tag, body| {
-            let has = |set: u128| tag < 128 && (set >> tag) & 1 == 1;
-            if !has(plain) {
+            if !plain.has(tag) {
                 return Drain::Stop;
             }
             if tag == b'C' {
                 stats.command(body);
             }
-            match has(last.0) {
+            match last.has(tag) {
                 true => Drain::TakeLast,
                 false => Drain::Take,
             }

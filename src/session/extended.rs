@@ -83,7 +83,7 @@ pub(super) enum End {
 }
 
 impl End {
-    /// The tags of the answers that end it (as `is_last`).
+    /// The tags of the answers that end it.
     pub(super) fn last_tags(self) -> Tags {
         match self {
             End::Parse => Tags::of(b"1"),
@@ -95,13 +95,7 @@ impl End {
     }
 
     pub(super) fn is_last(self, tag: u8) -> bool {
-        match self {
-            End::Parse => tag == b'1',
-            End::Bind => tag == b'2',
-            End::Describe => tag == b'T' || tag == b'n',
-            End::Execute => matches!(tag, b'C' | b'I' | b's'),
-            End::Close => tag == b'3',
-        }
+        self.last_tags().has(tag)
     }
 }
 
