@@ -20,7 +20,9 @@
 #   MULTI_WORKERS (the three-shard proxy's, 0), MULTI_QUERIES (the three-shard tables: "count top
 #   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64"), SCRIPT (a pgbench
 #   script the one-shard table runs instead of -S, e.g. bench/pipelined.sql; tps then counts
-#   its transactions, not statements).
+#   its transactions, not statements), RATE (transactions per second each run offers, pgbench
+#   -R: latency at a load every target can carry, measured from each transaction's scheduled
+#   start, so it includes any wait for the one before; tps then only shows the rate was met).
 # Needs initdb/pg_ctl (PostgreSQL server), pgbench, psql and pgbouncer (Debian: apt-get install
 # pgbouncer). Run as root, PostgreSQL and PgBouncer run as the `postgres` user.
 set -euo pipefail
@@ -37,6 +39,7 @@ hop=${HOP:-0}
 multi=${MULTI:-1}
 one=${ONE:-1}
 script=${SCRIPT:-}
+rate=${RATE:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
 bin=${BIN:-$here/target/release/shardgate}
 pg_port=${PG_PORT:-25610}
@@ -70,7 +73,7 @@ run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
   a0=$(busy)
   rm -rf "$work/log" && mkdir "$work/log"
   (cd "$work/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" \
-    -T "$secs" -l "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
+    -T "$secs" -l ${rate:+-R "$rate"} "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
   grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; return 1; }
   t1=$(ticks "$pid")
   a1=$(busy)
@@ -106,6 +109,7 @@ table() {
       { echo "warm-up against $n failed"; exit 1; }
   done
   echo
+  [ -n "$rate" ] && echo "$title, offered $rate transactions per second (pgbench -R; latency from each scheduled start)"
   echo "$title: $secs s per run, $rounds rounds alternated; tps is the mean over rounds,"
   echo "p50/p99 over all their transactions (ms), cpu the middle process's CPU µs per transaction,"
   echo "all the whole machine's; a ratio is of the means, with the lowest and highest of the rounds'"
