@@ -12,9 +12,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
-/// The answers `relay_one` passes on as they came (but for the one that ends a message's
-/// answer, which it adds): not errors, COPY, ReadyForQuery or the proxy's own Parses.
-const RELAYED: Tags = Tags::of(b"2TDnsICt");
+/// The answers a relay passes on as they came, in one copy: all but ParseComplete (of a Parse
+/// the proxy may add; `relay_one` adds it for a client's), errors, COPY and ReadyForQuery.
+pub(super) const RELAYED: Tags = Tags::of(b"2TDnsICt");
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Reads one message's answer; Ok(true) when it succeeded, Ok(false) after an ErrorResponse
@@ -30,12 +30,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             // else, and everything after the statement timeout (`after_timeout`), as a frame.
             if let (Some(e), false) = (end, self.timed_out) {
                 if conn.relay_through(&mut self.out, super::FLUSH_AT, RELAYED, e.last_tags()) {
-                    if let Some((name, hash)) = record {
-                        if !conn.prepared.holds(&name, hash) {
-                            conn.prepared.insert(name, hash);
-                        }
-                    }
-                    return Ok(Ok(true));
+                    break;
                 }
             }
             let next = match self.buffered(conn) {
@@ -64,12 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     if end.is_some() {
                         self.out.extend_from_slice(&f.bytes);
                     }
-                    if let Some((name, hash)) = record {
-                        if !conn.prepared.holds(&name, hash) {
-                            conn.prepared.insert(name, hash);
-                        }
-                    }
-                    return Ok(Ok(true));
+                    break;
                 }
                 _ if end.is_some() => {
                     self.out.extend_from_slice(&f.bytes);
@@ -80,6 +70,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 _ => {}
             }
         }
+        if let Some((name, hash)) = record {
+            if !conn.prepared.holds(&name, hash) {
+                conn.prepared.insert(name, hash);
+            }
+        }
+        Ok(Ok(true))
     }
 
     /// Reads the shard's error for `put_failing_execute`, which the client does not see.

@@ -6,19 +6,15 @@
 //! Everything else, and any such batch that is not plainly one routed statement, takes the
 //! batch machinery, which gives the same answers; this path only skips its work.
 
+use super::batch::RELAYED;
 use super::exec::Recv;
 use super::prepared::Prepared;
 use super::{Session, Step};
-use crate::backend::Tags;
 use crate::protocol::{self, Frame};
 use crate::router::Target;
 use std::ops::Range;
 use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
-
-/// The answers relayed as they came: all but ParseComplete (of the Parse the proxy may add),
-/// errors, COPY and ReadyForQuery.
-const RELAYED: Tags = Tags::of(b"2TDnsIC");
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
