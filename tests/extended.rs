@@ -1165,3 +1165,185 @@ async fn bind_execute_sync_answers_as_postgresql_does() {
         assert_eq!(on_shards[..2].iter().sum::<i64>(), rows, "{id}");
     }
 }
+
+/// Pipelines of bound statements (several Bind/Describe/Execute before one Sync, as libpq's
+/// pipeline mode and pgx's batches send) are answered message for message as one unsharded
+/// PostgreSQL answers them: on one shard, with an error mid-way that skips the rest and rolls
+/// back the writes before it, with a Bind the proxy refuses, with portals cut short, first uses
+/// of statements, and inside a transaction block. Each statement is counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelines_of_bound_statements_answer_as_postgresql_does() {
+    let shards = Shards::start(3).await;
+    let urls = shards.urls();
+    let proxy = Proxy::start_with(&urls[..2], "pool_size = 2", TABLES).await;
+    let c = proxy.client().await;
+    let direct = shards.client(2).await;
+    for db in [&c, &direct] {
+        let create = "CREATE TABLE users (id bigint PRIMARY KEY, name text)";
+        db.batch_execute(create).await.unwrap();
+        let rows: Vec<String> = (1..=40).map(|k| format!("({k}, 'u{k}')")).collect();
+        let insert = format!("INSERT INTO users VALUES {}", rows.join(", "));
+        db.batch_execute(&insert).await.unwrap();
+    }
+    // Keys on key 1's shard: existing rows, and new ones for the writes.
+    let ring = proxy.ctx.ring.load();
+    let home = ring.shard_for_key(&Key::Int(1));
+    let on_home: Vec<String> = (1..)
+        .filter(|k| ring.shard_for_key(&Key::Int(*k)) == home)
+        .take(40)
+        .map(|k: i64| k.to_string())
+        .collect();
+    let (old, new): (Vec<&str>, Vec<&str>) = (
+        on_home
+            .iter()
+            .filter(|k| k.parse::<i64>().unwrap() <= 40)
+            .map(String::as_str)
+            .collect(),
+        on_home
+            .iter()
+            .filter(|k| k.parse::<i64>().unwrap() > 40)
+            .map(String::as_str)
+            .collect(),
+    );
+    assert!(old.len() >= 3 && new.len() >= 6, "{old:?} {new:?}");
+    // No row has it, and none is written.
+    let absent = new[5];
+    let other = proxy.keys_on_two_shards().1.to_string();
+    let (host, db) = (urls[2].trim_start_matches("postgres://postgres@"))
+        .split_once('/')
+        .unwrap();
+    let mut d = support::proxy::raw_login(host.parse().unwrap(), db).await;
+    let mut s = support::proxy::raw_login(proxy.addr, "app").await;
+    let get = |k: &str| bind_of("", "get", 0, &[k.as_bytes()]);
+    let put = |k: &str| bind_of("", "put", 0, &[k.as_bytes(), b"n"]);
+    let e = || execute_of("", 0);
+    let cases: Vec<Vec<(u8, Vec<u8>)>> = vec![
+        vec![
+            named_parse("get", "SELECT id, name FROM users WHERE id = $1"),
+            named_parse(
+                "pairs",
+                "SELECT id, g FROM users, generate_series(1, $2::int) g WHERE id = $1",
+            ),
+            named_parse("div", "SELECT id / $2::int FROM users WHERE id = $1"),
+            named_parse("put", "INSERT INTO users (id, name) VALUES ($1, $2)"),
+            sync_msg(),
+        ],
+        // As libpq sends them, and without the Describes.
+        vec![
+            get(old[0]),
+            describe_portal(""),
+            e(),
+            get(old[1]),
+            describe_portal(""),
+            e(),
+            sync_msg(),
+        ],
+        vec![
+            get(old[0]),
+            e(),
+            get(absent),
+            e(),
+            get(old[2]),
+            e(),
+            sync_msg(),
+        ],
+        // Named portals, one cut short by max_rows.
+        vec![
+            bind_of("p1", "pairs", 0, &[old[0].as_bytes(), b"5"]),
+            describe_portal("p1"),
+            execute_of("p1", 2),
+            bind_of("p2", "get", 0, &[old[1].as_bytes()]),
+            describe_portal("p2"),
+            execute_of("p2", 0),
+            sync_msg(),
+        ],
+        // An error mid-way: nothing after it runs.
+        vec![
+            get(old[0]),
+            e(),
+            bind_of("", "div", 0, &[old[1].as_bytes(), b"0"]),
+            e(),
+            get(old[2]),
+            e(),
+            sync_msg(),
+        ],
+        // Writes, then writes rolled back by a duplicate key after them.
+        vec![put(new[0]), e(), put(new[1]), e(), sync_msg()],
+        vec![put(new[2]), e(), put(new[0]), e(), sync_msg()],
+        // A Bind the proxy refuses itself after one it runs.
+        vec![get(old[0]), e(), get("abc"), e(), sync_msg()],
+        // First uses of statements.
+        vec![
+            named_parse("get2", "SELECT name, id FROM users WHERE id = $1"),
+            named_parse("put2", "INSERT INTO users (name, id) VALUES ($2, $1)"),
+            sync_msg(),
+        ],
+        vec![
+            bind_of("", "get2", 0, &[old[0].as_bytes()]),
+            e(),
+            bind_of("", "put2", 0, &[new[3].as_bytes(), b"m"]),
+            e(),
+            bind_of("", "get2", 0, &[new[3].as_bytes()]),
+            e(),
+            sync_msg(),
+        ],
+        // In a transaction block: a read and a write, then an error, after which nothing
+        // runs, and the rollback.
+        vec![query("BEGIN")],
+        vec![get(old[0]), e(), put(new[4]), e(), sync_msg()],
+        vec![get(new[4]), e(), sync_msg()],
+        vec![
+            bind_of("", "div", 0, &[old[0].as_bytes(), b"0"]),
+            e(),
+            get(old[1]),
+            e(),
+            sync_msg(),
+        ],
+        vec![get(old[0]), e(), get(old[1]), e(), sync_msg()],
+        vec![query("ROLLBACK")],
+        vec![get(new[4]), e(), get(new[0]), e(), sync_msg()],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let want: Vec<_> = raw_answers(&mut d, case, 1).await;
+        let got: Vec<_> = raw_answers(&mut s, case, 1).await;
+        let want: Vec<_> = want.into_iter().map(comparable).collect();
+        let got: Vec<_> = got.into_iter().map(comparable).collect();
+        assert_eq!(
+            got,
+            want,
+            "case {i}: {:?}",
+            case.iter().map(|m| m.0 as char)
+        );
+    }
+    for (key, rows) in [
+        (new[0], 1),
+        (new[1], 1),
+        (new[2], 0),
+        (new[3], 1),
+        (new[4], 0),
+    ] {
+        let sql = format!("SELECT count(*) FROM users WHERE id = {key}");
+        let on_shards = shards.scalar_each(&sql).await;
+        assert_eq!(on_shards[..2].iter().sum::<i64>(), rows, "{key}");
+    }
+
+    // Each statement is counted once, whichever path the pipeline takes.
+    let counts = || {
+        let t = proxy.ctx.stats.table_counts();
+        let (_, statements, keys) = t.into_iter().find(|(n, _, _)| &**n == "users").unwrap();
+        (statements, keys)
+    };
+    let two_gets = |a: &str, b: &str| vec![get(a), e(), get(b), e(), sync_msg()];
+    let before = counts();
+    raw_answers(&mut s, &two_gets(old[0], old[1]), 1).await;
+    let after = counts();
+    assert_eq!((after.0 - before.0, after.1 - before.1), (2, 2));
+    // Keys on two shards: the batch machinery, which runs the first and refuses the second.
+    let answers = raw_answers(&mut s, &two_gets(old[0], &other), 1).await;
+    let tags: Vec<u8> = answers.iter().map(|(t, _)| *t).collect();
+    assert_eq!(tags, b"2DCEZ", "{answers:?}");
+    let error = String::from_utf8_lossy(&answers[3].1).into_owned();
+    assert!(error.contains("C0A000\0"), "{error}");
+    let again = counts();
+    assert_eq!((again.0 - after.0, again.1 - after.1), (2, 2));
+}

@@ -18,38 +18,51 @@ use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
-    /// Bind names it (see `protocol::put_bind_renamed`), if the batch may take this path:
-    /// outside a failed transaction block and any earlier batch, with no rebalance running,
-    /// well-formed messages about the one portal the Bind makes, and a statement that one shard
-    /// answers as it is relayed (not one the proxy runs itself, gathers, or keeps for a
-    /// client's unnamed one).
+    /// Bind names it (see `protocol::put_bind_renamed`), if the batch may take this path (see
+    /// `bound_group`).
     pub(super) fn routed_batch_statement(&self) -> Option<(Arc<Prepared>, Range<usize>)> {
-        let (bind, describe, execute) = match self.batch.as_slice() {
-            [b, e, _sync] => (b, None, e),
-            [b, d, e, _sync] => (b, Some(d), e),
-            _ => return None,
-        };
-        if bind.tag != b'B'
-            || execute.tag != b'E'
-            || self
-                .txn
-                .as_ref()
-                .is_some_and(|t| t.failed || t.lost.is_some())
+        let (_sync, group) = self.batch.split_last()?;
+        match self.bound_group(group)? {
+            (st, at, n) if n == group.len() => Some((st, at)),
+            _ => None,
+        }
+    }
+
+    /// True outside a failed transaction block and any earlier batch, with no rebalance running:
+    /// where a batch of bound statements may skip the batch machinery.
+    pub(super) fn fast_path_open(&self) -> bool {
+        !(self
+            .txn
+            .as_ref()
+            .is_some_and(|t| t.failed || t.lost.is_some())
             || self.ext.is_some()
             || self.ext_skipping
             || self.settings_after.is_some()
-            || self.ctx.rebalance.gate.active()
-        {
+            || self.ctx.rebalance.gate.active())
+    }
+
+    /// The Bind, Describe (perhaps) and Execute at the start of `frames`, if they are
+    /// well-formed messages about the one portal the Bind makes, of a statement that one shard
+    /// answers as it is relayed (not one the proxy runs itself, gathers, or keeps for a client's
+    /// unnamed one), and the batch may take a fast path at all: the statement, where the Bind
+    /// names it, and how many frames the three take.
+    pub(super) fn bound_group(
+        &self,
+        frames: &[Frame],
+    ) -> Option<(Arc<Prepared>, Range<usize>, usize)> {
+        let (bind, describe, execute, n) = match frames {
+            [b, d, e, ..] if d.tag == b'D' => (b, Some(d), e, 3),
+            [b, e, ..] => (b, None, e, 2),
+            _ => return None,
+        };
+        if bind.tag != b'B' || execute.tag != b'E' || !self.fast_path_open() {
             return None;
         }
         let names = protocol::bind_names(bind.body()).ok()?;
         // libpq describes the portal it executes.
         if let Some(d) = describe {
             let target = protocol::decode_target(d.body()).ok()?;
-            if d.tag != b'D'
-                || protocol::check_message(b'D', d.body()).is_err()
-                || target != (b'P', names.portal)
-            {
+            if protocol::check_message(b'D', d.body()).is_err() || target != (b'P', names.portal) {
                 return None;
             }
         }
@@ -62,7 +75,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let plain =
             matches!(st.plan.statements.as_slice(), [s] if !matches!(s.target, Target::CopyIn(_)));
         (plain && !st.local() && !st.auto && !super::ext_route::prepared_gathers(st))
-            .then(|| (st.clone(), names.statement_at))
+            .then(|| (st.clone(), names.statement_at, n))
     }
 
     /// Runs the batch `routed_batch_statement` gave `st` for, up to its ReadyForQuery.

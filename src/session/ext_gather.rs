@@ -2,6 +2,7 @@
 //! gather portal, which the proxy describes and executes itself by sending every shard the
 //! rewritten statement with the client's parameters and result formats.
 
+use super::ext_route::Count;
 use super::prepared::Prepared;
 use super::{Session, Step};
 use crate::error::Error;
@@ -51,13 +52,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
         // One ring for routing, counting and the shard list, even if a rebalance switches it.
         let ring = self.ctx.ring.load_full();
-        let shards = match self.bind_route(st, &bind, &ring, false) {
+        let shards = match self.bind_route(st, &bind, &ring, Count::Not) {
             Ok(Some(Route::Shards(v))) if v.len() > 1 => v.to_vec(),
             Ok(Some(Route::All)) => ring.members().to_vec(),
             _ => return None,
         };
         // Counted only now that the gather takes it; otherwise the relay counts it.
-        let _ = self.bind_route(st, &bind, &ring, true);
+        let _ = self.bind_route(st, &bind, &ring, Count::Now);
         let sql = st.sql_of(stmt);
         // Concatenation is exact without a merge plan: the plan that merges nothing.
         let plan = (stmt.merge.clone()).unwrap_or_else(|| Arc::new(MergePlan::concat(sql)));

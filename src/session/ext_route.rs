@@ -10,6 +10,8 @@ use crate::error::Error;
 use crate::protocol;
 use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
 use crate::router::{self, Route, Target};
+use std::cell::RefCell;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -89,6 +91,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         prepared: &Prepared,
         body: &'b [u8],
     ) -> Result<(&'b str, Option<ShardId>), Error> {
+        let (portal, route) =
+            self.bind_routed(prepared, body, &self.ctx.ring.load(), Count::Now)?;
+        Ok((portal, one_shard(route.as_ref())?))
+    }
+
+    /// The portal a Bind of `prepared` (its body) creates and where its statement goes on
+    /// `ring`. None where PostgreSQL is to refuse it (a malformed Bind of a statement it is
+    /// relayed to, an empty or multi-statement string): any shard will do.
+    pub(super) fn bind_routed<'b>(
+        &self,
+        prepared: &Prepared,
+        body: &'b [u8],
+        ring: &Ring,
+        count: Count<'_>,
+    ) -> Result<(&'b str, Option<Route>), Error> {
         let own = prepared.local() || prepared_gathers(prepared);
         let bind = match protocol::decode_bind(body) {
             Ok(b) => b,
@@ -104,31 +121,18 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             // Not relayed as it is, so PostgreSQL would not see its end.
             protocol::check_bind_end(body, &bind)?;
         }
-        let portal = bind.portal;
-        let ring = self.ctx.ring.load();
-        let route = match self.bind_route(prepared, &bind, &ring, true)? {
-            Some(r) => r,
-            None => return Ok((portal, None)),
-        };
-        match route {
-            Route::Any => Ok((portal, None)),
-            Route::Shards(v) if v.len() == 1 => Ok((portal, Some(v[0]))),
-            _ => Err(Error::unsupported(
-                "writes that span shards and return rows are not supported through the extended query protocol yet",
-                "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
-            )),
-        }
+        Ok((bind.portal, self.bind_route(prepared, &bind, ring, count)?))
     }
 
     /// Where a bound statement goes; None for an empty or multi-statement string (PostgreSQL
-    /// says what is wrong with it).
-    /// With `count`, the statement and the keys it is routed by are counted in the statistics.
+    /// says what is wrong with it). `count` says whether the statement and the keys it is
+    /// routed by are counted in the statistics.
     pub(super) fn bind_route(
         &self,
         prepared: &Prepared,
         bind: &protocol::BindMsg<'_>,
         ring: &Ring,
-        count: bool,
+        count: Count<'_>,
     ) -> Result<Option<Route>, Error> {
         let [stmt] = prepared.plan.statements.as_slice() else {
             return Ok(None);
@@ -144,8 +148,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     } else {
                         text_param(value).and_then(|t| Key::from_text(ty, t).map_err(|e| e.0))
                     };
-                    if let (true, Ok(k)) = (count, &key) {
-                        self.count_key(&stmt.tables, k);
+                    if let Ok(k) = &key {
+                        count.key(self, &stmt.tables, k);
                     }
                     Some(key)
                 };
@@ -160,9 +164,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                     } else {
                         array_from_binary(ty, value).map_err(|e| e.0)
                     };
-                    if let (true, Ok(ArrayKeys::Keys(keys))) = (count, &keys) {
+                    if let Ok(ArrayKeys::Keys(keys)) = &keys {
                         for k in keys.iter().flatten() {
-                            self.count_key(&stmt.tables, k);
+                            count.key(self, &stmt.tables, k);
                         }
                     }
                     Some(keys)
@@ -171,7 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             }
             _ => router::route(stmt, ring)?,
         };
-        if count {
+        if let Count::Now = count {
             self.count(stmt, &route, ring);
         }
         Ok(Some(route))
@@ -307,6 +311,42 @@ fn ensure_prepared(
         protocol::put_parse(out, name, &st.sql, &st.types);
         note(parsed, &(name.to_owned(), st.hash));
         expects.push(Expect::Swallow(name.to_owned(), st.hash));
+    }
+}
+
+/// Whether `bind_route` counts the statement it routes in the statistics: at once, not at all,
+/// or later, its keys bound as parameters kept here meanwhile (the statement and the keys it
+/// names as literals are counted then, with its route: `Session::count`).
+pub(super) enum Count<'a> {
+    Now,
+    Not,
+    Later(&'a RefCell<Vec<Key>>),
+}
+
+impl Count<'_> {
+    fn key<S: AsyncRead + AsyncWrite + Send + 'static>(
+        &self,
+        session: &Session<S>,
+        tables: &[Arc<str>],
+        key: &Key,
+    ) {
+        match self {
+            Count::Now => session.count_key(tables, key),
+            Count::Not => {}
+            Count::Later(keys) => keys.borrow_mut().push(key.clone()),
+        }
+    }
+}
+
+/// The one shard a bound statement's route needs (None: any), or why it cannot run so.
+pub(super) fn one_shard(route: Option<&Route>) -> Result<Option<ShardId>, Error> {
+    match route {
+        None | Some(Route::Any) => Ok(None),
+        Some(Route::Shards(v)) if v.len() == 1 => Ok(Some(v[0])),
+        Some(_) => Err(Error::unsupported(
+            "writes that span shards and return rows are not supported through the extended query protocol yet",
+            "add a condition on the shard key so the statement runs on one shard, or use the simple query protocol",
+        )),
     }
 }
 

@@ -117,6 +117,8 @@ pub(super) struct Scratch {
     /// How many of them have run; `parse_failed`: the next one, a Parse, failed.
     pub(super) names_run: usize,
     pub(super) parse_failed: bool,
+    /// A pipeline's statements and routes (`ext_pipeline.rs`).
+    pub(super) pipeline: super::ext_pipeline::Buffers,
 }
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -150,6 +152,9 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 
     pub(super) async fn run_batch(&mut self, sync: bool) -> Step {
+        if sync && self.routed_pipeline() {
+            return self.run_routed_pipeline().await;
+        }
         let mut frames = std::mem::take(&mut self.batch);
         self.arm_statement_timeout();
         let admitted = match self.ext_skipping {

@@ -2,6 +2,7 @@
 //! each request touching placed tables holds a ticket until its ReadyForQuery, and a write that
 //! the old and the new ring route differently waits while the switch moves its rows.
 
+use super::ext_route::Count;
 use super::Session;
 use crate::error::Error;
 use crate::protocol::{self, Frame};
@@ -56,7 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 .filter(|(st, _)| st.plan.statements.iter().any(|s| s.writes))
                 .map(|(st, f)| {
                     let bind = protocol::decode_bind(f.body()).ok()?;
-                    this.bind_route(st, &bind, ring, false).ok().flatten()
+                    this.bind_route(st, &bind, ring, Count::Not).ok().flatten()
                 })
                 .collect()
         };

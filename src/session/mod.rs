@@ -9,6 +9,7 @@ mod copy_split;
 mod exec;
 mod ext_fast;
 mod ext_gather;
+mod ext_pipeline;
 mod ext_route;
 mod ext_segment;
 mod extended;
