@@ -55,28 +55,33 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// which may take the fast path (`bound_group`), and all of them go to one shard: the
     /// pipeline's buffers then hold its statements, their routes and that shard.
     pub(super) fn routed_pipeline(&mut self) -> bool {
+        // Most batches that get here are `-M extended`'s, which open with a Parse.
+        if self.batch.len() < 5 || self.batch[0].tag != b'B' {
+            return false;
+        }
         let mut bufs = std::mem::take(&mut self.scratch.pipeline);
-        // One ring for routing and counting, so that the statements are counted where they go.
-        let ring = self.ctx.ring.load_full();
         let shard = match self.bound_groups(&mut bufs.bound) {
-            true => self.route_pipeline(&mut bufs, &ring),
+            true => {
+                // One ring for routing and counting, so that each statement is counted where
+                // it goes.
+                let ring = self.ctx.ring.load_full();
+                self.route_pipeline(&mut bufs, &ring).map(|s| (s, ring))
+            }
             false => None,
         };
+        let found = shard.is_some();
         match shard {
-            Some(s) => bufs.to = Some((s, ring)),
+            Some(to) => bufs.to = Some(to),
             None => bufs.clear(),
         }
         self.scratch.pipeline = bufs;
-        shard.is_some()
+        found
     }
 
     fn bound_groups(&self, bound: &mut Vec<Bound>) -> bool {
         let Some((_sync, mut rest)) = self.batch.split_last() else {
             return false;
         };
-        if rest.len() < 4 || rest[0].tag != b'B' {
-            return false;
-        }
         let mut from = 0;
         while !rest.is_empty() {
             let Some((st, at, n)) = self.bound_group(rest) else {
