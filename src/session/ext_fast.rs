@@ -11,6 +11,7 @@ use super::exec::Recv;
 use super::prepared::Prepared;
 use super::{Session, Step};
 use crate::protocol::{self, Frame};
+use crate::ring::ShardId;
 use crate::router::Target;
 use std::ops::Range;
 use std::sync::Arc;
@@ -88,6 +89,21 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.end_batch(true).await
     }
 
+    /// Inside a transaction block, the portal a relayed Bind made outlives the batch: a later
+    /// Execute of it finds it on `shard`.
+    pub(super) fn note_relayed_portal(&mut self, portal: &str, shard: ShardId) {
+        if self.txn.is_none() {
+            return;
+        }
+        super::ext_route::note_portal(&mut self.portals, portal, shard);
+        if !self.local_portals.is_empty() {
+            self.local_portals.remove(portal);
+        }
+        if !self.gather_portals.is_empty() {
+            self.gather_portals.remove(portal);
+        }
+    }
+
     async fn routed_batch(&mut self, st: &Prepared, at: Range<usize>, frames: &[Frame]) -> Step {
         self.arm_statement_timeout();
         if let Err(e) = self.limit_batch(frames) {
@@ -102,16 +118,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 return Ok(());
             }
         };
-        if self.txn.is_some() {
-            // The portal outlives the batch: a later Execute of it finds it on this shard.
-            super::ext_route::note_portal(&mut self.portals, portal, shard);
-            if !self.local_portals.is_empty() {
-                self.local_portals.remove(portal);
-            }
-            if !self.gather_portals.is_empty() {
-                self.gather_portals.remove(portal);
-            }
-        }
+        self.note_relayed_portal(portal, shard);
         self.reads_only = st.plan.statements.iter().all(|s| !s.writes && !s.ddl);
         let mut conn = match self.acquire(shard).await {
             Ok(c) => c,
