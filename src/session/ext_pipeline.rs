@@ -54,11 +54,14 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// True if the batch is two or more Bind/(Describe)/Execute groups and a Sync, each of
     /// which may take the fast path (`bound_group`), and all of them go to one shard: the
     /// pipeline's buffers then hold its statements, their routes and that shard.
+    #[inline(always)]
     pub(super) fn routed_pipeline(&mut self) -> bool {
-        // Most batches that get here are `-M extended`'s, which open with a Parse.
-        if self.batch.len() < 5 || self.batch[0].tag != b'B' {
-            return false;
-        }
+        // Most batches that get here are `-M extended`'s, which open with a Parse: tested here,
+        // inline, so that they do not pay for a call.
+        self.batch.len() >= 5 && self.batch[0].tag == b'B' && self.route_bound_groups()
+    }
+
+    fn route_bound_groups(&mut self) -> bool {
         let mut bufs = std::mem::take(&mut self.scratch.pipeline);
         let shard = match self.bound_groups(&mut bufs.bound) {
             true => {
