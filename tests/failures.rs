@@ -135,13 +135,13 @@ async fn a_cancel_request_stops_the_statement_on_its_shard() {
     let proxy = Proxy::start(&shards.urls(), TABLES).await;
     let c = proxy.client().await;
     let token = c.cancel_token();
-    let canceller = tokio::spawn(async move {
-        // Give the statement time to reach the shard, then cancel as psql's Ctrl-C does.
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Once the statement runs on its shard, cancel it as psql's Ctrl-C does.
+    let canceller = async {
+        shards.until_running("SELECT pg_sleep(30)").await;
         token.cancel_query(tokio_postgres::NoTls).await.unwrap();
-    });
-    assert_eq!(sqlstate(&c, "SELECT pg_sleep(30)").await, "57014");
-    canceller.await.unwrap();
+    };
+    let (state, ()) = tokio::join!(sqlstate(&c, "SELECT pg_sleep(30)"), canceller);
+    assert_eq!(state, "57014");
     // The session goes on, and a cancel with a wrong key does nothing to it.
     assert_eq!(value(&c, "SELECT 'after'").await, "after");
     let other = proxy.client().await;

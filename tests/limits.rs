@@ -42,28 +42,24 @@ async fn attempt(c: &Client, sql: &str) -> bool {
     }
 }
 
-/// Statements sent as fast as one client can for `secs`: (passed, refused, seconds taken).
-async fn flood(c: &Client, secs: f64) -> (u32, u32, f64) {
+/// Statements sent as fast as one client can for `secs`: (passed, refused, seconds taken, the
+/// longest time between two statements' starts).
+async fn flood(c: &Client, secs: f64) -> (u32, u32, f64, f64) {
     let began = Instant::now();
     let (mut ok, mut refused) = (0, 0);
-    while began.elapsed().as_secs_f64() < secs {
+    let (mut last, mut longest) = (began, 0f64);
+    // Until enough refusals too, so that a slow machine still floods; a fast one passes both.
+    while began.elapsed().as_secs_f64() < secs || (refused < 100 && began.elapsed().as_secs() < 10)
+    {
+        longest = longest.max(last.elapsed().as_secs_f64());
+        last = Instant::now();
         if attempt(c, "SELECT 1").await {
             ok += 1;
         } else {
             refused += 1;
         }
     }
-    (ok, refused, began.elapsed().as_secs_f64())
-}
-
-/// Statements that pass before the first refusal.
-async fn passes(c: &Client) -> u32 {
-    let mut n = 0;
-    while attempt(c, "SELECT 1").await {
-        n += 1;
-        assert!(n <= 100, "the bucket never ran dry");
-    }
-    n
+    (ok, refused, began.elapsed().as_secs_f64(), longest)
 }
 
 /// The next refusal's error.
@@ -82,27 +78,30 @@ async fn a_flood_gets_burst_plus_rate_through_and_others_are_untouched() {
     let limits = "[[rate_limits]]\nper = \"user\"\nrate = 20\nburst = 10\n";
     let proxy = Proxy::start(&shards.urls(), &format!("{TABLES}{limits}")).await;
     let flooder = connect(&proxy, "flood", "127.0.0.1", "app").await;
-    let (ok, refused, secs) = flood(&flooder, 1.5).await;
+    let (ok, refused, secs, longest) = flood(&flooder, 1.5).await;
     let expected = 10.0 + 20.0 * secs;
     println!("flood: {ok} passed, {refused} refused in {secs:.3} s (expected about {expected:.1})");
     assert!(
         f64::from(ok) <= expected + 1.0,
         "{ok} passed, more than burst + rate × {secs:.3} s"
     );
+    // A pause longer than the half second that refills the bucket loses what it would add
+    // beyond; a loaded machine may pause so.
+    let lost = 20.0 * (longest - 0.5).max(0.0);
     assert!(
-        f64::from(ok) >= 10.0 + 20.0 * secs * 0.85 - 1.0,
-        "{ok} passed, well under burst + rate × {secs:.3} s"
+        f64::from(ok) >= 10.0 + 20.0 * secs * 0.85 - 1.0 - lost,
+        "{ok} passed, well under burst + rate × {secs:.3} s (longest pause {longest:.3} s)"
     );
     assert!(refused > 100, "the flood was refused only {refused} times");
 
     // The same user's bucket is empty: right after the flood, only what refilled since passes
     // (one token per 50 ms; a loaded machine may take that long between two statements).
     let emptied = Instant::now();
-    let passed = passes(&flooder).await;
+    let right_after = passed(&flooder).await;
     let refilled = 20.0 * emptied.elapsed().as_secs_f64();
     assert!(
-        f64::from(passed) <= refilled + 1.0,
-        "{passed} passed right after the flood, {refilled:.1} tokens refilled"
+        f64::from(right_after) <= refilled + 1.0,
+        "{right_after} passed right after the flood, {refilled:.1} tokens refilled"
     );
     // Another user's bucket is full; the connection still works.
     let calm = connect(&proxy, "calm", "127.0.0.1", "app").await;
@@ -113,7 +112,7 @@ async fn a_flood_gets_burst_plus_rate_through_and_others_are_untouched() {
     // 600 ms at 20/s: the burst's 10 tokens back (less what rounding takes), then empty again,
     // with what refills while they are spent.
     let began = Instant::now();
-    let after = passes(&flooder).await;
+    let after = passed(&flooder).await;
     let refilled = 20.0 * began.elapsed().as_secs_f64();
     assert!(
         f64::from(after) >= 9.0 && f64::from(after) <= 10.0 + refilled + 1.0,
@@ -140,7 +139,7 @@ async fn a_flood_gets_burst_plus_rate_through_and_others_are_untouched() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_client_address_has_its_own_bucket() {
     let shards = Shards::databases(2).await;
-    let limits = "[[rate_limits]]\nper = \"client_ip\"\nrate = 0.5\nburst = 5\n[[rate_limits.overrides]]\nmatch = \"127.0.0.3/32\"\nrate = 0.5\nburst = 8\n";
+    let limits = "[[rate_limits]]\nper = \"client_ip\"\nrate = 0.01\nburst = 5\n[[rate_limits.overrides]]\nmatch = \"127.0.0.3/32\"\nrate = 0.01\nburst = 8\n";
     let proxy = Proxy::start(&shards.urls(), &format!("{TABLES}{limits}")).await;
     let one = connect(&proxy, "app", "127.0.0.1", "app").await;
     let one_again = connect(&proxy, "app", "127.0.0.1", "app").await;

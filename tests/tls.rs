@@ -182,7 +182,7 @@ async fn require_refuses_clients_in_clear_but_serves_their_cancel_requests() {
     let (client, tls) = tls_client(&proxy, "127.0.0.1", &pki.ca).await.unwrap();
     let token = client.cancel_token();
     let sleep = tokio::spawn(async move { client.simple_query("SELECT pg_sleep(30)").await });
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    shards.until_running("SELECT pg_sleep(30)").await;
     token.cancel_query(tls).await.unwrap();
     let res = tokio::time::timeout(std::time::Duration::from_secs(10), sleep)
         .await

@@ -234,6 +234,8 @@ async fn recovery_commits_or_rolls_back_by_the_decision_record() {
             .unwrap();
         }
     };
+    // Recovery leaves alone what was prepared less than 2 s ago.
+    let first = std::time::Instant::now();
     prepare(1, 101, "sg_dead00000000_1_1_s0").await;
     prepare(2, 102, "sg_dead00000000_1_2_s0").await;
     prepare(1, 201, "sg_dead00000000_2_1_s0").await;
@@ -249,10 +251,18 @@ async fn recovery_commits_or_rolls_back_by_the_decision_record() {
     prepare(2, 301, "someone_else").await;
     assert_eq!(count_prepared(&shards).await, vec![0, 2, 2]);
 
-    // Too young: a proxy may still be finishing them.
+    // Too young: a proxy may still be finishing them. Only checked if the setup took less
+    // than the 2 s, which a loaded machine may not manage.
     let report = recovery::recover(&proxy.ctx.backend).await;
-    assert_eq!((report.committed, report.rolled_back), (0, 0), "{report:?}");
-    assert_eq!(report.waiting, 3, "{report:?}");
+    if first.elapsed() < Duration::from_millis(1900) {
+        assert_eq!((report.committed, report.rolled_back), (0, 0), "{report:?}");
+        assert_eq!(report.waiting, 3, "{report:?}");
+    } else {
+        eprintln!(
+            "setup took {:?}: too slow to check the young ones",
+            first.elapsed()
+        );
+    }
 
     tokio::time::sleep(Duration::from_millis(2100)).await;
     let report = recovery::recover(&proxy.ctx.backend).await;

@@ -187,6 +187,21 @@ impl Shards {
             .unwrap_or_else(|e| panic!("{e}"))
     }
 
+    /// Waits, up to 10 s, until a shard runs `sql` (its text as the shard sees it). A cancel
+    /// request that comes before the statement finds nothing to cancel and is dropped, as
+    /// PostgreSQL drops it, so a test that cancels first waits for this instead of a guess.
+    pub async fn until_running(&self, sql: &str) {
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity WHERE query = '{}' AND state = 'active'",
+            sql.replace('\'', "''")
+        );
+        let running = proxy::eventually(10, || async {
+            self.scalar_each(&q).await.iter().any(|&n| n > 0)
+        })
+        .await;
+        assert!(running, "{sql} did not start on any shard");
+    }
+
     /// A single bigint (a count, say) from every shard directly, in shard order.
     pub async fn scalar_each(&self, sql: &str) -> Vec<i64> {
         let mut out = Vec::with_capacity(self.len());
