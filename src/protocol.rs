@@ -249,7 +249,11 @@ pub(crate) fn take_cstr<'a>(buf: &mut &'a [u8]) -> Result<&'a str, Error> {
         .ok_or_else(|| Error::Protocol {
             message: "missing string terminator".into(),
         })?;
-    let s = std::str::from_utf8(&buf[..end]).map_err(|_| Error::Encoding)?;
+    // Most names in the extended protocol are empty (the unnamed statement and portal).
+    let s = match end {
+        0 => "",
+        _ => std::str::from_utf8(&buf[..end]).map_err(|_| Error::Encoding)?,
+    };
     *buf = &buf[end + 1..];
     Ok(s)
 }

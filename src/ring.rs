@@ -9,7 +9,7 @@ mod movement;
 mod weight_tests;
 
 pub use array::{array_from_binary, array_from_text, ArrayKeys, MAX_ARRAY_KEYS};
-pub use key::{key_error_sqlstate, oid, Key, KeyError};
+pub use key::{key_error_sqlstate, oid, plain_int, Key, KeyError};
 pub use movement::{movement, Movement};
 
 use crate::config::ShardConfig;

@@ -296,6 +296,22 @@ async fn limits_reload_without_disconnecting_and_the_console_is_exempt() {
         assert!(attempt(&c, "SELECT 1").await);
     }
     assert!(rows(&admin, "SHOW LIMITS").await.is_empty());
+    // A rule added later applies to a session that began with none, through either protocol
+    // (each session keeps its own view of the limits, which must follow the reload).
+    let late = connect(&proxy, "postgres", "127.0.0.1", "app").await;
+    let prepared = late.prepare("SELECT 1").await.unwrap();
+    for _ in 0..5 {
+        assert!(late.query(&prepared, &[]).await.is_ok());
+        assert!(attempt(&late, "SELECT 1").await);
+    }
+    std::fs::write(file.path(), config(tight)).unwrap();
+    rows(&admin, "RELOAD").await;
+    for _ in 0..3 {
+        assert!(late.query(&prepared, &[]).await.is_ok());
+    }
+    let e = late.query(&prepared, &[]).await.unwrap_err();
+    assert_eq!(e.code().map(|c| c.code()), Some("53400"), "{e}");
+    assert!(!attempt(&late, "SELECT 1").await);
 }
 
 /// A raw extended-protocol client, so that one batch can hold several Executes and a Flush

@@ -1,7 +1,7 @@
 //! Connection caps and the proxy's timeouts, through real clients: max_client_connections and
 //! per-user caps refuse with 53300 and free their slots; idle clients are disconnected (57P05,
 //! 25P03 with the transaction rolled back); a statement past statement_timeout_ms is cancelled
-//! on its shards (57014) and the connection stays usable.
+//! on its shards (57014) and the connection stays usable, and a RELOAD changes it for open sessions.
 
 mod support;
 
@@ -192,4 +192,39 @@ async fn a_statement_past_the_timeout_is_cancelled_on_its_shards() {
     c.batch_execute("SELECT pg_sleep(0.3); SELECT pg_sleep(0.2)")
         .await
         .unwrap();
+}
+
+/// RELOAD changes the statement timeout for the sessions already connected, from their next
+/// statement on (each keeps its own view of the config, which must follow the reload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reloaded_statement_timeout_applies_to_open_sessions() {
+    let shards = Shards::databases(2).await;
+    let file = tempfile::NamedTempFile::new().unwrap();
+    let config = |opts: &str| {
+        let mut t = format!("[proxy]\nlisten = \"127.0.0.1:0\"\npool_size = 4\n{opts}\n");
+        for (i, url) in shards.urls().iter().enumerate() {
+            t.push_str(&format!("[[shards]]\nname = \"s{i}\"\nurl = \"{url}\"\n"));
+        }
+        format!("{t}{TABLES}")
+    };
+    std::fs::write(file.path(), config("")).unwrap();
+    let proxy = Proxy::start_with(&shards.urls(), "pool_size = 4", TABLES).await;
+    proxy
+        .ctx
+        .config_path
+        .set(file.path().to_path_buf())
+        .unwrap();
+    let (c, _) = connect(&proxy, "postgres", "app").await.unwrap();
+    let prepared = c.prepare("SELECT pg_sleep($1::float8)").await.unwrap();
+    // No timeout yet: a statement longer than the one set below runs to its end.
+    c.simple_query("SELECT pg_sleep(1.6)").await.unwrap();
+    c.query(&prepared, &[&1.6f64]).await.unwrap();
+    let (admin, _) = connect(&proxy, "postgres", "shardgate").await.unwrap();
+    std::fs::write(file.path(), config("statement_timeout_ms = 1500")).unwrap();
+    admin.simple_query("RELOAD").await.unwrap();
+    let err = c.simple_query("SELECT pg_sleep(5)").await.unwrap_err();
+    assert_eq!(code(&err), "57014", "{err}");
+    let err = c.query(&prepared, &[&5.0f64]).await.unwrap_err();
+    assert_eq!(code(&err), "57014", "{err}");
+    assert_eq!(value(&c, "SELECT 'still usable'").await, "still usable");
 }

@@ -222,10 +222,17 @@ pub(super) fn is_pg_space(b: u8) -> bool {
 
 /// Parses an integer as PostgreSQL 16's int8in does: surrounding whitespace, a sign, decimal
 /// digits or a 0x/0o/0b prefix, and single underscores between digits.
+/// What nearly every integer key's text is: at most 18 plain decimal digits, which cannot
+/// overflow. Read from the bytes, so a bound parameter needs no UTF-8 check first.
+#[inline]
+pub fn plain_int(text: &[u8]) -> Option<i64> {
+    ((1..=18).contains(&text.len()) && text.iter().all(|b| b.is_ascii_digit()))
+        .then(|| text.iter().fold(0i64, |n, b| n * 10 + i64::from(b - b'0')))
+}
+
 fn parse_int(text: &str) -> Result<i64, KeyError> {
-    // What nearly every key is: at most 18 plain decimal digits, which cannot overflow.
-    if (1..=18).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_digit()) {
-        return Ok(text.bytes().fold(0i64, |n, b| n * 10 + i64::from(b - b'0')));
+    if let Some(n) = plain_int(text.as_bytes()) {
+        return Ok(n);
     }
     let syntax = || {
         KeyError(format!(

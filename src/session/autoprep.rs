@@ -43,10 +43,10 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// transaction would not allow), not while a SET is being applied, and with no backslash
     /// in a string constant (an escape if the session turned standard_conforming_strings off:
     /// such a literal keeps its text).
-    pub(super) fn may_bind_literals(&self, text: &str) -> bool {
+    pub(super) fn may_bind_literals(&mut self, text: &str) -> bool {
         self.txn.is_none()
             && self.settings_after.is_none()
-            && self.ctx.config.load().proxy.auto_prepare
+            && self.config.get().proxy.auto_prepare
             && !(self.cache.lits().iter())
                 .any(|l| l.kind == LitKind::Str && text[l.span.clone()].contains('\\'))
     }

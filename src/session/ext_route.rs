@@ -143,7 +143,12 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 let mut param = |i: usize| -> Option<Result<Key, String>> {
                     let value = (*bind.params.get(i)?)?;
                     let oid = prepared.types.get(i).copied().unwrap_or(0);
-                    let key = if bind.format(i) == 1 {
+                    let plain = (ty == crate::config::KeyType::Int && bind.format(i) != 1)
+                        .then(|| crate::ring::plain_int(value))
+                        .flatten();
+                    let key = if let Some(n) = plain {
+                        Ok(Key::Int(n))
+                    } else if bind.format(i) == 1 {
                         Key::from_binary(ty, oid, value).map_err(|e| e.0)
                     } else {
                         text_param(value).and_then(|t| Key::from_text(ty, t).map_err(|e| e.0))

@@ -22,10 +22,10 @@ fn ends_transaction(s: &StatementPlan) -> bool {
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Admits a simple Query's statements.
     pub(super) fn limit_plan(&mut self, plan: &QueryPlan) -> Result<(), Error> {
-        let limiter = self.ctx.limits.load();
-        if limiter.is_empty() {
+        if self.limiter.get().is_empty() {
             return Ok(());
         }
+        let limiter = self.ctx.limits.load();
         let counted = || plan.statements.iter().filter(|s| !ends_transaction(s));
         let n = u32::try_from(counted().count()).unwrap_or(u32::MAX);
         let tables = counted().flat_map(|s| s.tables.iter().map(|t| &**t));
@@ -35,10 +35,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Admits the Executes of an extended-protocol batch: one token each, and for the table
     /// limits one per Execute of a statement naming the table.
     pub(super) fn limit_batch(&mut self, frames: &[Frame]) -> Result<(), Error> {
-        let limiter = self.ctx.limits.load();
-        if limiter.is_empty() || !frames.iter().any(|f| f.tag == b'E') {
+        if self.limiter.get().is_empty() || !frames.iter().any(|f| f.tag == b'E') {
             return Ok(());
         }
+        // Limits are configured: not the routed path's concern any more.
+        let limiter = self.ctx.limits.load();
         let per_table = limiter.rules.iter().any(|r| r.per == Per::Table);
         let mut n = 0u32;
         let mut tables: Vec<Arc<str>> = Vec::new();

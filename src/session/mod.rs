@@ -16,6 +16,7 @@ mod extended;
 mod gate;
 mod gather;
 mod limit;
+mod live;
 mod prepared;
 mod scatter;
 mod server_stmts;
@@ -56,6 +57,9 @@ type Step<T = ()> = Result<T, Gone>;
 
 pub struct Session<S> {
     ctx: Arc<Context>,
+    /// The config and the rate limits as they are now, read on every request.
+    config: live::Live<live::ConfigPart>,
+    limiter: live::Live<live::LimitsPart>,
     client: FrameReader<ReadHalf<S>>,
     writer: WriteHalf<S>,
     out: BytesMut,
@@ -139,6 +143,8 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 PLAN_CACHE,
                 ctx.catalog_version.load(Ordering::Acquire),
             ),
+            config: live::Live::new(&ctx),
+            limiter: live::Live::new(&ctx),
             ctx,
             client,
             writer,

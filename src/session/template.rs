@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// Whether a read over several shards may run by its shape's merge plan: where its
     /// literals may be bound (`may_bind_literals`), and with whole numbers for a LIMIT or
     /// OFFSET.
-    fn may_gather_shaped(&self, text: &str, routed: &Routed) -> bool {
+    fn may_gather_shaped(&mut self, text: &str, routed: &Routed) -> bool {
         let merge = routed
             .plan
             .statements

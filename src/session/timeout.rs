@@ -15,11 +15,11 @@ pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(5);
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// The idle limit that applies while waiting for the client's next message, if any: only
     /// between requests (a half-sent batch is not idle), and whether it is the transaction's.
-    pub(super) fn idle_limit(&self) -> Option<(Duration, bool)> {
+    pub(super) fn idle_limit(&mut self) -> Option<(Duration, bool)> {
         if self.began.is_some() || !self.batch.is_empty() || self.ext.is_some() {
             return None;
         }
-        let p = &self.ctx.config.load().proxy;
+        let p = &self.config.get().proxy;
         let (ms, in_transaction) = match self.txn {
             Some(_) => (p.idle_transaction_timeout_ms, true),
             None => (p.client_idle_timeout_ms, false),
@@ -31,7 +31,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     /// (Each Query and each batch sent is a statement to PostgreSQL's statement_timeout too.)
     pub(super) fn arm_statement_timeout(&mut self) {
         self.timed_out = false;
-        let ms = self.ctx.config.load().proxy.statement_timeout_ms;
+        let ms = self.config.get().proxy.statement_timeout_ms;
         self.deadline = (ms > 0).then(|| tokio::time::Instant::now() + Duration::from_millis(ms));
         if let Some(d) = self.deadline {
             self.timer.as_mut().reset(d);
