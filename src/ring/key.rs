@@ -220,8 +220,6 @@ pub(super) fn is_pg_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)
 }
 
-/// Parses an integer as PostgreSQL 16's int8in does: surrounding whitespace, a sign, decimal
-/// digits or a 0x/0o/0b prefix, and single underscores between digits.
 /// What nearly every integer key's text is: at most 18 plain decimal digits, which cannot
 /// overflow. Read from the bytes, so a bound parameter needs no UTF-8 check first.
 #[inline]
@@ -230,6 +228,8 @@ pub fn plain_int(text: &[u8]) -> Option<i64> {
         .then(|| text.iter().fold(0i64, |n, b| n * 10 + i64::from(b - b'0')))
 }
 
+/// Parses an integer as PostgreSQL 16's int8in does: surrounding whitespace, a sign, decimal
+/// digits or a 0x/0o/0b prefix, and single underscores between digits.
 fn parse_int(text: &str) -> Result<i64, KeyError> {
     if let Some(n) = plain_int(text.as_bytes()) {
         return Ok(n);
@@ -392,7 +392,15 @@ mod tests {
             digits.push(char::from(b'0' + (n * 7 % 10) as u8));
             for s in [digits.clone(), "0".repeat(n), "9".repeat(n)] {
                 assert_eq!(int(&s).ok(), int(&format!(" {s}")).ok(), "{s}");
+                // The bytes-only reading a bound parameter gets agrees where it answers.
+                if let Some(v) = plain_int(s.as_bytes()) {
+                    assert_eq!(Ok(v), int(&format!(" {s}")), "{s}");
+                }
+                assert_eq!(plain_int(s.as_bytes()).is_some(), n <= 18, "{s}");
             }
+        }
+        for other in ["", "-1", "+1", "1 ", "1_0", "0x1", "١"] {
+            assert_eq!(plain_int(other.as_bytes()), None, "{other}");
         }
     }
 

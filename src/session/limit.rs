@@ -38,7 +38,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         if self.limiter.get().is_empty() || !frames.iter().any(|f| f.tag == b'E') {
             return Ok(());
         }
-        // Limits are configured: not the routed path's concern any more.
+        // The cached view only spares the common case, no limits at all, the shared load.
         let limiter = self.ctx.limits.load();
         let per_table = limiter.rules.iter().any(|r| r.per == Per::Table);
         let mut n = 0u32;
