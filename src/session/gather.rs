@@ -105,7 +105,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let keys: Vec<&PooledConn> = open.iter().map(|s| &s.conn).collect();
         let _cancellable = super::exec::Cancellable::new(&self.running, &keys);
         drop(keys);
-        let limit_mb = self.ctx.config.load().proxy.gather_memory_mb;
+        let limit_mb = self.config.get().proxy.gather_memory_mb;
         let mut g = Gather::new(plan, self.ctx.collation.load_full(), limit_mb, open.len());
         g.bind_limits(limits.0, limits.1);
         let merged = self.merge(&mut open, &mut g, describe, execute).await;

@@ -59,7 +59,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
             && plan.statements.len() == 1
             && plan.statements.iter().all(|s| !s.ddl)
             && router::prepare::plain_statement(p.query)
-            && self.ctx.config.load().proxy.auto_prepare;
+            && self.config.get().proxy.auto_prepare;
         let backend_name = if p.name.is_empty() && !auto {
             String::new()
         } else {
