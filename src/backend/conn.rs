@@ -4,13 +4,14 @@ use super::cancel::CancelKey;
 use crate::config::TlsConfig;
 use crate::error::Error;
 use crate::protocol::{self, Drain, Frame, FrameReader};
+use crate::stats::stamp::Stamp;
 use crate::stats::ShardStats;
 use crate::tls::{ServerStream, ShardConnector};
 use bytes::BytesMut;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -113,7 +114,7 @@ pub struct ServerConn {
     pub shard: String,
     stats: Arc<ShardStats>,
     /// When the request now awaiting its ReadyForQuery was first sent.
-    started: Option<Instant>,
+    started: Option<Stamp>,
     /// Bytes received since the last ReadyForQuery, published then (one shared atomic add per
     /// request rather than per row).
     received: u64,
@@ -227,7 +228,7 @@ impl ServerConn {
         if self.out.is_empty() {
             return Ok(());
         }
-        self.started.get_or_insert_with(Instant::now);
+        self.started.get_or_insert_with(Stamp::now);
         let stream = self.reader.get_mut();
         // TLS keeps what the socket would not take yet until flushed; plain TCP flushes at once.
         let r = match stream.write_all(&self.out).await {
@@ -371,7 +372,7 @@ impl ServerConn {
                     .fetch_add(std::mem::take(&mut self.received), Relaxed);
                 if let Some(t) = self.started.take() {
                     stats.requests.fetch_add(1, Relaxed);
-                    stats.latency.record(t.elapsed());
+                    stats.latency.record_ns(t.elapsed_ns());
                 }
             }
             b'C' => stats.command(frame.body()),

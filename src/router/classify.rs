@@ -4,7 +4,7 @@ use super::decide::decide;
 use super::keys::fold;
 use super::rewrite::{self, Refusal};
 use super::tables::{Ctx, Role, Walker};
-use super::{insert, MergePlan, SessionCommand, Target, TxnCommand};
+use super::{insert, MergePlan, SessionCommand, TableList, Tables, Target, TxnCommand};
 use crate::catalog::Catalog;
 use crate::error::Error;
 use sqlparser::ast::{
@@ -28,9 +28,6 @@ pub(super) struct Planned {
     pub tables: Tables,
 }
 
-/// Table names of a plan, shared by every use of a cached plan.
-pub type Tables = std::sync::Arc<[std::sync::Arc<str>]>;
-
 /// The tables a walk found, as plan data: the sharded tables first (in order of appearance),
 /// so that the first is the one whose keys route the statement.
 pub(super) fn tables_of(refs: &super::tables::Refs) -> Tables {
@@ -45,7 +42,7 @@ pub(super) fn tables_of(refs: &super::tables::Refs) -> Tables {
             names.push(name);
         }
     }
-    names.into_iter().map(std::sync::Arc::from).collect()
+    TableList::of(names.into_iter().map(std::sync::Arc::from))
 }
 
 impl Planned {
@@ -59,7 +56,7 @@ impl Planned {
             merge: None,
             replicated: false,
             inserts: false,
-            tables: std::sync::Arc::new([]),
+            tables: Tables::default(),
         }
     }
 

@@ -96,7 +96,7 @@ pub(super) fn copy_in(
         copy.key = Some((index, *ty));
     }
     Some(Planned {
-        tables: std::sync::Arc::new([std::sync::Arc::from(rule.configured_name())]),
+        tables: super::TableList::of([std::sync::Arc::from(rule.configured_name())]),
         ..Planned::write(Target::CopyIn(copy))
     })
 }

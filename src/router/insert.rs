@@ -189,7 +189,7 @@ pub(super) fn plan(ins: &Insert, text: &str, catalog: &Catalog, in_with: bool) -
 fn placed(rule: &crate::catalog::TableRule, target: Target) -> Planned {
     Planned {
         inserts: true,
-        tables: std::sync::Arc::new([std::sync::Arc::from(rule.configured_name())]),
+        tables: super::TableList::of([std::sync::Arc::from(rule.configured_name())]),
         ..Planned::write(target)
     }
 }

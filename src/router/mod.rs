@@ -22,6 +22,7 @@ mod scope;
 mod shape;
 mod shape_merge;
 mod split;
+mod table_list;
 mod tables;
 #[cfg(test)]
 mod tests;
@@ -41,11 +42,11 @@ mod tests_route;
 use crate::catalog::Catalog;
 use crate::error::Error;
 use crate::ring::{ArrayKeys, Key, Ring, ShardId};
-pub use classify::Tables;
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 use std::ops::Range;
 use std::sync::Arc;
+pub use table_list::{TableList, Tables};
 
 pub use merge::{Agg, CmpOp, Grouping, MergePlan, Operand, Pred, SortKey};
 pub use resolve::{route, route_bound};

@@ -120,7 +120,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         stmt: &StatementPlan,
         count: bool,
     ) -> Step<bool> {
-        let counted = |s: &Self, tables: &[std::sync::Arc<str>], kind: RouteKind| {
+        let counted = |s: &Self, tables: &crate::router::TableList, kind: RouteKind| {
             if count {
                 s.count_kind(tables, kind);
             }
@@ -137,11 +137,11 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         let route = match &stmt.target {
             Target::Reject(e) => return self.fail(e),
             Target::Transaction(cmd) => {
-                counted(self, &[], RouteKind::Any);
+                counted(self, &crate::router::TableList::default(), RouteKind::Any);
                 return self.txn_command(cmd, sql).await;
             }
             Target::Session(cmd) => {
-                counted(self, &[], RouteKind::Any);
+                counted(self, &crate::router::TableList::default(), RouteKind::Any);
                 return self.session_command(cmd, sql).await;
             }
             // A simple Query has no parameters to bind: PostgreSQL answers ("there is no

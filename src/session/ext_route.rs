@@ -11,7 +11,6 @@ use crate::protocol;
 use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
 use crate::router::{self, Route, Target};
 use std::cell::RefCell;
-use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
@@ -332,7 +331,7 @@ impl Count<'_> {
     fn key<S: AsyncRead + AsyncWrite + Send + 'static>(
         &self,
         session: &Session<S>,
-        tables: &[Arc<str>],
+        tables: &crate::router::TableList,
         key: &Key,
     ) {
         match self {

@@ -31,14 +31,14 @@ use crate::context::Context;
 use crate::error::Error;
 use crate::protocol::{self, Frame, FrameReader};
 use crate::ring::{Ring, ShardId};
-use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
+use crate::router::{self, QueryPlan, Route, StatementPlan, TableList, Target};
 use crate::stats::clients::{Client, State};
+use crate::stats::stamp::Stamp;
 use crate::stats::RouteKind;
 use bytes::BytesMut;
 use settings::Settings;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use txn::Txn;
 
@@ -105,7 +105,7 @@ pub struct Session<S> {
     /// The worker thread serving this client, whose share of the pools it borrows from.
     worker: usize,
     /// When the request now being answered arrived (its first message).
-    began: Option<Instant>,
+    began: Option<Stamp>,
     /// The widest route of the request's statements so far.
     kind: std::sync::atomic::AtomicU8,
     /// This client's rate-limit buckets.
@@ -204,7 +204,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
                 _ => return Err(Gone),
             };
             if self.began.is_none() {
-                self.began = Some(Instant::now());
+                self.began = Some(Stamp::now());
                 self.me.set_state(State::Active);
             }
             match frame.tag {
@@ -342,7 +342,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         self.cancels_seen.clear();
         if let Some(began) = self.began.take() {
             let kind = RouteKind::from_index(self.kind.swap(0, Ordering::Relaxed));
-            self.ctx.stats.request(kind, began.elapsed());
+            self.ctx.stats.request(kind, began.elapsed_ns());
         }
         self.me.set_state(match status {
             b'I' => State::Idle,
@@ -381,13 +381,13 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
         }
     }
 
-    pub(super) fn count_kind(&self, tables: &[Arc<str>], kind: RouteKind) {
+    pub(super) fn count_kind(&self, tables: &TableList, kind: RouteKind) {
         self.ctx.stats.statement(tables, kind);
         self.me.statements.fetch_add(1, Ordering::Relaxed);
         self.kind.fetch_max(kind as u8, Ordering::Relaxed);
     }
 
-    pub(super) fn count_key(&self, tables: &[Arc<str>], key: &crate::ring::Key) {
+    pub(super) fn count_key(&self, tables: &TableList, key: &crate::ring::Key) {
         self.ctx.stats.key(tables, key, key.hash());
     }
 

@@ -72,7 +72,11 @@ impl Histogram {
     /// Files one observation. Two relaxed atomic adds: the count is the sum of the buckets, so
     /// it needs no counter of its own and a snapshot's count always matches its buckets.
     pub fn record(&self, elapsed: Duration) {
-        let ns = nanos(elapsed);
+        self.record_ns(nanos(elapsed));
+    }
+
+    /// `record` for a duration already in nanoseconds (see `stamp.rs`).
+    pub fn record_ns(&self, ns: u64) {
         let x = ns.saturating_sub(1) / 1000;
         self.buckets[bucket_of(x)].fetch_add(1, Relaxed);
         self.sum_us

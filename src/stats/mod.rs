@@ -7,10 +7,12 @@ pub mod histogram;
 pub mod hotkeys;
 mod route;
 mod skew;
+pub mod stamp;
 mod window;
 
 use crate::config::{Config, StatsConfig, MAX_SHARDS};
 use crate::ring::{Key, Ring, ShardId};
+use crate::router::TableList;
 use histogram::Histogram;
 use hotkeys::HotKeys;
 use std::collections::HashMap;
@@ -137,7 +139,9 @@ pub struct Stats {
     /// One past the highest id whose counters exist.
     known: AtomicUsize,
     routes: [RouteStats; 4],
-    tables: HashMap<Arc<str>, TableStats, BuildHasherDefault<Fnv>>,
+    /// In config order; a plan's table names resolve to indexes here once (`TableList::ids`).
+    tables: Box<[(Arc<str>, TableStats)]>,
+    by_name: HashMap<Arc<str>, u32, BuildHasherDefault<Fnv>>,
     started: Instant,
     /// Whole seconds since `started`, advanced by `tick`: the sketches' coarse clock.
     clock: AtomicU64,
@@ -151,7 +155,7 @@ impl Stats {
     pub fn new(config: &Config) -> Stats {
         let half_life = config.stats.half_life_secs as f64;
         let weights: Vec<u32> = config.shards.iter().map(|s| s.weight).collect();
-        let tables: HashMap<_, _, _> = config
+        let tables: Box<[(Arc<str>, TableStats)]> = config
             .tables
             .iter()
             .map(|t| {
@@ -165,11 +169,17 @@ impl Stats {
                 (Arc::from(t.name.as_str()), stats)
             })
             .collect();
+        let by_name = tables
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _))| (name.clone(), i as u32))
+            .collect();
         let stats = Stats {
             shards: (0..MAX_SHARDS).map(|_| OnceLock::new()).collect(),
             known: AtomicUsize::new(0),
             routes: Default::default(),
             tables,
+            by_name,
             started: Instant::now(),
             clock: AtomicU64::new(0),
             config: config.stats.clone(),
@@ -216,13 +226,41 @@ impl Stats {
         self.clock.load(Relaxed)
     }
 
+    /// Where the counters of the plan's tables are (`u32::MAX` for a table that shards.toml
+    /// does not list), in the plan's order: resolved once per plan, so the statements of a
+    /// cached plan hash no names. None if another Stats resolved the plan first (only where a
+    /// test shares plans): the caller then goes by name.
+    fn ids<'a>(&self, tables: &'a TableList) -> Option<&'a [u32]> {
+        // A plan lives in a session's cache, so the Stats that resolved it outlives it: its
+        // address cannot be another live Stats'.
+        let owner = self as *const Stats as usize;
+        tables.ids(owner, |names| {
+            names
+                .iter()
+                .map(|n| self.by_name.get(n).copied().unwrap_or(u32::MAX))
+                .collect()
+        })
+    }
+
+    fn table(&self, id: u32) -> Option<&TableStats> {
+        self.tables.get(id as usize).map(|(_, t)| t)
+    }
+
+    fn named(&self, name: &str) -> Option<&TableStats> {
+        self.table(*self.by_name.get(name)?)
+    }
+
     /// A statement about to run: counted by route kind and for each table it touches.
-    pub fn statement(&self, tables: &[Arc<str>], kind: RouteKind) {
+    pub fn statement(&self, tables: &TableList, kind: RouteKind) {
         self.routes[kind.index()].statements.fetch_add(1, Relaxed);
-        for t in tables {
-            if let Some(t) = self.tables.get(t) {
-                t.statements.fetch_add(1, Relaxed);
-            }
+        let count = |t: &TableStats| t.statements.fetch_add(1, Relaxed);
+        match self.ids(tables) {
+            Some(ids) => ids.iter().filter_map(|&i| self.table(i)).for_each(|t| {
+                count(t);
+            }),
+            None => tables.iter().filter_map(|n| self.named(n)).for_each(|t| {
+                count(t);
+            }),
         }
     }
 
@@ -234,8 +272,13 @@ impl Stats {
     }
 
     /// A key a statement was routed by: its table's key count and hot-key sketch.
-    pub fn key(&self, tables: &[Arc<str>], key: &Key, hash: u64) {
-        let Some(t) = tables.first().and_then(|t| self.tables.get(t)) else {
+    pub fn key(&self, tables: &TableList, key: &Key, hash: u64) {
+        // The first table's: a plan lists the sharded tables first.
+        let first = match self.ids(tables) {
+            Some(ids) => ids.first().and_then(|&i| self.table(i)),
+            None => tables.first().and_then(|n| self.named(n)),
+        };
+        let Some(t) = first else {
             return;
         };
         t.keys.fetch_add(1, Relaxed);
@@ -245,8 +288,8 @@ impl Stats {
     }
 
     /// A client request finished (at its ReadyForQuery).
-    pub fn request(&self, kind: RouteKind, elapsed: Duration) {
-        self.routes[kind.index()].latency.record(elapsed);
+    pub fn request(&self, kind: RouteKind, elapsed_ns: u64) {
+        self.routes[kind.index()].latency.record_ns(elapsed_ns);
     }
 
     pub fn route_statements(&self, kind: RouteKind) -> u64 {
@@ -308,8 +351,8 @@ impl Stats {
     /// Bytes the hot-key sketches hold now.
     pub fn sketch_memory(&self) -> usize {
         self.tables
-            .values()
-            .filter_map(|t| t.hot.as_ref())
+            .iter()
+            .filter_map(|(_, t)| t.hot.as_ref())
             .map(HotKeys::memory_bytes)
             .sum()
     }
@@ -381,5 +424,44 @@ mod tests {
         assert_eq!(tag_rows(b"CREATE TABLE\0"), None);
         assert_eq!(tag_rows(b"123\0"), None);
         assert_eq!(tag_rows(b"SELECT 99999999999999999999\0"), None);
+    }
+
+    #[test]
+    fn plans_count_by_resolved_table_ids() {
+        let config = Config::parse(
+            "[proxy]\nlisten = \"127.0.0.1:0\"\n\
+             [[shards]]\nname = \"s0\"\nurl = \"postgres://u@h/db\"\n\
+             [[tables]]\nname = \"users\"\nshard_key = \"id\"\n\
+             [[tables]]\nname = \"orders\"\nshard_key = \"user_id\"\n",
+        )
+        .unwrap();
+        let (a, b) = (Stats::new(&config), Stats::new(&config));
+        let counts = |s: &Stats| {
+            s.table_counts()
+                .into_iter()
+                .map(|(n, st, k)| (n.to_string(), st, k))
+                .collect::<Vec<_>>()
+        };
+        let plan = TableList::of(["orders".into(), "nowhere".into(), "users".into()]);
+        let unlisted_first = TableList::of(["nowhere".into(), "users".into()]);
+        for _ in 0..2 {
+            // `a` resolves the lists; `b` then finds them resolved by another and goes by name.
+            for s in [&a, &b] {
+                s.statement(&plan, RouteKind::Single);
+                s.key(&plan, &Key::Int(7), Key::Int(7).hash());
+                s.statement(&unlisted_first, RouteKind::Single);
+                s.key(&unlisted_first, &Key::Int(8), Key::Int(8).hash());
+            }
+        }
+        let want = vec![("orders".to_owned(), 2, 2), ("users".to_owned(), 4, 0)];
+        assert_eq!(counts(&a), want);
+        assert_eq!(counts(&b), want);
+        assert_eq!(a.route_statements(RouteKind::Single), 4);
+        let hot = a.hot_spots(&Ring::new(&config.shards, config.proxy.vnodes), 10);
+        assert_eq!(hot.len(), 1);
+        assert_eq!(
+            (&*hot[0].table, &hot[0].key, hot[0].hits),
+            ("orders", &Key::Int(7), 2.0)
+        );
     }
 }
