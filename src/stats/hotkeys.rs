@@ -15,7 +15,6 @@
 //! free one. Summaries of disjoint streams merge by summing, once a key absent from a stripe is
 //! charged what it could have had there (see `top`).
 
-use super::slot_index::SlotIndex;
 use crate::ring::Key;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -57,9 +56,8 @@ impl Hasher for IdentityHasher {
 
 type ByHash<V> = HashMap<u64, V, BuildHasherDefault<IdentityHasher>>;
 
-/// The home stripe of a hash. Bits 16..48 are used because a stripe's index probes from the low
-/// bits (and `top`'s map tags buckets with the top 7): keys sharing a stripe must not share
-/// those.
+/// The home stripe of a hash. Bits 16..48 are used because the map indexes buckets by the low
+/// bits and tags them with the top 7: keys sharing a stripe must not share those.
 fn home_of(hash: u64, stripes: usize) -> usize {
     ((u64::from((hash >> 16) as u32) * stripes as u64) >> 32) as usize
 }
@@ -122,7 +120,7 @@ struct Stripe {
     /// `at[slot]`: the slot's position in `heap`.
     at: Vec<u32>,
     slots: Vec<Slot>,
-    index: SlotIndex,
+    index: ByHash<u32>,
     /// Landmark of the forward decay, in the caller's seconds.
     base: u64,
     /// The last `now` seen and its weight: one exp2 per stripe per tick instead of per hit.
@@ -138,12 +136,12 @@ struct Stripe {
 }
 
 impl Stripe {
-    fn new(capacity: usize) -> Stripe {
+    fn new() -> Stripe {
         Stripe {
             heap: Vec::new(),
             at: Vec::new(),
             slots: Vec::new(),
-            index: SlotIndex::new(capacity),
+            index: ByHash::default(),
             base: 0,
             clock: 0,
             weight: 1.0,
@@ -191,7 +189,7 @@ impl Stripe {
     fn hit(&mut self, key: &Key, hash: u64, now: u64, foreign: bool, shape: &HotKeys) {
         let w = self.weight_at(now, shape.inv_half_life);
         self.total += w;
-        if let Some(slot) = self.index.get(hash) {
+        if let Some(&slot) = self.index.get(&hash) {
             let at = self.at[slot as usize] as usize;
             self.heap[at].count += w;
             self.sift_down(at);
@@ -217,7 +215,7 @@ impl Stripe {
         } else {
             let Node { count: min, slot } = self.heap[0];
             let entry = &mut self.slots[slot as usize];
-            self.index.remove(entry.hash);
+            self.index.remove(&entry.hash);
             self.evicted = self.evicted.max(min);
             if entry.foreign {
                 self.foreign_evicted = self.foreign_evicted.max(min);
@@ -251,26 +249,26 @@ impl Stripe {
     }
 
     fn sift_down(&mut self, mut at: usize) {
-        // Local slices, and the child chosen by value: fewer bounds checks on the eviction
-        // path, which nearly every hit takes when keys are many.
-        let (heap, pos) = (&mut self.heap[..], &mut self.at[..]);
-        let node = heap[at];
+        let node = self.heap[at];
+        let len = self.heap.len();
         loop {
             let left = 2 * at + 1;
-            let Some(&l) = heap.get(left) else { break };
-            let (child, c) = match heap.get(left + 1) {
-                Some(&r) if r.count < l.count => (left + 1, r),
-                _ => (left, l),
-            };
-            if c.count >= node.count {
+            if left >= len {
                 break;
             }
-            heap[at] = c;
-            pos[c.slot as usize] = at as u32;
+            let right = left + 1;
+            let child = if right < len && self.heap[right].count < self.heap[left].count {
+                right
+            } else {
+                left
+            };
+            if self.heap[child].count >= node.count {
+                break;
+            }
+            self.place(at, self.heap[child]);
             at = child;
         }
-        heap[at] = node;
-        pos[node.slot as usize] = at as u32;
+        self.place(at, node);
     }
 
     fn memory_bytes(&self) -> usize {
@@ -285,9 +283,24 @@ impl Stripe {
         self.heap.capacity() * size_of::<Node>()
             + self.at.capacity() * size_of::<u32>()
             + self.slots.capacity() * size_of::<Slot>()
-            + self.index.memory_bytes()
+            + map_bytes(self.index.capacity())
             + text
     }
+}
+
+/// Heap bytes of a hash map of u64 -> u32 able to hold `capacity` entries, after the std
+/// (hashbrown) layout: a power of two of buckets at most 7/8 full (at most n - 1 of n below 8),
+/// each a (key, value) pair and one control byte, plus one group (16) of trailing control bytes.
+fn map_bytes(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    buckets * (size_of::<(u64, u32)>() + 1) + 16
 }
 
 /// A stripe on its own cache lines (two, as adjacent-line prefetching pairs them), so that
@@ -330,7 +343,7 @@ impl HotKeys {
         assert!(half_life_secs > 0.0, "the half-life must be positive");
         HotKeys {
             stripes: (0..stripes)
-                .map(|_| Padded(Mutex::new(Stripe::new(capacity))))
+                .map(|_| Padded(Mutex::new(Stripe::new())))
                 .collect(),
             capacity,
             inv_half_life: 1.0 / half_life_secs,
@@ -439,8 +452,7 @@ impl HotKeys {
     }
 
     /// An upper bound of the heap memory the sketch holds now (entries, maps, key strings), in
-    /// bytes: at most about 200 bytes per entry (`stripes * capacity`; 260 where four times the
-    /// capacity is not a power of two, see `SlotIndex`), plus 256 per stripe.
+    /// bytes: at most about 220 bytes per entry (`stripes * capacity`), plus 256 per stripe.
     pub fn memory_bytes(&self) -> usize {
         self.stripes.len() * size_of::<Padded>()
             + self

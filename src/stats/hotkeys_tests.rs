@@ -256,7 +256,7 @@ fn spilled_hits_are_merged_and_bounded() {
         let (other, oh) = int_homed(1, 2, 1000 + 10 * i);
         hk.hit(&other, oh, 0);
     }
-    assert_eq!(lock(&hk.stripes[1].0).index.get(h), None);
+    assert!(!lock(&hk.stripes[1].0).index.contains_key(&h));
     let mut truth = HashMap::from([(h, 8)]);
     for i in 0..100 {
         *truth.entry(int_homed(1, 2, 1000 + 10 * i).1).or_default() += 1;
@@ -290,7 +290,7 @@ fn eviction_reuses_text_buffers() {
             })
             .collect();
         v.sort_unstable();
-        (v, s.heap.capacity(), s.index.memory_bytes())
+        (v, s.heap.capacity(), s.index.capacity())
     };
     let before = buffers(&hk);
     assert!(before.0.iter().all(|&(_, cap)| cap == MAX_TEXT));
@@ -342,8 +342,8 @@ fn rejects_a_zero_half_life() {
 
 #[test]
 fn stripes_and_map_use_independent_bits() {
-    // Keys sharing a stripe must still spread over its index's entries (low bits) and over the
-    // buckets and tags (top 7 bits) of the map `top` merges in; stripes must be balanced.
+    // Keys sharing a stripe must still spread over the map's buckets (low bits) and tags (top
+    // 7 bits); stripes must be balanced.
     let stripes = 6;
     let mut per_stripe = vec![0usize; stripes];
     let mut low = vec![[false; 256]; stripes];

@@ -7,7 +7,6 @@ pub mod histogram;
 pub mod hotkeys;
 mod route;
 mod skew;
-mod slot_index;
 pub mod stamp;
 mod window;
 
