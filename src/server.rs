@@ -152,7 +152,7 @@ async fn serve_client(ctx: Arc<Context>, stream: TcpStream, peer: SocketAddr, wo
     let Ok(Some(start)) = negotiated.await else {
         return;
     };
-    let (r, mut w) = tokio::io::split(start.stream);
+    let (r, mut w) = start.stream.into_sides();
     let mut reader = FrameReader::with_buffer(r, start.buffered);
     let binding = start.channel_binding.as_ref();
     let starting = startup(&ctx, &mut reader, &mut w, binding);

@@ -8,13 +8,13 @@ use crate::error::Error;
 use crate::protocol::{self, FrameReader};
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 /// Serves one console client until it leaves.
-pub async fn serve<S: AsyncRead + AsyncWrite>(
+pub async fn serve<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     ctx: Arc<Context>,
-    mut client: FrameReader<ReadHalf<S>>,
-    mut writer: WriteHalf<S>,
+    mut client: FrameReader<R>,
+    mut writer: W,
 ) {
     let mut out = BytesMut::with_capacity(4096);
     // Extended-protocol messages get one error, then are skipped up to their Sync.

@@ -15,7 +15,6 @@ use crate::router::cache::ServerStmt;
 use crate::router::literals::{Lit, LitKind};
 use bytes::{BufMut, BytesMut};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How the shard answered before running the statement.
 enum Early {
@@ -27,7 +26,7 @@ enum Early {
     },
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// The server-side statement to run `text` (routed by the shape `shape`) as, if it is to
     /// run as one.
     pub(super) fn auto_prepared(&mut self, shape: u64, text: &str) -> Option<Arc<ServerStmt>> {

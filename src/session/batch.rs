@@ -10,13 +10,12 @@ use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use std::collections::HashMap;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// The answers a relay passes on as they came, in one copy: all but ParseComplete (of a Parse
 /// the proxy may add; `relay_one` adds it for a client's), errors, COPY and ReadyForQuery.
 pub(super) const RELAYED: Tags = Tags::of(b"2TDnsICt");
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Reads one message's answer; Ok(true) when it succeeded, Ok(false) after an ErrorResponse
     /// (PostgreSQL then skips to Sync). `end` None: a hidden Parse, answered by ParseComplete.
     pub(super) async fn relay_one(

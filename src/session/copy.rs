@@ -11,12 +11,11 @@ use crate::ring::{Key, Ring, ShardId};
 use crate::router::CopyIn;
 use bytes::{BufMut, BytesMut};
 use std::cell::RefCell;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Rows for one shard are sent once this much has gathered.
 const SEND_AT: usize = 64 * 1024;
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Runs a COPY FROM STDIN on every member of `ring` (the ring the statement was routed
     /// with, which places its rows); atomic across them outside a transaction.
     pub(super) async fn copy_in(&mut self, sql: &str, copy: &CopyIn, ring: &Ring) -> Step<bool> {

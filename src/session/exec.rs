@@ -11,7 +11,6 @@ use crate::ring::{Ring, ShardId};
 use crate::router::{self, QueryPlan, Route, StatementPlan, Target};
 use crate::stats::RouteKind;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Makes the statement's backends reachable by the client's CancelRequest while it runs.
 pub(super) struct Cancellable(Arc<Running>);
@@ -37,7 +36,7 @@ pub(super) enum Recv {
     Broken(std::io::Error),
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Runs every statement of a query string; one ReadyForQuery follows (sent by the caller).
     pub(super) async fn run_plan(&mut self, text: &str, plan: &QueryPlan) -> Step {
         if let Err(e) = self.limit_plan(plan) {

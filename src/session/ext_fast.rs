@@ -15,9 +15,8 @@ use crate::ring::ShardId;
 use crate::router::Target;
 use std::ops::Range;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// The statement a batch of Bind, Describe (perhaps), Execute and Sync binds, and where the
     /// Bind names it (see `protocol::put_bind_renamed`), if the batch may take this path (see
     /// `bound_group`).

@@ -12,7 +12,6 @@ use crate::router::{MergePlan, Route, Target};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 pub(super) struct GatherPortal {
     stmt: Arc<Prepared>,
@@ -24,7 +23,7 @@ pub(super) struct GatherPortal {
     pending: Option<VecDeque<Bytes>>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// The gather portal a Bind of a multi-shard read makes, when it runs (`run_local`); None
     /// if it runs on one shard (or is not a read the gather can run, whose error then comes
     /// from the usual path).
@@ -172,7 +171,7 @@ impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
     }
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Execute with a row limit (a driver's fetch size): the merged rows are collected once,
     /// then handed out `max_rows` at a time with PortalSuspended, as PostgreSQL does.
     async fn fetch(&mut self, portal: &str, max_rows: usize) -> Step {

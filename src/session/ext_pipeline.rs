@@ -20,7 +20,6 @@ use crate::router::Route;
 use std::cell::RefCell;
 use std::ops::Range;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Buffers reused from one pipeline to the next (in the session's `Scratch`): its statements,
 /// and what is counted when it runs, each statement's route (None: not counted) and the keys
@@ -50,7 +49,7 @@ struct Bound {
     frames: Range<usize>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// True if the batch is two or more Bind/(Describe)/Execute groups and a Sync, each of
     /// which may take the fast path (`bound_group`), and all of them go to one shard: the
     /// pipeline's buffers then hold its statements, their routes and that shard.

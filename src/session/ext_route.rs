@@ -11,9 +11,8 @@ use crate::protocol;
 use crate::ring::{array_from_binary, array_from_text, oid, ArrayKeys, Key, Ring, ShardId};
 use crate::router::{self, Route, Target};
 use std::cell::RefCell;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Where a run of messages goes: the shard of its bound keys, and the first message (with
     /// its error) that cannot run there.
     pub(super) fn decide(&mut self, msgs: &[Msg]) -> (Option<ShardId>, Option<(usize, Error)>) {
@@ -328,12 +327,7 @@ pub(super) enum Count<'a> {
 }
 
 impl Count<'_> {
-    fn key<S: AsyncRead + AsyncWrite + Send + 'static>(
-        &self,
-        session: &Session<S>,
-        tables: &crate::router::TableList,
-        key: &Key,
-    ) {
+    fn key(&self, session: &Session, tables: &crate::router::TableList, key: &Key) {
         match self {
             Count::Now => session.count_key(tables, key),
             Count::Not => {}

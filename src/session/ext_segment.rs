@@ -7,9 +7,8 @@ use super::extended::{is_statement_close, End, Expect, Msg};
 use super::{Session, Step};
 use crate::error::Error;
 use crate::protocol;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Sends one run of messages to its shard and relays the answers. `sync`: end it with a
     /// Sync (the client's, or one between runs); otherwise with a Flush, keeping the connection.
     pub(super) async fn run_segment(&mut self, msgs: &[Msg], sync: bool) -> Step {

@@ -10,7 +10,6 @@ use crate::protocol::{self, Frame};
 use crate::router::Target;
 use bytes::BytesMut;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// Messages buffered before a batch is sent on without waiting for Sync or Flush.
 const MAX_BATCH: usize = 1000;
@@ -121,7 +120,7 @@ pub(super) struct Scratch {
     pub(super) pipeline: super::ext_pipeline::Buffers,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Buffers one extended-protocol message; a Sync or Flush (or a full buffer) sends the batch.
     pub(super) async fn on_extended(&mut self, frame: Frame) -> Step {
         let tag = frame.tag;

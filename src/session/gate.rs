@@ -9,9 +9,8 @@ use crate::protocol::{self, Frame};
 use crate::rebalance::Ticket;
 use crate::ring::Ring;
 use crate::router::{self, QueryPlan, Route};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Passes the gate for a simple Query's statements.
     pub(super) async fn gate_plan(&mut self, plan: &QueryPlan) -> Result<(), Error> {
         if !self.ctx.rebalance.gate.active() {

@@ -12,7 +12,6 @@ use crate::ring::ShardId;
 use crate::router::MergePlan;
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What one shard said next.
 enum Ev {
@@ -46,7 +45,7 @@ struct Shard {
     ready: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Sends `request` (the same bytes to each shard, ending in a Sync or a simple Query) and
     /// merges the answers as `plan` says. `describe`: the client gets the RowDescription;
     /// `execute`: rows and a CommandComplete (else the request only describes).

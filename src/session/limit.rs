@@ -10,7 +10,6 @@ use crate::gateway::Per;
 use crate::protocol::Frame;
 use crate::router::{QueryPlan, StatementPlan, Target, TxnCommand};
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 fn ends_transaction(s: &StatementPlan) -> bool {
     matches!(
@@ -19,7 +18,7 @@ fn ends_transaction(s: &StatementPlan) -> bool {
     )
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Admits a simple Query's statements.
     pub(super) fn limit_plan(&mut self, plan: &QueryPlan) -> Result<(), Error> {
         if self.limiter.get().is_empty() {

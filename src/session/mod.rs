@@ -35,11 +35,12 @@ use crate::router::{self, QueryPlan, Route, StatementPlan, TableList, Target};
 use crate::stats::clients::{Client, State};
 use crate::stats::stamp::Stamp;
 use crate::stats::RouteKind;
+use crate::tls::{ClientRead, ClientWrite};
 use bytes::BytesMut;
 use settings::Settings;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 use txn::Txn;
 
 /// Plans kept per session; point queries with literal keys rarely repeat, prepared-style ones do.
@@ -55,13 +56,13 @@ pub struct Gone;
 
 type Step<T = ()> = Result<T, Gone>;
 
-pub struct Session<S> {
+pub struct Session {
     ctx: Arc<Context>,
     /// The config and the rate limits as they are now, read on every request.
     config: live::Live<live::ConfigPart>,
     limiter: live::Live<live::LimitsPart>,
-    client: FrameReader<ReadHalf<S>>,
-    writer: WriteHalf<S>,
+    client: FrameReader<ClientRead>,
+    writer: ClientWrite,
     out: BytesMut,
     /// How many times `out` was sent: a batch may be run again only if none of its answer was.
     flushes: u32,
@@ -122,11 +123,11 @@ pub struct Session<S> {
     cancels_seen: Vec<(std::net::SocketAddr, i32)>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     pub fn new(
         ctx: Arc<Context>,
-        client: FrameReader<ReadHalf<S>>,
-        writer: WriteHalf<S>,
+        client: FrameReader<ClientRead>,
+        writer: ClientWrite,
         startup: &[(String, String)],
         running: Arc<Running>,
         me: Arc<Client>,

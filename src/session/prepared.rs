@@ -6,7 +6,6 @@ use crate::protocol;
 use crate::router::{self, QueryPlan, Target};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// A statement a client prepared, as the proxy keeps it.
 pub struct Prepared {
@@ -28,7 +27,7 @@ pub struct Prepared {
     pub(super) version: u64,
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// The statement already registered under a Parse's name when the Parse repeats it: drivers
     /// re-parse the unnamed statement with every query. The same text and types, planned under
     /// the same catalog, keep it, without decoding the message or looking up a plan.

@@ -8,7 +8,6 @@ use crate::error::Error;
 use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use std::collections::VecDeque;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How the answers of several shards become one.
 pub(super) enum Combine {
@@ -20,7 +19,7 @@ pub(super) enum Combine {
     RowOrder(Vec<ShardId>),
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Runs per-shard SQL on several shards and answers as one result, combined as `combine` says.
     pub(super) async fn exec_many(
         &mut self,

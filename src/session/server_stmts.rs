@@ -9,7 +9,6 @@ use super::{Session, Step};
 use crate::backend::statements::EVICT_AT_ONCE;
 use crate::backend::PooledConn;
 use crate::protocol;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// True when `conn` holds as many statements as it may, a statement of `msgs` is not among
 /// them, and closing some is safe now: between transactions, with no BEGIN waiting to ride
@@ -28,7 +27,7 @@ pub(super) fn may_close(conn: &PooledConn) -> bool {
     conn.status == b'I' && !conn.has_prelude()
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Closes the statements `conn` used least recently, a tenth of what it may hold, so that
     /// the next ones can be prepared there: one round trip per that many new statements.
     pub(super) async fn make_room(

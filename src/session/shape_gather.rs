@@ -14,9 +14,8 @@ use crate::protocol;
 use crate::ring::Ring;
 use crate::router::cache::literal_limits;
 use crate::router::{prepare, QueryPlan, Route};
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// Runs `text`, a read of the shape `shape` whose plan is `plan`, on the shards of `route`.
     pub(super) async fn gather_shaped(
         &mut self,

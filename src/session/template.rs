@@ -7,9 +7,8 @@ use crate::error::Error;
 use crate::router::cache::{self, Routed};
 use crate::router::Route;
 use std::sync::atomic::Ordering;
-use tokio::io::{AsyncRead, AsyncWrite};
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// `text` routed to one shard by its shape's plan, if it has one.
     pub(super) fn templated(&mut self, text: &str) -> Option<Routed> {
         // While a rebalance runs, its gate routes each request under two rings by the plan of

@@ -7,12 +7,11 @@ use crate::error::Error;
 use crate::protocol::{self, Frame};
 use bytes::BytesMut;
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 /// How long a shard may take to answer once asked to cancel, before its connection is given up.
 pub(super) const CANCEL_GRACE: Duration = Duration::from_secs(5);
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// The idle limit that applies while waiting for the client's next message, if any: only
     /// between requests (a half-sent batch is not idle), and whether it is the transaction's.
     pub(super) fn idle_limit(&mut self) -> Option<(Duration, bool)> {
@@ -76,7 +75,7 @@ pub(super) fn timeout_error(frame: &Frame) -> Option<Frame> {
     })
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// A frame from `conn` after the timeout's cancel was sent: a 57014 shows the cancel was
     /// consumed by the statement it was meant for.
     pub(super) fn after_timeout(&mut self, conn: &PooledConn, frame: Frame) -> Frame {

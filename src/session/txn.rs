@@ -10,7 +10,6 @@ use crate::protocol::{self, Frame};
 use crate::ring::ShardId;
 use crate::router::{SessionCommand, StatementPlan, Target, TxnCommand};
 use futures_util::future::join_all;
-use tokio::io::{AsyncRead, AsyncWrite};
 
 pub struct Txn {
     /// The shards in the transaction, each with the connection pinned to it until the end.
@@ -68,7 +67,7 @@ fn starts_with_words(sql: &str, words: &[&str]) -> bool {
         .all(|w| it.next().is_some_and(|t| t.eq_ignore_ascii_case(w)))
 }
 
-impl<S: AsyncRead + AsyncWrite + Send + 'static> Session<S> {
+impl Session {
     /// A connection to `shard` for the next statement: the transaction's own, or one from the
     /// pool with this client's settings applied (joining the transaction if one is open).
     pub(super) async fn acquire(&mut self, shard: ShardId) -> Result<PooledConn, Error> {

@@ -10,7 +10,7 @@ mod stream;
 
 pub use accept::{negotiate, Negotiated};
 pub use shard::{shard_mode, ShardConnector};
-pub use stream::{ClientStream, MaybeTls, ServerStream};
+pub use stream::{ClientRead, ClientStream, ClientWrite, MaybeTls, ServerStream};
 
 use crate::auth::ChannelBinding;
 use crate::config::TlsConfig;

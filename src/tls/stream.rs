@@ -4,7 +4,8 @@
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf, ReadHalf, WriteHalf};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
 /// Plain TCP, or TLS (`T`) over it. The TLS state is boxed: it is large, and allocated once per
@@ -16,7 +17,13 @@ pub enum MaybeTls<T> {
 }
 
 /// A client's connection to the proxy.
-pub type ClientStream = MaybeTls<tokio_rustls::server::TlsStream<TcpStream>>;
+pub type ClientStream = MaybeTls<ClientTls>;
+/// TLS over a client's connection.
+pub type ClientTls = tokio_rustls::server::TlsStream<TcpStream>;
+/// What a session reads a client's messages from.
+pub type ClientRead = ReadSide<ClientTls>;
+/// What a session writes its answers to.
+pub type ClientWrite = WriteSide<ClientTls>;
 /// The proxy's wire connection to a shard.
 pub type ServerStream = MaybeTls<tokio_rustls::client::TlsStream<TcpStream>>;
 
@@ -96,6 +103,97 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for MaybeTls<T> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// The reading half of a client's stream. Plain TCP is split without a lock: each half polls the
+/// socket itself. TLS goes through tokio's split, whose lock both directions take, as one TLS
+/// session's state changes with reads and writes alike.
+#[derive(Debug)]
+pub enum ReadSide<T> {
+    Plain(OwnedReadHalf),
+    Tls(ReadHalf<Box<T>>),
+}
+
+/// The writing half of a client's stream (see [`ReadSide`]). Dropping a plain one shuts the
+/// socket down for writing, which only ever happens as the session ends.
+#[derive(Debug)]
+pub enum WriteSide<T> {
+    Plain(OwnedWriteHalf),
+    Tls(WriteHalf<Box<T>>),
+}
+
+impl<T: AsyncRead + AsyncWrite + Unpin> MaybeTls<T> {
+    /// Splits the stream into halves that a session reads from and writes to independently.
+    pub fn into_sides(self) -> (ReadSide<T>, WriteSide<T>) {
+        match self {
+            MaybeTls::Plain(s) => {
+                let (r, w) = s.into_split();
+                (ReadSide::Plain(r), WriteSide::Plain(w))
+            }
+            MaybeTls::Tls(s) => {
+                let (r, w) = tokio::io::split(s);
+                (ReadSide::Tls(r), WriteSide::Tls(w))
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for ReadSide<T> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadSide::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for WriteSide<T> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteSide::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            WriteSide::Tls(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            WriteSide::Plain(s) => s.is_write_vectored(),
+            WriteSide::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteSide::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteSide::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
