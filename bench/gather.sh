@@ -3,9 +3,14 @@
 # GROUP BY over a key range) against one unsharded database and through shardgate over 3 shards
 # holding the same pgbench data (scale 10), measured back to back in one run.
 # Usage: bench/gather.sh [path/to/shardgate] [seconds per run]
+#   (default: target/dist/shardgate, Cargo.toml's `dist` profile, built or rebuilt first)
 set -euo pipefail
 
-bin=${1:-target/release/shardgate}
+bin=${1:-}
+if [ -z "$bin" ]; then
+  (cd "$(dirname "$0")/.." && cargo build --profile dist --quiet)
+  bin=$(cd "$(dirname "$0")/.." && pwd)/target/dist/shardgate
+fi
 secs=${2:-8}
 work=$(mktemp -d)
 chmod 755 "$work"

@@ -9,8 +9,8 @@
 # shardgate runs with one worker thread, as PgBouncer has.
 #
 # Usage: bench/instructions.sh [transactions per client]
-# Environment: BIN (default target/release/shardgate, built if missing), MODES ("simple extended
-#   prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
+# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or
+#   rebuilt first), MODES ("simple extended prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
 #   callgrind_annotate), HOP (1 = also count a plain tokio byte-copy hop, examples/hop.rs: the
 #   floor of what a tokio proxy costs), SCRIPT (a pgbench script to run instead of -S, e.g.
 #   bench/pipelined.sql).
@@ -24,7 +24,7 @@ pool=16
 script=${SCRIPT:-}
 workers= # setup.sh starts no shardgate: this script starts its own, under callgrind
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${BIN:-$here/target/release/shardgate}
+bin=${BIN:-$here/target/dist/shardgate}
 pg_port=${PG_PORT:-25630}
 bouncer_port=$((pg_port + 1))
 proxy_port=$((pg_port + 2))
@@ -56,8 +56,8 @@ pids+=("$!")
 wait_port "$proxy_port" 600
 wait_port "$cg_bouncer_port" 600
 if [ "${HOP:-0}" = 1 ]; then
-  (cd "$here" && cargo build --release --quiet --example hop)
-  valgrind --tool=callgrind --callgrind-out-file="$work/hop.%p" "$here/target/release/examples/hop" \
+  (cd "$here" && cargo build --profile dist --quiet --example hop)
+  valgrind --tool=callgrind --callgrind-out-file="$work/hop.%p" "$here/target/dist/examples/hop" \
     "127.0.0.1:$hop_port" "127.0.0.1:$pg_port" >"$work/hop-cg.log" 2>&1 &
   hop_pid=$!
   pids+=("$hop_pid")

@@ -10,8 +10,8 @@
 # and an ORDER BY ... LIMIT over a key range, and five keys by IN (...).
 #
 # Usage: bench/pgbench.sh [seconds per run] [rounds]
-# Environment: BIN (default target/release/shardgate, built if missing), CLIENTS ("1 8 64"),
-#   MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
+# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or
+#   rebuilt first), CLIENTS ("1 8 64"), MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
 #   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
 #   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
 #   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU;
@@ -41,7 +41,7 @@ one=${ONE:-1}
 script=${SCRIPT:-}
 rate=${RATE:-}
 here=$(cd "$(dirname "$0")/.." && pwd)
-bin=${BIN:-$here/target/release/shardgate}
+bin=${BIN:-$here/target/dist/shardgate}
 pg_port=${PG_PORT:-25610}
 bouncer_port=$((pg_port + 1))
 proxy_port=$((pg_port + 2))

@@ -16,9 +16,12 @@ if [ -z "$pgbin" ]; then
   pgbin=$(dirname "$(command -v initdb)")
 fi
 command -v pgbouncer >/dev/null || { echo "pgbouncer not found (apt-get install pgbouncer)"; exit 1; }
-if [ ! -x "$bin" ]; then
-  (cd "$here" && cargo build --release --quiet)
+# The default binary is the deployable build (Cargo.toml's `dist` profile), rebuilt if the
+# sources changed since, so that a run never measures a stale one; a BIN given is used as it is.
+if [ -z "${BIN:-}" ]; then
+  (cd "$here" && cargo build --profile dist --quiet)
 fi
+[ -x "$bin" ] || { echo "no shardgate binary at $bin"; exit 1; }
 
 work=$(mktemp -d)
 chmod 755 "$work"
@@ -121,8 +124,8 @@ done
 # hop=1: a plain tokio byte-copy hop (examples/hop.rs) in front of the same database, the floor
 # of what any tokio proxy costs; a target like the shardgates, named "hop".
 if [ "${hop:-0}" = 1 ]; then
-  (cd "$here" && cargo build --release --quiet --example hop)
-  "$here/target/release/examples/hop" "127.0.0.1:$port" "127.0.0.1:$pg_port" >"$work/hop.log" 2>&1 &
+  (cd "$here" && cargo build --profile dist --quiet --example hop)
+  "$here/target/dist/examples/hop" "127.0.0.1:$port" "127.0.0.1:$pg_port" >"$work/hop.log" 2>&1 &
   pids+=("$!")
   sg_targets+=" hop:$port:$!"
 fi
