@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# The shardgate image: a release build in the Rust image, shipped on Debian slim, running as a non-root user.
+# The shardgate image: the `dist` build (Cargo.toml: LTO, one codegen unit) in the Rust image, shipped on
+# Debian slim, running as a non-root user.
 # Build and run with docker-compose.yml, or: docker build -t shardgate . &&
 #   docker run -p 6432:6432 -v $PWD/shards.toml:/etc/shardgate/shards.toml:ro shardgate
 
@@ -11,8 +12,8 @@ COPY . .
 # the binary is copied out because the target dir is a mount that vanishes after this step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin shardgate \
-    && install -D -m 0755 target/release/shardgate /out/shardgate
+    cargo build --profile dist --locked --bin shardgate \
+    && install -D -m 0755 target/dist/shardgate /out/shardgate
 
 FROM debian:bookworm-slim
 RUN apt-get update \
