@@ -3,7 +3,8 @@
 # a point SELECT by key, so that a change's cost shows against the run-to-run noise.
 # Usage: [AB_OLD_EXTRA=TOML] bench/ab.sh OLD_BINARY NEW_BINARY [seconds per run] [rounds]
 #   e.g. git worktree add /tmp/old HEAD~3 && (cd /tmp/old && cargo build --profile dist)
-#        cargo build --profile dist && bench/ab.sh /tmp/old/target/dist/shardgate target/dist/shardgate
+#        cargo build --profile dist &&
+#        bench/ab.sh /tmp/old/target/dist/shardgate target/dist/shardgate
 set -euo pipefail
 old=${1:?old binary}
 new=${2:?new binary}

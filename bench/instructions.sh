@@ -9,11 +9,11 @@
 # shardgate runs with one worker thread, as PgBouncer has.
 #
 # Usage: bench/instructions.sh [transactions per client]
-# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or
-#   rebuilt first), MODES ("simple extended prepared"), SCALE (1), PROFILES (a directory to keep each run's callgrind dump in, for
-#   callgrind_annotate), HOP (1 = also count a plain tokio byte-copy hop, examples/hop.rs: the
-#   floor of what a tokio proxy costs), SCRIPT (a pgbench script to run instead of -S, e.g.
-#   bench/pipelined.sql).
+# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or rebuilt
+#   first), MODES ("simple extended prepared"), SCALE (1), PROFILES (a directory to keep each
+#   run's callgrind dump in, for callgrind_annotate), HOP (1 = also count a plain tokio byte-copy
+#   hop, examples/hop.rs: the floor of what a tokio proxy costs), SCRIPT (a pgbench script to run
+#   instead of -S, e.g. bench/pipelined.sql).
 # Needs what bench/pgbench.sh needs, and valgrind (Debian: apt-get install valgrind).
 set -euo pipefail
 

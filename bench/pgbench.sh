@@ -10,12 +10,12 @@
 # and an ORDER BY ... LIMIT over a key range, and five keys by IN (...).
 #
 # Usage: bench/pgbench.sh [seconds per run] [rounds]
-# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or
-#   rebuilt first), CLIENTS ("1 8 64"), MODES ("simple extended prepared"), SCALE (10), POOL (server connections per shard and
-#   PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it), MULTI (1 = also the
-#   three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers, one shardgate
-#   column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and one per CPU;
-#   "1-text" = one thread with auto_prepare off),
+# Environment: BIN (default target/dist/shardgate, Cargo.toml's `dist` profile, built or rebuilt
+#   first), CLIENTS ("1 8 64"), MODES ("simple extended prepared"), SCALE (10), POOL (server
+#   connections per shard and PgBouncer's pool, 64), ONE (1 = the one-shard table, 0 = skip it),
+#   MULTI (1 = also the three-shard tables, 0 = skip them), WORKERS (shardgate's [proxy] workers,
+#   one shardgate column each in the one-shard table: "1 0" = one thread, as PgBouncer has, and
+#   one per CPU; "1-text" = one thread with auto_prepare off),
 #   HOP (1 = also a plain tokio byte-copy hop, examples/hop.rs: the floor of a tokio proxy),
 #   MULTI_WORKERS (the three-shard proxy's, 0), MULTI_QUERIES (the three-shard tables: "count top
 #   multiget"), MULTI_MODES ("simple prepared"), MULTI_CLIENTS ("8 64"), SCRIPT (a pgbench
