@@ -195,7 +195,7 @@ for s in 0 1 2; do q -d postgres -c "CREATE DATABASE shard$s"; done
   done
   tables
 } >"$work/three.toml"
-RUST_LOG=warn "$bin" --config "$work/three.toml" >"$work/three.log" 2>&1 &
+RUST_LOG=warn "${own_session[@]}" "$bin" --config "$work/three.toml" >"$work/three.log" 2>&1 &
 three_pid=$!
 pids+=("$three_pid")
 wait_port "$multi_port"

@@ -90,6 +90,15 @@ EOF
 echo '"postgres" ""' >"$work/users.txt"
 "${as_pg[@]}" pgbouncer -d "$work/bouncer.ini"
 
+# Each proxy in a session of its own (setsid), as PgBouncer is once it daemonizes and as a service
+# manager starts one. With the kernel's autogroups (sched_autogroup_enabled), CPU is shared fairly
+# between sessions first: a proxy left in this script's session would share one group's share
+# with pgbench's threads, and be preempted more often than PgBouncer in its own group.
+own_session=()
+if command -v setsid >/dev/null; then
+  own_session=(setsid)
+fi
+
 # shardgate with one shard: the same database, the pgbench tables sharded on their ids.
 tables() {
   printf '[[tables]]\nname = "pgbench_accounts"\nshard_key = "aid"\n'
@@ -112,7 +121,8 @@ for spec in $workers; do
     printf '[[shards]]\nname = "s0"\nurl = "postgres://postgres@127.0.0.1:%s/bench"\n' "$pg_port"
     tables
   } >"$work/one-$spec.toml"
-  RUST_LOG=warn "$bin" --config "$work/one-$spec.toml" >"$work/one-$spec.log" 2>&1 &
+  RUST_LOG=warn "${own_session[@]}" "$bin" --config "$work/one-$spec.toml" \
+    >"$work/one-$spec.log" 2>&1 &
   pids+=("$!")
   name=shardgate-$w
   [ "$w" = 0 ] && name=shardgate-N
@@ -125,7 +135,8 @@ done
 # of what any tokio proxy costs; a target like the shardgates, named "hop".
 if [ "${hop:-0}" = 1 ]; then
   (cd "$here" && cargo build --profile dist --quiet --example hop)
-  "$here/target/dist/examples/hop" "127.0.0.1:$port" "127.0.0.1:$pg_port" >"$work/hop.log" 2>&1 &
+  "${own_session[@]}" "$here/target/dist/examples/hop" "127.0.0.1:$port" "127.0.0.1:$pg_port" \
+    >"$work/hop.log" 2>&1 &
   pids+=("$!")
   sg_targets+=" hop:$port:$!"
 fi
