@@ -56,11 +56,6 @@ ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# CPU time (clock ticks) the whole machine has used so far, all processes and the kernel.
-busy() {
-  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9}' /proc/stat
-}
-
 # One pgbench run: prints "tps cpu all", cpu being the middle process's CPU µs per transaction
 # (0 for none) and all the whole machine's (pgbench, the middle process and PostgreSQL: on a
 # machine they share, tps goes as its inverse), and leaves each transaction's latency (µs) in
@@ -70,13 +65,13 @@ run() { # run PORT PID MODE CLIENTS SCRIPT-ARGS...
   shift 4
   local j=$((c < 2 ? c : 2)) t0 t1 a0 a1
   t0=$(ticks "$pid")
-  a0=$(busy)
+  read -r a0 _ < <(machine_ticks)
   rm -rf "$work/log" && mkdir "$work/log"
   (cd "$work/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" \
     -T "$secs" -l ${rate:+-R "$rate"} "$@" bench >"$work/run.out" 2>&1) || { cat "$work/run.out"; return 1; }
   grep -q '^number of failed transactions: 0 ' "$work/run.out" || { cat "$work/run.out"; return 1; }
   t1=$(ticks "$pid")
-  a1=$(busy)
+  read -r a1 _ < <(machine_ticks)
   compgen -G "$work/log/pgbench_log.*" >/dev/null || { echo "pgbench wrote no latency log"; return 1; }
   cat "$work"/log/pgbench_log.* | awk '{print $3}' >"$work/lat"
   awk -v t="$((t1 - t0))" -v a="$((a1 - a0))" -v hz="$(getconf CLK_TCK)" '

@@ -4,7 +4,7 @@
 # Reads: here, bin, pg_port, bouncer_port, proxy_port, multi_port, pool, workers, scale, hop,
 #   script.
 # Sets: pgbin, work, as_pg, pids, sg_targets ("name:port:pid ..."), workload (pgbench's arguments
-#   for the runs: -S, or script); defines q, tables, wait_port.
+#   for the runs: -S, or script); defines q, tables, wait_port, machine_ticks.
 # shellcheck shell=bash disable=SC2034,SC2154  # the variables set and read here are the callers'
 pgbin=
 # shellcheck disable=SC2012  # the directory names are version numbers
@@ -140,6 +140,13 @@ if [ "${hop:-0}" = 1 ]; then
   pids+=("$!")
   sg_targets+=" hop:$port:$!"
 fi
+
+# machine_ticks: "busy idle", the CPU time of all cores so far in clock ticks. Busy is every
+# process and the kernel, with what a hypervisor stole (the machine was not ours then either);
+# idle includes iowait.
+machine_ticks() {
+  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8 + $9, $5 + $6}' /proc/stat
+}
 
 # wait_port PORT [TENTHS]: waits up to TENTHS tenths of a second (100) for PORT to listen.
 wait_port() {

@@ -40,12 +40,6 @@ switches() {
     awk '/^voluntary_ctxt_switches/ {v += $2} /^nonvoluntary_ctxt_switches/ {n += $2} END {print v, n}'
 }
 
-# machine: "busy idle" CPU time of all cores so far, in clock ticks (idle includes iowait; time
-# stolen by a hypervisor is in neither).
-machine() {
-  awk '/^cpu / {print $2 + $3 + $4 + $7 + $8, $5 + $6}' /proc/stat
-}
-
 targets="pgbouncer:$bouncer_port:$(cat "$work/bouncer.pid")$sg_targets"
 read -r -a tg <<<"$targets"
 for t in "${tg[@]}"; do
@@ -62,12 +56,12 @@ for r in $(seq 1 "$rounds"); do
     IFS=: read -r name port pid <<<"${tg[$(((k + r) % ${#tg[@]}))]}"
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     read -r v0 n0 < <(switches "$pid")
-    read -r b0 i0 < <(machine)
+    read -r b0 i0 < <(machine_ticks)
     pgbench -n -h 127.0.0.1 -p "$port" -U postgres -M "$mode" -c "$c" -j "$j" -T "$secs" -S bench \
       >"$work/run.out" 2>&1 || { cat "$work/run.out"; exit 1; }
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
     read -r v1 n1 < <(switches "$pid")
-    read -r b1 i1 < <(machine)
+    read -r b1 i1 < <(machine_ticks)
     awk -v nm="$name" -v u=$((u1 - u0)) -v s=$((s1 - s0)) -v v=$((v1 - v0)) -v i=$((n1 - n0)) \
       -v hz="$hz" -v busy=$((b1 - b0)) -v idle=$((i1 - i0)) '
       /^number of transactions actually processed/ {n = $6}
