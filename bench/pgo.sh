@@ -55,12 +55,14 @@ shopt -s nullglob
 runs=("$raw"/*.profraw)
 [ ${#runs[@]} -gt 0 ] || { echo "the training runs wrote no profile"; exit 1; }
 "$profdata" merge -o "$raw/merged.profdata" "${runs[@]}" || {
-  echo "$profdata cannot read rustc's profiles: it needs an LLVM at least as new as the one"
-  echo "rustc's raw profile format was made by (rustup component add llvm-tools, or llvm-19)"
+  echo "$profdata cannot read these profiles: it needs a version that reads the raw profile"
+  echo "format of rustc's LLVM (rustup component add llvm-tools, or apt-get install llvm-19)"
   exit 1
 }
 
 # Named by its content: cargo rebuilds when RUSTFLAGS change, not when a file they name does.
+# Only the newest is kept.
+rm -rf "$here/target/pgo-profiles"
 mkdir -p "$here/target/pgo-profiles"
 profile=$here/target/pgo-profiles/$(sha256sum "$raw/merged.profdata" | cut -c1-16).profdata
 cp "$raw/merged.profdata" "$profile"
